@@ -1,0 +1,217 @@
+"""Frozen configuration dataclasses and the named presets (``tiny``, ``small``, ``paper``).
+
+A preset bundles everything that must agree between training and inference: the network layout, the model-space
+geometry and intensity normalisation (:class:`PreprocessSpec`), and the diffusion settings. The resolved preset is
+written into every model folder, so a model always carries the exact settings it was trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Normalisation = Literal["max", "percentile"]
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a native scan is turned into model-space axial slices (and back).
+
+    Attributes:
+        size: side of the square model-space canvas, in pixels.
+        spacing_mm: in-plane pixel size of the canvas, in mm. Through-plane, every native axial slice is kept.
+        normalisation: ``"max"`` divides by the volume's maximum inside the brain (the paper); ``"percentile"``
+            divides by the given percentile of brain voxels and clips to [0, 1].
+        percentile: percentile used by ``"percentile"`` normalisation.
+        min_brain_fraction: slices whose brain covers less than this share of the canvas are not used for training
+            (and are skipped, map = 0, at inference).
+    """
+
+    size: int = 64
+    spacing_mm: float = 3.0
+    normalisation: Normalisation = "max"
+    percentile: float = 99.5
+    min_brain_fraction: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.size % 8:
+            raise ValueError(f"size must be a multiple of 8 and at least 8, got {self.size}")
+        if self.spacing_mm <= 0:
+            raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
+        if self.normalisation not in ("max", "percentile"):
+            raise ValueError(f"normalisation must be 'max' or 'percentile', got {self.normalisation!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+        if not 0.0 <= self.min_brain_fraction < 1.0:
+            raise ValueError(f"min_brain_fraction must be in [0, 1), got {self.min_brain_fraction}")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Arguments of diffusers' ``UNet2DModel`` that a preset chooses (the rest are the library defaults).
+
+    ``in_channels`` is twice the image channels: the noisy image and the condition are concatenated.
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+    layers_per_block: int = 2
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    image_channels: int = 1
+
+    def __post_init__(self) -> None:
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ValueError("block_out_channels, down_block_types and up_block_types must have the same length")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"every block width must be divisible by norm_num_groups={self.norm_num_groups}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The forward process and what the network predicts.
+
+    Attributes:
+        num_train_timesteps: T (1000 in the paper).
+        beta_start / beta_end: linear beta schedule ends (1e-4, 0.02 in the paper).
+        prediction_type: ``"epsilon"`` (the paper), ``"v_prediction"`` or ``"sample"`` (x0).
+        snr_gamma: Min-SNR-γ loss weighting (1.0 in the paper); None disables it.
+        offset_noise: strength of the per-image offset added to the noise (0.1 in the paper).
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: PredictionType = "epsilon"
+    snr_gamma: float | None = 1.0
+    offset_noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the paper's values are the defaults, batch excepted)."""
+
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    ema_max_decay: float = 0.9999
+    p_no_task: float = 0.2
+    validate_every: int = 500
+    validation_slices: int = 64
+    early_stop_patience: int = 50_000
+    checkpoint_every: int = 250
+    check_every: int = 1000
+    check_slices: int = 16
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, complete description of a model family."""
+
+    name: str
+    description: str
+    unet: UNetConfig
+    preprocess: PreprocessSpec
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    default_sampler: str = "ddim"
+    default_steps: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preset:
+        """Rebuild a preset from :meth:`to_dict` output; unknown keys are an error."""
+        def build(klass: type, values: dict[str, Any]) -> Any:
+            names = {f.name for f in fields(klass)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"unknown {klass.__name__} keys: {sorted(unknown)}")
+            out = {}
+            for f in fields(klass):
+                if f.name not in values:
+                    continue
+                v = values[f.name]
+                out[f.name] = tuple(v) if isinstance(v, list) else v
+            return klass(**out)
+
+        d = dict(data)
+        return cls(
+            name=d["name"],
+            description=d.get("description", ""),
+            unet=build(UNetConfig, d["unet"]),
+            preprocess=build(PreprocessSpec, d["preprocess"]),
+            diffusion=build(DiffusionConfig, d.get("diffusion", {})),
+            train=build(TrainConfig, d.get("train", {})),
+            default_sampler=d.get("default_sampler", "ddim"),
+            default_steps=int(d.get("default_steps", 5)),
+        )
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        description="Test-only network (a few thousand parameters, 32x32 at 6 mm); restores nothing useful.",
+        unet=UNetConfig(
+            block_out_channels=(8, 16),
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            layers_per_block=1,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        ),
+        preprocess=PreprocessSpec(size=32, spacing_mm=6.0),
+        diffusion=DiffusionConfig(prediction_type="v_prediction"),
+        train=TrainConfig(batch_size=4, validate_every=10, validation_slices=8, checkpoint_every=10,
+                          check_every=10, check_slices=4),
+        default_sampler="ddim",
+        default_steps=2,
+    ),
+    "small": Preset(
+        name="small",
+        description="CPU preset: a reduced UNet on 64x64 canvases at 3 mm, v-prediction. Not the paper's network.",
+        unet=UNetConfig(),
+        preprocess=PreprocessSpec(size=64, spacing_mm=3.0),
+        diffusion=DiffusionConfig(prediction_type="v_prediction"),
+        train=TrainConfig(batch_size=16, validate_every=250, validation_slices=64, checkpoint_every=250,
+                          check_every=500, check_slices=16),
+        default_sampler="ddim",
+        default_steps=5,
+    ),
+    "paper": Preset(
+        name="paper",
+        description="The network of Baugh et al. 2024 (72.4 M parameters, 128x128, epsilon-prediction). A GPU model.",
+        unet=UNetConfig(
+            block_out_channels=(128, 256, 256, 512),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D"),
+            layers_per_block=2,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        ),
+        preprocess=PreprocessSpec(size=128, spacing_mm=1.5),
+        diffusion=DiffusionConfig(prediction_type="epsilon"),
+        train=TrainConfig(batch_size=16, validate_every=500, validation_slices=200, checkpoint_every=1000,
+                          check_every=5000, check_slices=16),
+        default_sampler="paper",
+        default_steps=50,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Return the named preset or raise ``ValueError`` listing the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,139 @@
+"""The data that crosses the engine's public boundary: analysis settings, model description and results.
+
+Everything here is plain Python, numpy arrays and frozen dataclasses (no torch types), so the viewer and scripts can
+hold results without knowing how they were made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Sampler = Literal["ddim", "dpm", "paper"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How to run an analysis.
+
+    Attributes:
+        sampler: ``"ddim"`` or ``"dpm"`` (few-step, for interactive use) or ``"paper"`` (50-step DDPM, leading
+            spacing, as in Baugh et al.).
+        steps: sampler steps; None takes the model's default (``"paper"`` always uses 50).
+        seed: seed of the initial noise; the same seed gives the same result on the same device.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        batch_size: slices restored together per member (memory knob).
+    """
+
+    sampler: Sampler = "ddim"
+    steps: int | None = None
+    seed: int = 0
+    device: Device = "auto"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddim", "dpm", "paper"):
+            raise ValueError(f"sampler must be 'ddim', 'dpm' or 'paper', got {self.sampler!r}")
+        if self.steps is not None and not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What an anomaly-map value means for a model, measured on healthy scans.
+
+    The anomaly map is ``1 - SSIM`` (the model's SSIM convention) averaged over members; ``threshold`` is in those
+    same units and flags ``healthy_fpr`` of healthy brain voxels.
+
+    Attributes:
+        threshold: default decision threshold on the anomaly map.
+        healthy_fpr: fraction of healthy brain voxels above ``threshold`` on the calibration scans.
+        display_max: a sensible top of the colour scale (a high healthy percentile times a margin).
+        healthy_percentiles: map-value percentiles over healthy brain voxels, keyed by percentile ("50", "90", ...).
+        slice_score_percentiles: the same for healthy slice scores.
+        units: a short description of the units, shown beside the threshold slider.
+        scans: number of healthy scans used.
+    """
+
+    threshold: float
+    healthy_fpr: float
+    display_max: float
+    healthy_percentiles: dict[str, float] = field(default_factory=dict)
+    slice_score_percentiles: dict[str, float] = field(default_factory=dict)
+    units: str = "1 - SSIM (ensemble mean)"
+    scans: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A loaded model folder, as a user sees it.
+
+    Attributes:
+        name / version / model_id: ``model_id`` is ``"<name>-v<version>"``.
+        modality: the MR contrast the model was trained on (``"t1"``).
+        preset: name of the preset (``"small"``, ...).
+        members: number of ensemble members (one per task fold).
+        folds: fold index of each member.
+        device: the torch device the members run on (``"cpu"`` or ``"cuda"``).
+        expects_skull_stripped: True if the model was trained on brain-extracted scans.
+        ssim_convention: ``"paper"`` or ``"standard"`` constants of the anomaly map.
+        calibration: healthy-scan calibration, or None for an uncalibrated model.
+        default_sampler / default_steps: the settings used when the caller gives none.
+        path: the model folder.
+    """
+
+    name: str
+    version: str
+    model_id: str
+    modality: str
+    preset: str
+    members: int
+    folds: tuple[int, ...]
+    device: str
+    expects_skull_stripped: bool
+    ssim_convention: str
+    calibration: Calibration | None
+    default_sampler: str
+    default_steps: int
+    path: str
+
+
+@dataclass(frozen=True, eq=False)
+class AnomalyResult:
+    """The analysis of one volume, on the input's own voxel grid (same shape, same voxel order, same affine).
+
+    Voxels outside the analysed slices (or outside the brain) hold 0 in the maps and the input's own value in
+    ``restored``.
+
+    Attributes:
+        anomaly_map: float32, ensemble mean of the members' ``1 - SSIM`` maps, zero in the background.
+        member_spread: float32, standard deviation of the members' maps (disagreement).
+        restored: float32, the pseudo-healthy restoration in the input's intensity units.
+        slice_scores: float32 of length ``n_slices`` along ``slice_axis``: mean of the model-space map over the
+            canvas (the paper's score); NaN for slices not analysed.
+        analysed: bool of length ``n_slices``: which slices along ``slice_axis`` were analysed.
+        slice_axis: the native array axis the engine slices along (the one closest to inferior-superior).
+        seed / sampler / steps / model_id: what produced the result.
+        threshold: the model's calibrated default threshold (None when uncalibrated).
+        warnings: one-line warnings about the input (e.g. "not skull-stripped?").
+    """
+
+    anomaly_map: np.ndarray
+    member_spread: np.ndarray
+    restored: np.ndarray
+    slice_scores: np.ndarray
+    analysed: np.ndarray
+    slice_axis: int
+    seed: int
+    sampler: str
+    steps: int
+    model_id: str
+    threshold: float | None = None
+    warnings: tuple[str, ...] = ()
