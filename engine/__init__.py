@@ -1,0 +1,79 @@
+"""condiff engine: image-conditioned diffusion anomaly detection for brain MRI (Baugh et al. 2024).
+
+This module is the whole public API used by the viewer and by scripts: numpy arrays and frozen dataclasses in and out,
+no Qt and no torch types. Names are imported lazily, so ``import engine`` stays cheap (torch loads only when a model
+is used).
+
+Typical use::
+
+    import engine
+    volume = engine.load_volume("scan.nii.gz")
+    model = engine.load_ensemble(engine.default_model_path())
+    result = model.analyse(volume, settings=engine.AnalysisSettings(sampler="ddim", steps=5, seed=0))
+    engine.write_outputs(volume, result, "out/", threshold=model.info.calibration.threshold)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "EngineError": "engine.errors",
+    "VolumeError": "engine.errors",
+    "DataError": "engine.errors",
+    "ModelLoadError": "engine.errors",
+    "OutputError": "engine.errors",
+    "Cancelled": "engine.errors",
+    # progress
+    "Progress": "engine.progress",
+    "ProgressCallback": "engine.progress",
+    "CancelToken": "engine.progress",
+    # data types
+    "AnalysisSettings": "engine.results",
+    "AnomalyResult": "engine.results",
+    "Calibration": "engine.results",
+    "ModelInfo": "engine.results",
+    # volumes
+    "Volume": "engine.volumes",
+    "load_volume": "engine.volumes",
+    "load_mask": "engine.volumes",
+    "save_like": "engine.volumes",
+    "axial_axis": "engine.preprocess",
+    # models and analysis
+    "Ensemble": "engine.ensemble",
+    "load_ensemble": "engine.ensemble",
+    "default_model_path": "engine.ensemble",
+    "available_devices": "engine.ensemble",
+    "write_outputs": "engine.outputs",
+    "output_paths": "engine.outputs",
+    "modality_warning": "engine.outputs",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from engine.ensemble import Ensemble, available_devices, default_model_path, load_ensemble
+    from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
+    from engine.outputs import modality_warning, output_paths, write_outputs
+    from engine.preprocess import axial_axis
+    from engine.progress import CancelToken, Progress, ProgressCallback
+    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
+    from engine.volumes import Volume, load_mask, save_like, load_volume
