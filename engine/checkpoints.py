@@ -1,0 +1,227 @@
+"""Model folders: ``model.json`` plus one ``member-<fold>.safetensors`` per ensemble member.
+
+``model.json`` holds everything needed to use the weights: name, version, modality, the resolved preset (network,
+model-space geometry, diffusion settings), the SSIM convention, the calibration, and per member its fold, training
+summary and the sha256 of its weight file. Weights are safetensors (never pickled); a member whose file hash does not
+match ``model.json`` is refused. Several training processes may add members to one folder: ``model.json`` is only
+changed under an exclusive lock and replaced atomically.
+
+Training checkpoints (optimiser, EMA, step) live apart, in ``<model>/.train/fold-<k>/``, as ``torch.save`` state dicts
+loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import platform
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from engine.config import Preset
+from engine.errors import ModelLoadError
+from engine.volumes import atomic_write_bytes, atomic_write_json
+
+FORMAT = "condiff-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+
+
+def member_filename(fold: int) -> str:
+    """File name of the member trained on ``fold``."""
+    return f"member-{fold}.safetensors"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the software that matter for reproducing a model."""
+    import diffusers  # noqa: PLC0415 - only needed here
+
+    from engine import __version__
+
+    return {
+        "condiff": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@contextlib.contextmanager
+def _locked(model_dir: Path) -> Iterator[None]:
+    lock_path = model_dir / ".model.json.lock"
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_model_json(model_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``model.json`` of a model folder.
+
+    Raises:
+        ModelLoadError: the folder or file is missing, unreadable or not a condiff model.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / MODEL_JSON
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir}: model folder not found")
+    if not path.is_file():
+        raise ModelLoadError(f"{model_dir}: not a model folder (no {MODEL_JSON})")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelLoadError(f"{path}: not a condiff model description")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: written by a newer condiff (format {meta.get('format_version')})")
+    return meta
+
+
+def update_model_json(model_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply ``change`` to ``model.json`` under an exclusive lock and write it back atomically."""
+    model_dir = Path(model_dir)
+    with _locked(model_dir):
+        meta = read_model_json(model_dir)
+        change(meta)
+        atomic_write_json(model_dir / MODEL_JSON, meta)
+    return meta
+
+
+def init_model_folder(
+    model_dir: str | Path,
+    preset: Preset,
+    *,
+    name: str,
+    version: str = "1.0.0",
+    modality: str = "t1",
+    expects_skull_stripped: bool = True,
+    ssim_convention: str = "standard",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create ``model.json`` for a new model, or check that an existing one was made with the same preset.
+
+    Raises:
+        ModelLoadError: the folder holds a model with a different preset.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(model_dir):
+        path = model_dir / MODEL_JSON
+        if path.exists():
+            meta = read_model_json(model_dir)
+            if meta.get("preset") != json.loads(json.dumps(preset.to_dict())):
+                raise ModelLoadError(f"{model_dir}: holds a model with another preset; choose a new --out folder")
+            return meta
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": version,
+            "modality": modality,
+            "expects_skull_stripped": expects_skull_stripped,
+            "ssim_convention": ssim_convention,
+            "preset": preset.to_dict(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "software": software_versions(),
+            "calibration": None,
+            "members": {},
+            **(extra or {}),
+        }
+        atomic_write_json(path, meta)
+        return meta
+
+
+def save_member(
+    model_dir: str | Path,
+    fold: int,
+    state_dict: dict[str, torch.Tensor],
+    summary: dict[str, Any],
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write one member's weights and record it (with its hash and training summary) in ``model.json``."""
+    model_dir = Path(model_dir)
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in state_dict.items()}
+    payload = save_safetensors(tensors, metadata={"format": FORMAT, "fold": str(fold)})
+    path = atomic_write_bytes(model_dir / member_filename(fold), payload)
+    digest = hashlib.sha256(payload).hexdigest()
+
+    def record(meta: dict[str, Any]) -> None:
+        meta["members"][str(fold)] = {
+            "file": path.name,
+            "sha256": digest,
+            "dtype": str(dtype).replace("torch.", ""),
+            "fold": fold,
+            "training": summary,
+        }
+
+    update_model_json(model_dir, record)
+    return path
+
+
+def load_member_state(model_dir: str | Path, fold: int, meta: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Load one member's weights (as float32) after checking the file's sha256 against ``model.json``.
+
+    Raises:
+        ModelLoadError: the member is not listed, its file is missing, or its hash differs.
+    """
+    model_dir = Path(model_dir)
+    meta = meta if meta is not None else read_model_json(model_dir)
+    entry = meta.get("members", {}).get(str(fold))
+    if entry is None:
+        raise ModelLoadError(f"{model_dir}: has no member for fold {fold}")
+    path = model_dir / entry["file"]
+    try:
+        payload = path.read_bytes()
+    except OSError:
+        raise ModelLoadError(f"{path}: member file missing") from None
+    if hashlib.sha256(payload).hexdigest() != entry.get("sha256"):
+        raise ModelLoadError(f"{path}: sha256 does not match model.json (altered or corrupt); refusing to load")
+    try:
+        tensors = load_safetensors(payload)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from exc
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (tensors and plain Python values only)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Read a training checkpoint without unpickling arbitrary objects.
+
+    Raises:
+        ModelLoadError: the file is unreadable or holds something other than tensors and plain values.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise ModelLoadError(f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,238 @@
+"""``condiff-engine``: the command-line face of the engine (train, infer, evaluate, calibrate, bench, info).
+
+This is the only engine module that configures logging, prints, and draws progress bars. Every error the engine raises
+on purpose (:class:`~engine.errors.EngineError`) is shown as one line ``condiff-engine: error: <message>`` with exit
+status 1; argument errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.errors import EngineError
+
+logger = logging.getLogger("engine.cli")
+
+PROG = "condiff-engine"
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _progress_bar(total: int, desc: str, unit: str) -> Any:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                disable=None)  # disable=None: no bar when stderr is not a terminal
+
+
+class _BarCallback:
+    """Adapts engine progress reports to a tqdm bar (loss and other text go in the postfix)."""
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        self.bar = _progress_bar(total, desc, unit)
+        self.last_log = 0.0
+
+    def __call__(self, progress: Any) -> None:
+        self.bar.total = progress.total
+        self.bar.n = progress.done
+        if progress.message:
+            self.bar.set_postfix_str(progress.message, refresh=False)
+        self.bar.refresh()
+        now = time.monotonic()
+        if self.bar.disable and now - self.last_log > 30:  # no terminal: a log line every 30 s instead
+            self.last_log = now
+            eta = progress.eta_s
+            logger.info("%d/%d %s%s", progress.done, progress.total, progress.message,
+                        f", {eta / 60:.1f} min left" if eta is not None else "")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------------ info
+def cmd_info(args: argparse.Namespace) -> int:
+    """Describe a preset or a model folder."""
+    if args.model:
+        from engine.checkpoints import read_model_json  # noqa: PLC0415
+
+        meta = read_model_json(args.model)
+        summary = {
+            "name": meta["name"],
+            "version": meta["version"],
+            "modality": meta["modality"],
+            "preset": meta["preset"]["name"],
+            "members": sorted(int(k) for k in meta["members"]),
+            "calibration": meta.get("calibration"),
+            "preprocess": meta["preset"]["preprocess"],
+            "software": meta.get("software"),
+        }
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            for key, value in summary.items():
+                print(f"{key:12s} {value}")
+        return 0
+    from engine.config import get_preset  # noqa: PLC0415
+    from engine.network import build_unet, count_parameters  # noqa: PLC0415
+
+    preset = get_preset(args.preset)
+    model = build_unet(preset.unet, preset.preprocess.size)
+    out = {
+        "preset": preset.name,
+        "description": preset.description,
+        "parameters": count_parameters(model),
+        "input_size": preset.preprocess.size,
+        "spacing_mm": preset.preprocess.spacing_mm,
+        "in_channels": 2 * preset.unet.image_channels,
+        "out_channels": preset.unet.image_channels,
+        "prediction_type": preset.diffusion.prediction_type,
+        "default_sampler": preset.default_sampler,
+        "default_steps": preset.default_steps,
+        "unet": preset.to_dict()["unet"],
+        "preprocess": preset.to_dict()["preprocess"],
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for key in ("preset", "description", "parameters", "input_size", "spacing_mm", "prediction_type",
+                    "default_sampler", "default_steps"):
+            print(f"{key:16s} {out[key]}")
+        print(f"{'unet':16s} {json.dumps(out['unet'])}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ train
+def _folds(text: str) -> list[int]:
+    if text == "all":
+        return list(range(10))
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fold must be 0..9, a comma-separated list, or 'all'; got {text!r}") from None
+    if any(not 0 <= f <= 9 for f in folds):
+        raise argparse.ArgumentTypeError(f"folds must be between 0 and 9, got {text!r}") from None
+    return folds
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one fold, several, or all ten, adding members to one model folder."""
+    from engine.checkpoints import init_model_folder  # noqa: PLC0415
+    from engine.config import get_preset  # noqa: PLC0415
+    from engine.data import HealthySlices, find_scans, split_scans  # noqa: PLC0415
+    from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
+    from engine.training import TrainRequest, setup_distributed, train_member  # noqa: PLC0415
+
+    _set_threads(args.threads)
+    preset = get_preset(args.preset)
+    out = Path(args.out)
+    env = setup_distributed()
+    scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
+    if args.val_data:
+        train_scans = scans
+        val_scans = find_scans(args.val_data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
+    else:
+        train_scans, val_scans = split_scans(scans)
+    size = preset.preprocess.size
+    cache = out / ".train" / "cache"
+    train_slices = HealthySlices.cached(train_scans, preset.preprocess, cache)
+    val_slices = HealthySlices.cached(val_scans, preset.preprocess, cache)
+    external = folder_source(args.external_images, size) if args.external_images else default_external_source(size)
+    if env.is_main:
+        init_model_folder(out, preset, name=args.name, modality=args.modality, extra={
+            "training_data": {"train": str(args.data), "val": str(args.val_data or f"{args.data} (held-out split)"),
+                              "train_scans": len(train_scans), "val_scans": len(val_scans)},
+        })
+        logger.info("%s: %d training slices from %d scans, %d validation slices from %d scans", out,
+                    len(train_slices), len(train_scans), len(val_slices), len(val_scans))
+    for fold in args.fold:
+        request = TrainRequest(preset=preset, fold=fold, model_dir=out, max_steps=args.max_steps, seed=args.seed,
+                               device=args.device, resume=args.resume, batch_size=args.batch_size)
+        bar = _BarCallback(args.max_steps, f"fold {fold}", "step") if env.is_main else None
+        try:
+            summary = train_member(request, train_slices, val_slices, external_source=external, on_progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if env.is_main:
+            last = summary.checks[-1] if summary.checks else {}
+            logger.info("fold %d done: %d steps in %.0f s (%.3f steps/s), best step %d, healthy 1-SSIM %s, "
+                        "anomaly MAE to truth %s vs to input %s", fold, summary.steps, summary.seconds,
+                        summary.steps_per_second, summary.best_step, _fmt(last.get("healthy_dssim")),
+                        _fmt(last.get("anomaly_mae_to_truth")), _fmt(last.get("anomaly_mae_to_input")))
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# ------------------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all subcommands."""
+    parser = argparse.ArgumentParser(prog=PROG, description="condiff engine: image-conditioned diffusion anomaly "
+                                     "detection for brain MRI (Baugh et al. 2024).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a preset or a model folder")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--preset", choices=["tiny", "small", "paper"])
+    group.add_argument("--model", type=Path, help="a model folder")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train ensemble members (one per task fold)")
+    p.add_argument("--data", type=Path, required=True, help="folder of healthy scans (<id>_T1.nii.gz + masks)")
+    p.add_argument("--val-data", type=Path, help="folder of healthy validation scans (default: 10%% of --data)")
+    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--fold", type=_folds, default=[0], help="fold 0..9, a list like 0,3,7, or 'all' (default 0)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to create or add members to")
+    p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the preset's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
+    p.add_argument("--name", default="condiff-model", help="model name written to model.json")
+    p.add_argument("--modality", default="t1")
+    p.add_argument("--image-pattern", default="*_T1.nii.gz", help="glob of the scans in --data")
+    p.add_argument("--mask-suffix", default="_brainmask.nii.gz",
+                   help="brain mask beside each scan: the scan's suffix replaced by this ('' for none)")
+    p.add_argument("--external-images", type=Path, help="folder of PNG/JPEG images for task 1 (default: bundled)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``condiff-engine``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "max_steps", 1) is not None and getattr(args, "max_steps", 1) < 1:
+        parser.error("--max-steps must be at least 1")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except EngineError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
