@@ -245,20 +245,37 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 # Streaming accumulators.
 
 
-def _concatenate_releasing(chunks: list[np.ndarray]) -> np.ndarray:
-    """Concatenate float32 chunks into one array, dropping each chunk once copied to bound peak memory."""
-    if len(chunks) == 1:
-        return chunks.pop()
-    total = sum(chunk.size for chunk in chunks)
-    out = np.empty(total, dtype=np.float32)  # pages are only committed as they are written
-    chunks.reverse()
-    start = 0
-    while chunks:
-        chunk = chunks.pop()
-        out[start : start + chunk.size] = chunk
-        start += chunk.size
-        del chunk
-    return out
+class _Float32Buffer:
+    """A growable float32 array that grows in place.
+
+    ``ndarray.resize`` reallocates, which for large blocks remaps pages instead of copying, so appending never
+    holds two copies of the data (unlike concatenating a list of chunks). Slack is kept under ~6 %.
+    """
+
+    _BLOCK = 1 << 20  # elements processed at a time when the data are re-read
+
+    def __init__(self) -> None:
+        self._data = np.empty(0, dtype=np.float32)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        needed = self.size + values.size
+        if needed > self._data.size:
+            self._data.resize(needed + min(needed // 16, 1 << 24), refcheck=False)
+        self._data[self.size : needed] = values
+        self.size = needed
+
+    def values(self) -> np.ndarray:
+        """A view of the held values (invalidated by the next :meth:`extend`)."""
+        return self._data[: self.size]
+
+    def blocks(self) -> list[np.ndarray]:
+        """Views of the held values in blocks of bounded size."""
+        return [self._data[i : min(i + self._BLOCK, self.size)] for i in range(0, self.size, self._BLOCK)]
+
+    def clear(self) -> None:
+        self._data = np.empty(0, dtype=np.float32)
+        self.size = 0
 
 
 class PixelAccumulator:
@@ -267,19 +284,20 @@ class PixelAccumulator:
     Exact mode keeps float32 scores of positive pixels and of negative pixels whose score is not exactly 0, and
     only counts zero-score negatives (the zeroed background): 4 bytes per kept pixel. :meth:`result` then sorts
     those two arrays in place and gives AP and best Dice equal to sklearn's on the same float32 scores. Peak memory
-    is about the kept bytes plus the largest chunk passed to :meth:`add`.
+    is the kept bytes (grown in place, < 6 % slack), plus a few temporary copies of the chunk being added, plus
+    about 30 bytes per distinct positive score during :meth:`result`.
 
-    Binned mode counts positives and negatives per bin of ``[0, max_value]`` (``bins`` bins, plus one level for
-    scores exactly 0; scores above ``max_value`` go in the top bin). Scores sharing a bin act as ties, so AP and
-    Dice are **approximations** (within about 1e-3 on realistic maps with the default 2**16 bins on [0, 1]);
-    memory is constant. Binned mode needs non-negative scores.
+    Binned mode counts positives and negatives per bin: exact zeros form a level of their own and ``bins`` bins of
+    width ``max_value / bins`` cover ``[0, max_value)`` (higher scores go in the top bin). Scores sharing a bin
+    act as ties, so AP and Dice are **approximations** (within about 1e-3 on realistic maps with the default 2**16
+    bins on [0, 1]); memory is constant. Binned mode needs non-negative scores.
 
     An exact accumulator whose kept scores would exceed ``max_memory_gb`` switches itself to binned mode and
     reports ``exact=False`` in its result.
 
     Args:
         exact: start in exact mode (True) or binned mode (False).
-        bins: number of bins over ``(0, max_value]`` in binned mode.
+        bins: number of bins over ``[0, max_value)`` in binned mode.
         max_memory_gb: budget for kept scores in exact mode, in 1e9 bytes.
         max_value: top of the binned range; anomaly maps are in [0, 1].
     """
@@ -300,10 +318,9 @@ class PixelAccumulator:
         self._n_pixels = 0
         self._n_positive = 0
         # Exact mode.
-        self._positives: list[np.ndarray] = []
-        self._negatives: list[np.ndarray] = []
+        self._positives = _Float32Buffer()
+        self._negatives = _Float32Buffer()
         self._negative_zeros = 0
-        self._kept = 0
         # Binned mode: level 0 holds exact zeros, level i >= 1 holds [(i - 1) w, i w) with w = max_value / bins.
         self._pos_hist = np.zeros(0, dtype=np.int64)  # sized when binning starts
         self._neg_hist = np.zeros(0, dtype=np.int64)
@@ -329,7 +346,7 @@ class PixelAccumulator:
     def nbytes(self) -> int:
         """Bytes held for the scores (kept float32 scores, or histograms)."""
         if self._exact:
-            return 4 * self._kept
+            return 4 * (self._positives.size + self._negatives.size)
         return self._pos_hist.nbytes + self._neg_hist.nbytes
 
     def add(self, scores: np.ndarray, targets: np.ndarray) -> None:
@@ -351,7 +368,7 @@ class PixelAccumulator:
         n_positive = int(np.count_nonzero(flat_targets))
         if self._exact:
             self._add_exact(flat_scores, flat_targets, n_positive)
-            if self._kept * 4 > self._budget_bytes:
+            if self.nbytes > self._budget_bytes:
                 self._switch_to_bins()
         else:
             self._add_binned(flat_scores, flat_targets)
@@ -360,13 +377,12 @@ class PixelAccumulator:
 
     def _add_exact(self, scores: np.ndarray, targets: np.ndarray, n_positive: int) -> None:
         if n_positive:
-            self._positives.append(scores[targets])
+            self._positives.extend(scores[targets])
         negatives = scores[~targets] if n_positive else scores
         nonzero = negatives[negatives != 0]
         if nonzero.size:
-            self._negatives.append(nonzero)  # boolean indexing copies, so nothing aliases the caller
+            self._negatives.extend(nonzero)
         self._negative_zeros += negatives.size - nonzero.size
-        self._kept += n_positive + nonzero.size
 
     def _start_histograms(self) -> None:
         self._pos_hist = np.zeros(self._bins + 1, dtype=np.int64)
@@ -386,16 +402,21 @@ class PixelAccumulator:
         self._neg_hist += np.bincount(levels[~targets], minlength=self._bins + 1)
 
     def _switch_to_bins(self) -> None:
+        for buffer in (self._positives, self._negatives):
+            if buffer.size and float(buffer.values().min()) < 0:
+                raise ValueError(
+                    f"exact pixel metrics exceed max_memory_gb={self._budget_bytes / 1e9:g} and binning needs "
+                    "scores >= 0; raise the budget"
+                )
         self._start_histograms()
-        while self._positives:
-            levels = self._levels(self._positives.pop())
-            self._pos_hist += np.bincount(levels, minlength=self._bins + 1)
-        while self._negatives:
-            levels = self._levels(self._negatives.pop())
-            self._neg_hist += np.bincount(levels, minlength=self._bins + 1)
+        for block in self._positives.blocks():
+            self._pos_hist += np.bincount(self._levels(block), minlength=self._bins + 1)
+        for block in self._negatives.blocks():
+            self._neg_hist += np.bincount(self._levels(block), minlength=self._bins + 1)
         self._neg_hist[0] += self._negative_zeros
         self._negative_zeros = 0
-        self._kept = 0
+        self._positives.clear()
+        self._negatives.clear()
         self._exact = False
 
     def result(self) -> PixelMetrics:
@@ -409,14 +430,10 @@ class PixelAccumulator:
                 f"no anomalous pixels among the {self._n_pixels} evaluated: pixel AP and Dice are undefined"
             )
         if self._exact:
-            positives = _concatenate_releasing(self._positives)
-            positives.sort()
-            self._positives.append(positives)
-            negatives = (
-                _concatenate_releasing(self._negatives) if self._negatives else np.empty(0, dtype=np.float32)
-            )
+            positives = self._positives.values()
+            positives.sort()  # in place; the held values are a multiset, so their order is free
+            negatives = self._negatives.values()
             negatives.sort()
-            self._negatives.append(negatives)
             ap, dice, threshold = _exact_summary(positives, negatives, self._negative_zeros)
         else:
             ap, dice, threshold = self._binned_summary()

@@ -265,3 +265,18 @@ def test_random_baseline() -> None:
     assert result.ap == pytest.approx(chance.ap, abs=0.005)
     assert result.max_dice >= chance.max_dice - 1e-12  # calling everything anomalous is always a candidate
     assert result.max_dice == pytest.approx(chance.max_dice, abs=0.005)
+
+
+def test_over_budget_signed_scores_cannot_fall_back() -> None:
+    acc = PixelAccumulator(max_memory_gb=1e-7)  # 100 bytes
+    with pytest.raises(ValueError, match="binning needs scores >= 0"):
+        acc.add(np.linspace(-1, 1, 100, dtype=np.float32), np.arange(100) % 2)
+
+
+def test_many_small_adds_grow_the_buffer() -> None:
+    labels, scores = _case("continuous", 11)
+    acc = PixelAccumulator()
+    for i in range(labels.size):
+        acc.add(scores[i : i + 1], labels[i : i + 1])
+    assert acc.nbytes == 4 * labels.size
+    assert acc.result().ap == pytest.approx(average_precision_score(labels, scores), abs=1e-9)
