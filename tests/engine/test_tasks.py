@@ -175,10 +175,10 @@ def test_changed_pixel_statistics(task_id: int, slices128: list[np.ndarray], tas
 
 def test_number_of_anomalies_follows_stop_probability(slices128: list[np.ndarray], tasks128: dict) -> None:
     rng = np.random.default_rng(11)
-    counts = np.bincount([len(tasks128[4](slices128[2], None, rng).params) for _ in range(300)], minlength=5)
+    counts = np.bincount([len(tasks128[4](slices128[2], None, rng).params) for _ in range(200)], minlength=5)
     assert counts[0] == 0
-    assert 0.4 <= counts[1] / 300 <= 0.6  # expected 1/2
-    assert 0.15 <= counts[2] / 300 <= 0.35  # expected 1/4
+    assert 0.4 <= counts[1] / 200 <= 0.6  # expected 1/2
+    assert 0.15 <= counts[2] / 200 <= 0.35  # expected 1/4
     assert counts[3] + counts[4] > 0
 
 
