@@ -1,0 +1,342 @@
+"""Native volume <-> model space: the geometry and intensities the network sees, and the exact way back.
+
+Model space is a stack of square axial slices, ``size x size`` pixels of ``spacing_mm``, one per native axial
+slice (no resampling through-plane), with intensities in [0, 1] and zero outside the brain.
+
+Going there (:func:`to_model_space`):
+
+1. **Skull-strip.** With a brain mask, voxels outside it are set to 0. Without one, the foreground is every voxel
+   above :data:`FOREGROUND_FRACTION` (5 %) of a robust maximum (the :data:`ROBUST_PERCENTILE` 99.5th percentile
+   of the positive voxels); for a skull-on scan this is the head, not the brain.
+2. **Reorient** by axis permutations and flips only (``nibabel.io_orientation``), so no voxel value is
+   interpolated here and the step is undone exactly. An oblique scan is processed in its closest canonical
+   orientation. The slice axis is the native axis closest to RAS superior (:func:`axial_axis`).
+3. **Resample in-plane** from the native voxel size to ``spacing_mm`` with linear interpolation, after a Gaussian
+   anti-aliasing blur when downsampling (sigma = (factor - 1) / 2 native pixels, as ``skimage.transform.resize``).
+4. **Crop or zero-pad** to ``size x size`` around the centre of the brain's bounding box, computed once per
+   volume, so every slice of a volume shares one offset. The offset is a whole number of model pixels, so with
+   ``spacing_mm`` equal to the native voxel size the model pixels are the native voxels.
+5. **Normalise**: ``"max"`` divides by the brain's maximum intensity in the volume (the paper), ``"percentile"``
+   by the given percentile of brain voxels; both clip to [0, 1]. The divisor is :attr:`ModelSpace.scale`.
+6. The brain mask goes through the same geometry and is thresholded at 0.5; pixels outside it are zeroed.
+7. Slices whose brain covers less than ``min_brain_fraction`` of the canvas are dropped (unless ``keep_empty``,
+   or unless the caller asks for them through ``slices``).
+
+**Model-space array convention**: ``slices[n, row, col]``; rows run from anterior (row 0) to posterior, columns
+from the patient's right (column 0) to the patient's left, and ``n`` follows the requested slices, by default
+from inferior to superior. Shown with row 0 at the top, a model slice is a radiological-convention axial view
+(anterior up, patient's right on the viewer's left). Equivalently, the model array before slicing is the scan
+reoriented to axis codes ``("P", "L", "S")``.
+
+Coming back (:func:`from_model_space`): every native voxel of a model slice is mapped to its in-plane position on
+the model canvas, where the map is read by linear (or nearest, ``order=0``) interpolation; positions off the
+canvas, and native slices that have no model slice, get ``fill``. The result has the volume's exact native shape
+and voxel order, so it can be written with :func:`engine.volumes.save_like`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+from engine.config import PreprocessSpec
+from engine.errors import VolumeError
+from engine.volumes import Volume
+
+__all__ = [
+    "FOREGROUND_FRACTION",
+    "MODEL_AXCODES",
+    "ROBUST_PERCENTILE",
+    "ModelSpace",
+    "axial_axis",
+    "brain_slice_fraction",
+    "foreground_mask",
+    "from_model_space",
+    "to_model_space",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_AXCODES = ("P", "L", "S")
+"""Direction each model array axis (row, column, slice) increases towards."""
+FOREGROUND_FRACTION = 0.05
+"""Without a brain mask, voxels above this fraction of the robust maximum are foreground."""
+ROBUST_PERCENTILE = 99.5
+"""Percentile of the positive voxels taken as the robust maximum for the foreground threshold."""
+
+_MODEL_ORNT = orientations.axcodes2ornt(MODEL_AXCODES)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpace:
+    """A volume in model space, with everything needed to map model-space arrays back onto its native grid.
+
+    Attributes:
+        slices: float32 ``(N, size, size)`` intensities in [0, 1], zero outside the brain.
+        brain: bool ``(N, size, size)`` brain (foreground) mask in model space.
+        slice_axis: native array axis used as the axial (inferior-superior) axis.
+        native_index: int ``(N,)`` native index along ``slice_axis`` of each model slice.
+        scale: the intensity divisor: native intensity = model value * scale (inside the brain, before clipping).
+        brain_fraction: float ``(N,)`` share of the canvas covered by the brain in each model slice.
+        native_shape: shape of the native volume.
+        spacing_mm: model pixel size in mm.
+        cropped: True when part of the brain fell outside the canvas.
+    """
+
+    slices: np.ndarray
+    brain: np.ndarray
+    slice_axis: int
+    native_index: np.ndarray
+    scale: float
+    brain_fraction: np.ndarray
+    native_shape: tuple[int, int, int]
+    spacing_mm: float
+    cropped: bool = False
+    # Private geometry: the native orientation (nibabel io_orientation), the native -> model orientation
+    # transform, native pixels per model pixel along (row, col), whole-pixel canvas offsets along (row, col), and
+    # the index along the model array's slice axis of each model slice.
+    _native_ornt: np.ndarray = field(default_factory=lambda: np.zeros((3, 2)), repr=False)
+    _ornt: np.ndarray = field(default_factory=lambda: np.zeros((3, 2)), repr=False)
+    _factors: tuple[float, float] = field(default=(1.0, 1.0), repr=False)
+    _offsets: tuple[int, int] = field(default=(0, 0), repr=False)
+    _model_k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+    @property
+    def size(self) -> int:
+        """Side of the model canvas in pixels."""
+        return int(self.slices.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.slices.shape[0])
+
+
+def axial_axis(affine: np.ndarray) -> int:
+    """The native array axis closest to the RAS superior direction (the axial slice axis)."""
+    ornt = nib.io_orientation(np.asarray(affine, dtype=np.float64))
+    return int(np.flatnonzero(ornt[:, 0] == 2)[0])
+
+
+def foreground_mask(data: np.ndarray) -> np.ndarray:
+    """Voxels above :data:`FOREGROUND_FRACTION` of the robust maximum of the positive voxels.
+
+    Used as the brain when no brain mask is given. Returns an all-False mask when no voxel is positive.
+    """
+    positive = data[data > 0]
+    if positive.size == 0:
+        return np.zeros(data.shape, dtype=bool)
+    robust_max = float(np.percentile(positive, ROBUST_PERCENTILE))
+    return data > FOREGROUND_FRACTION * robust_max
+
+
+def brain_slice_fraction(brain: np.ndarray) -> np.ndarray:
+    """Share of each model slice's canvas covered by the brain, for a bool ``(N, size, size)`` mask."""
+    brain = np.asarray(brain, dtype=bool)
+    return brain.reshape(brain.shape[0], -1).mean(axis=1) if brain.size else np.zeros(brain.shape[0])
+
+
+def _scale_of(values: np.ndarray, spec: PreprocessSpec) -> float:
+    top = float(values.max())
+    if spec.normalisation == "percentile":
+        pct = float(np.percentile(values, spec.percentile))
+        return pct if pct > 0 else top
+    return top
+
+
+def _blur_matrix(n: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """(n, n) Gaussian smoothing along one axis with zeros beyond the edges (``scipy.ndimage`` "constant")."""
+    if sigma <= 0:
+        return np.eye(n)
+    radius = int(truncate * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    matrix = np.zeros((n, n))
+    for tap, weight in zip(taps, kernel, strict=True):
+        matrix += weight * np.eye(n, k=int(tap))
+    return matrix
+
+
+def _to_canvas_matrix(n_native: int, factor: float, offset: int, size: int) -> np.ndarray:
+    """(size, n_native) weights taking one native in-plane axis to the canvas: anti-aliasing blur (when the model
+    pixel is larger than the native voxel), then linear interpolation with zeros beyond the native edges."""
+    pos = (np.arange(size) + offset + 0.5) * factor - 0.5
+    lower = np.floor(pos).astype(np.int64)
+    weight = pos - lower
+    interp = np.zeros((size, n_native))
+    rows = np.arange(size)
+    for idx, w in ((lower, 1.0 - weight), (lower + 1, weight)):
+        ok = (idx >= 0) & (idx < n_native) & (w > 0)
+        interp[rows[ok], idx[ok]] += w[ok]
+    return interp @ _blur_matrix(n_native, max(0.0, (factor - 1.0) / 2.0))
+
+
+def _from_canvas_matrix(n_native: int, factor: float, offset: int, size: int,
+                        order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_native, size) weights reading the canvas at each native position along one axis, and which native
+    positions lie on the canvas (within half a model pixel of its edge pixels' centres)."""
+    pos = (np.arange(n_native) + 0.5) / factor - 0.5 - offset
+    on_canvas = (pos >= -0.5) & (pos <= size - 0.5)
+    pos = np.clip(pos, 0.0, size - 1.0)
+    weights = np.zeros((n_native, size))
+    rows = np.arange(n_native)
+    if order == 0:
+        weights[rows, np.clip(np.floor(pos + 0.5).astype(np.int64), 0, size - 1)] = 1.0
+    else:
+        lower = np.minimum(np.floor(pos).astype(np.int64), size - 1)
+        frac = pos - lower
+        weights[rows, lower] += 1.0 - frac
+        upper = np.minimum(lower + 1, size - 1)
+        weights[rows, upper] += frac
+    weights[~on_canvas] = 0.0
+    return weights, on_canvas
+
+
+def _apply_in_plane(stack: np.ndarray, row_matrix: np.ndarray, col_matrix: np.ndarray) -> np.ndarray:
+    """``row_matrix @ stack[:, :, k] @ col_matrix.T`` for every k of a (rows, cols, K) stack -> (K, out_r, out_c)."""
+    dtype = stack.dtype
+    rows_done = np.tensordot(row_matrix.astype(dtype), stack, axes=(1, 0))  # (out_r, cols, K)
+    both = np.matmul(np.moveaxis(rows_done, 2, 0), col_matrix.T.astype(dtype))  # (K, out_r, out_c)
+    return np.ascontiguousarray(both)
+
+
+def _model_slice_selection(slices: Sequence[int] | None, n_native: int, flipped: bool) -> np.ndarray:
+    """Reoriented slice indices (k) for requested native indices, or all of them from inferior to superior."""
+    if slices is None:
+        return np.arange(n_native)
+    native = np.asarray(list(slices), dtype=np.int64)
+    if native.size and (native.min() < 0 or native.max() >= n_native):
+        raise ValueError(f"slice indices must be in [0, {n_native - 1}], got {native.tolist()}")
+    return n_native - 1 - native if flipped else native
+
+
+def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray | None = None, *,
+                   slices: Sequence[int] | None = None, keep_empty: bool = False) -> ModelSpace:
+    """Turn a native volume into normalised model-space axial slices (see the module docstring for the steps).
+
+    Args:
+        volume: the scan, in its own voxel order.
+        spec: canvas size, pixel spacing and normalisation.
+        brain_mask: bool brain mask on the volume's grid; None uses :func:`foreground_mask`.
+        slices: native indices along :attr:`ModelSpace.slice_axis` to convert, in the order wanted; these are
+            kept whatever their brain fraction. None converts every slice with enough brain.
+        keep_empty: keep slices below ``spec.min_brain_fraction`` too (ignored when ``slices`` is given).
+
+    Returns:
+        The model-space slices and the geometry to invert them with :func:`from_model_space`.
+
+    Raises:
+        VolumeError: the mask does not match the volume, or the brain is empty or holds no positive intensity.
+        ValueError: a requested slice index is out of range.
+    """
+    data = np.asarray(volume.data, dtype=np.float32)
+    if brain_mask is None:
+        brain = foreground_mask(data)
+        what = "foreground"
+    else:
+        brain = np.asarray(brain_mask, dtype=bool)
+        if brain.shape != data.shape:
+            raise VolumeError(f"{volume.name}: brain mask shape {brain.shape} differs from the scan's {data.shape}")
+        what = "brain mask"
+    if not brain.any():
+        raise VolumeError(f"{volume.name}: the {what} is empty")
+    values = data[brain]
+    if float(values.max()) <= 0:
+        raise VolumeError(f"{volume.name}: the {what} holds no positive intensity")
+    scale = _scale_of(values, spec)
+    stripped = np.where(brain, data, np.float32(0.0))
+
+    native_ornt = nib.io_orientation(np.asarray(volume.affine, dtype=np.float64))
+    ornt = orientations.ornt_transform(native_ornt, _MODEL_ORNT)
+    model_img = orientations.apply_orientation(stripped, ornt)
+    model_brain = orientations.apply_orientation(brain, ornt)
+    zooms = np.empty(3)
+    zooms[ornt[:, 0].astype(int)] = volume.zooms
+    factors = (spec.spacing_mm / zooms[0], spec.spacing_mm / zooms[1])
+
+    # Canvas offset (whole model pixels) that puts the brain's bounding-box centre at the canvas centre.
+    offsets_list = []
+    cropped = False
+    for axis, other in ((0, (1, 2)), (1, (0, 2))):
+        present = np.flatnonzero(model_brain.any(axis=other))
+        lo, hi = int(present[0]), int(present[-1])
+        centre = ((lo + hi) / 2 + 0.5) / factors[axis] - 0.5
+        off = int(np.floor(centre - (spec.size - 1) / 2 + 0.5))
+        offsets_list.append(off)
+        first, last = (lo + 0.5) / factors[axis] - 0.5 - off, (hi + 0.5) / factors[axis] - 0.5 - off
+        cropped |= first < -0.5 or last > spec.size - 0.5
+    offsets = (offsets_list[0], offsets_list[1])
+    if cropped:
+        logger.warning("%s: the brain is larger than the %d x %d canvas at %g mm and is cropped",
+                       volume.name, spec.size, spec.size, spec.spacing_mm)
+
+    slice_axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    flipped = bool(ornt[slice_axis, 1] < 0)
+    n_native = volume.shape[slice_axis]
+    model_k = _model_slice_selection(slices, n_native, flipped)
+
+    row_matrix = _to_canvas_matrix(model_img.shape[0], factors[0], offsets[0], spec.size)
+    col_matrix = _to_canvas_matrix(model_img.shape[1], factors[1], offsets[1], spec.size)
+    brain_canvas = _apply_in_plane(model_brain[:, :, model_k].astype(np.float32), row_matrix, col_matrix) > 0.5
+    fraction = brain_slice_fraction(brain_canvas)
+    if slices is None and not keep_empty:
+        keep = fraction >= spec.min_brain_fraction
+        model_k, brain_canvas, fraction = model_k[keep], brain_canvas[keep], fraction[keep]
+
+    image_canvas = _apply_in_plane(model_img[:, :, model_k], row_matrix, col_matrix) / np.float32(scale)
+    image_canvas = np.clip(image_canvas, 0.0, 1.0, out=image_canvas)
+    image_canvas[~brain_canvas] = 0.0
+
+    native_index = n_native - 1 - model_k if flipped else model_k.copy()
+    return ModelSpace(
+        slices=np.ascontiguousarray(image_canvas, dtype=np.float32),
+        brain=np.ascontiguousarray(brain_canvas),
+        slice_axis=slice_axis,
+        native_index=native_index.astype(np.int64),
+        scale=float(scale),
+        brain_fraction=fraction.astype(np.float64),
+        native_shape=volume.shape,
+        spacing_mm=float(spec.spacing_mm),
+        cropped=bool(cropped),
+        _native_ornt=native_ornt,
+        _ornt=ornt,
+        _factors=(float(factors[0]), float(factors[1])),
+        _offsets=offsets,
+        _model_k=model_k.astype(np.int64),
+    )
+
+
+def from_model_space(maps: np.ndarray, ms: ModelSpace, *, fill: float = 0.0, order: int = 1) -> np.ndarray:
+    """Map model-space slices back onto the native grid of the volume ``ms`` came from.
+
+    Args:
+        maps: ``(N, size, size)`` array aligned with ``ms.slices`` (an anomaly map, a restoration, a mask).
+        ms: the :class:`ModelSpace` returned by :func:`to_model_space` for the volume.
+        fill: value of native voxels off the canvas and of native slices without a model slice.
+        order: interpolation order: 1 linear, 0 nearest (for label maps).
+
+    Returns:
+        An array with the volume's exact native shape and voxel order (float32, or float64 for float64 maps).
+    """
+    maps = np.asarray(maps)
+    expected = (len(ms), ms.size, ms.size)
+    if maps.shape != expected:
+        raise ValueError(f"maps must have shape {expected} to match the model space, got {maps.shape}")
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 or 1, got {order}")
+    dtype = np.float64 if maps.dtype == np.float64 else np.float32
+    inverse = orientations.ornt_transform(_MODEL_ORNT, ms._native_ornt)
+    model_shape = tuple(int(ms.native_shape[i]) for i in np.argsort(ms._ornt[:, 0]))
+    out = np.full(model_shape, fill, dtype=dtype)
+    if len(ms):
+        row_w, row_on = _from_canvas_matrix(model_shape[0], ms._factors[0], ms._offsets[0], ms.size, order)
+        col_w, col_on = _from_canvas_matrix(model_shape[1], ms._factors[1], ms._offsets[1], ms.size, order)
+        back = _apply_in_plane(np.moveaxis(maps.astype(dtype, copy=False), 0, -1), row_w, col_w)
+        back[:, ~(row_on[:, None] & col_on[None, :])] = fill
+        out[:, :, ms._model_k] = np.moveaxis(back, 0, -1)
+    return np.ascontiguousarray(orientations.apply_orientation(out, inverse))
+
