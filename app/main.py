@@ -1,0 +1,138 @@
+"""Command line of the viewer: ``condiff-viewer [SCAN] [--model DIR] [--analyze [slice|volume]] [--screenshot PNG]``.
+
+With ``--screenshot`` the viewer renders the default view (middle axial slice, with overlays when ``--analyze`` is
+given) to a PNG and exits, without needing a display (``QT_QPA_PLATFORM=offscreen`` is set when no display exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from app import text
+
+logger = logging.getLogger(__name__)
+
+SCREENSHOT_SIZE = (1700, 1200)  # window size for headless rendering; the image view is at least 1000x700
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="condiff-viewer", description="View brain MRI and its anomaly maps.")
+    parser.add_argument("scan", nargs="?", help="scan to open: .nii/.nii.gz, .nrrd, .mha, or a DICOM folder")
+    parser.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
+    parser.add_argument("--analyze", "--analyse", nargs="?", const="slice", choices=("slice", "volume"),
+                        help="analyse the shown slice (default) or the whole volume after opening")
+    parser.add_argument("--screenshot", metavar="PNG", help="render the view to PNG and exit (headless)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device for the analysis")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return parser
+
+
+def install_excepthook(window_getter: Any) -> None:
+    """Log uncaught exceptions and show them in a dialog instead of ending the app."""
+
+    def hook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, error, tb)
+            return
+        logger.error("uncaught exception:\n%s", "".join(traceback.format_exception(kind, error, tb)))
+        window = window_getter()
+        if window is not None:
+            try:
+                window.show_unexpected(error)
+            except Exception:  # the dialog itself failed: the log has it
+                logger.exception("could not show the error dialog")
+
+    sys.excepthook = hook
+
+
+def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = None) -> int:
+    """Run the viewer; returns the process exit status.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+        backend: engine API object (default: the ``engine`` module); tests pass a fake.
+        settings: a ``QSettings`` to use instead of the user's.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    headless = args.screenshot is not None
+    if headless and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if backend is None:
+        import engine as backend  # before QApplication (torch + Qt import order)
+
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+
+    QCoreApplication.setOrganizationName(text.ORG_NAME)
+    QCoreApplication.setApplicationName("viewer")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    window = MainWindow(backend, settings, args.model, interactive=not headless,
+                        autoload_model=not headless or bool(args.analyze))
+    if args.device and window.device_combo.findText(args.device) >= 0:
+        window.device_combo.setCurrentText(args.device)
+    install_excepthook(lambda: window)
+    try:
+        if headless:
+            return _render(app, window, args)
+        window.show()
+        if args.scan:
+            window.open_scan(args.scan)
+        if args.analyze and args.scan:
+            window.state.set_plane("axial")
+            window._request_analysis(args.analyze)
+        return int(app.exec())
+    finally:
+        sys.excepthook = sys.__excepthook__
+        if window.isVisible():
+            window.close()
+        else:
+            window.runner.shutdown()
+
+
+def _render(app: Any, window: Any, args: argparse.Namespace) -> int:
+    """Headless: open, optionally analyse, render to PNG; one line on stderr and a nonzero status on failure."""
+    window.resize(*SCREENSHOT_SIZE)
+    window.show()
+    app.processEvents()
+    if not args.scan:
+        print(text.ERR_CLI_SCAN.format(message="--screenshot needs a scan"), file=sys.stderr)
+        return 2
+    if not window.open_scan(args.scan):
+        print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
+        return 2
+    window.state.set_plane("axial")
+    if args.analyze:
+        window.wait_idle()
+        if window.model is None:
+            print(text.ERR_CLI_MODEL.format(message=window.model_error), file=sys.stderr)
+            return 3
+        window._request_analysis(args.analyze)
+        window.wait_idle()
+        if window.state.result is None:
+            reason = window.errors[-1] if window.errors else "no result"
+            print(text.ERR_CLI_ANALYSIS.format(message=reason), file=sys.stderr)
+            return 4
+    app.processEvents()
+    size = window.view_panel.size()
+    if size.width() < 1000 or size.height() < 700:
+        window.resize(window.width() + max(0, 1000 - size.width()), window.height() + max(0, 700 - size.height()))
+        app.processEvents()
+    path = window.save_screenshot(Path(args.screenshot))
+    if path is None:
+        print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
+        return 5
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

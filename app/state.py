@@ -1,0 +1,271 @@
+"""ViewerState: what the viewer shows, with validated setters and one change signal per field (QtCore only).
+
+Views draw from the state and widgets write to it; nothing here knows about widgets. Each setter validates and clamps
+its input and emits ``<name>_changed`` only when the value actually changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from app import slicing
+
+BASE_LAYERS = ("scan", "restored", "difference")
+OVERLAYS = ("heat", "mask", "spread")
+
+
+class ViewerState(QObject):
+    """The viewer's model: volume, result, plane, cursor, contrast and overlay settings.
+
+    The cursor is a voxel index ``(i, j, k)`` in the volume's own array order; the displayed slice of a plane is
+    the cursor's index along that plane's slice axis, so switching planes keeps the place.
+    """
+
+    volume_changed = Signal()
+    result_changed = Signal()
+    plane_changed = Signal(str)
+    cursor_changed = Signal(tuple)
+    radiological_changed = Signal(bool)
+    window_changed = Signal(float, float)
+    threshold_changed = Signal(float)
+    display_max_changed = Signal(float)
+    opacity_changed = Signal(float)
+    overlay_visible_changed = Signal(str, bool)
+    mask_fill_changed = Signal(bool)
+    base_layer_changed = Signal(str)
+    side_by_side_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._volume: Any = None
+        self._result: Any = None
+        self._plane: slicing.Plane = "axial"
+        self._cursor: tuple[int, int, int] = (0, 0, 0)
+        self._radiological = True
+        self._window = (0.0, 1.0)
+        self._auto_window = (0.0, 1.0)
+        self._threshold = 0.1
+        self._display_max = 0.3
+        self._opacity = 0.7
+        self._visible = {"heat": True, "mask": True, "spread": False}
+        self._mask_fill = False
+        self._base_layer = "scan"
+        self._side_by_side = False
+
+    # --- volume and result ---------------------------------------------------------------------------------
+    @property
+    def volume(self) -> Any:
+        """The loaded ``engine.Volume`` or None."""
+        return self._volume
+
+    def set_volume(self, volume: Any) -> None:
+        """Show a new volume: cursor to the centre, robust auto-contrast, result cleared."""
+        data = np.asarray(volume.data)
+        if data.ndim != 3:
+            raise ValueError(f"expected a 3-D volume, got shape {data.shape}")
+        self._volume = volume
+        self._result = None
+        self._cursor = tuple(int(s) // 2 for s in data.shape)  # type: ignore[assignment]
+        self._auto_window = slicing.robust_window(data)
+        self._window = self._auto_window
+        self._base_layer = "scan"
+        self.volume_changed.emit()
+        self.result_changed.emit()
+        self.cursor_changed.emit(self._cursor)
+        self.window_changed.emit(*self._window)
+        self.base_layer_changed.emit(self._base_layer)
+
+    @property
+    def result(self) -> Any:
+        """The (merged) ``engine.AnomalyResult`` for the volume, or None."""
+        return self._result
+
+    def set_result(self, result: Any) -> None:
+        """Show an analysis result; it must be on the volume's grid."""
+        if result is not None:
+            if self._volume is None:
+                raise ValueError("a result needs a volume")
+            if tuple(result.anomaly_map.shape) != tuple(np.shape(self._volume.data)):
+                raise ValueError(
+                    f"result shape {result.anomaly_map.shape} does not match volume {np.shape(self._volume.data)}"
+                )
+        self._result = result
+        self.result_changed.emit()
+
+    # --- geometry ------------------------------------------------------------------------------------------
+    @property
+    def plane(self) -> slicing.Plane:
+        return self._plane
+
+    def set_plane(self, plane: str) -> None:
+        if plane not in slicing.PLANES:
+            raise ValueError(f"plane must be one of {slicing.PLANES}, got {plane!r}")
+        if plane != self._plane:
+            self._plane = plane  # type: ignore[assignment]
+            self.plane_changed.emit(plane)
+
+    @property
+    def radiological(self) -> bool:
+        return self._radiological
+
+    def set_radiological(self, on: bool) -> None:
+        on = bool(on)
+        if on != self._radiological:
+            self._radiological = on
+            self.radiological_changed.emit(on)
+
+    def layout(self, plane: str | None = None) -> slicing.PlaneLayout | None:
+        """Screen layout of ``plane`` (default: the current plane), or None without a volume."""
+        if self._volume is None:
+            return None
+        return slicing.plane_layout(
+            self._volume.affine, np.shape(self._volume.data), plane or self._plane, radiological=self._radiological
+        )
+
+    @property
+    def cursor(self) -> tuple[int, int, int]:
+        return self._cursor
+
+    def set_cursor(self, voxel: tuple[int, int, int]) -> None:
+        """Move the cursor; each index is clamped into the volume."""
+        if self._volume is None:
+            return
+        shape = np.shape(self._volume.data)
+        clamped = tuple(int(np.clip(int(v), 0, n - 1)) for v, n in zip(voxel, shape, strict=True))
+        if clamped != self._cursor:
+            self._cursor = clamped  # type: ignore[assignment]
+            self.cursor_changed.emit(self._cursor)
+
+    @property
+    def slice_index(self) -> int:
+        """Array index of the displayed slice along the current plane's slice axis."""
+        layout = self.layout()
+        return 0 if layout is None else self._cursor[layout.slice_axis]
+
+    def set_slice_index(self, index: int) -> None:
+        """Show slice ``index`` (array index along the current plane's slice axis; clamped)."""
+        layout = self.layout()
+        if layout is None:
+            return
+        voxel = list(self._cursor)
+        voxel[layout.slice_axis] = int(index)
+        self.set_cursor(tuple(voxel))  # type: ignore[arg-type]
+
+    def step_slice(self, steps: int) -> None:
+        """Move ``steps`` slices toward the plane's positive direction (superior, anterior or right)."""
+        layout = self.layout()
+        if layout is not None:
+            self.set_slice_index(self.slice_index + int(steps) * layout.step_sign)
+
+    # --- contrast ------------------------------------------------------------------------------------------
+    @property
+    def window(self) -> tuple[float, float]:
+        """Display range ``(lo, hi)`` of the grey image."""
+        return self._window
+
+    @property
+    def auto_window(self) -> tuple[float, float]:
+        return self._auto_window
+
+    def set_window(self, lo: float, hi: float) -> None:
+        """Set the grey display range; ``hi`` is kept strictly above ``lo``."""
+        lo, hi = float(lo), float(hi)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"window must be finite, got ({lo}, {hi})")
+        if hi <= lo:
+            hi = lo + max(1e-6, abs(lo) * 1e-6)
+        if (lo, hi) != self._window:
+            self._window = (lo, hi)
+            self.window_changed.emit(lo, hi)
+
+    def set_window_level(self, width: float, level: float) -> None:
+        """Set contrast by window width and level (centre)."""
+        width = max(float(width), 1e-6)
+        self.set_window(level - width / 2, level + width / 2)
+
+    def reset_window(self) -> None:
+        """Back to the robust auto-contrast of the volume."""
+        self.set_window(*self._auto_window)
+
+    # --- overlays ------------------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        """Anomaly-map value below which the heat map is transparent and the mask is off (map units)."""
+        return self._threshold
+
+    def set_threshold(self, value: float) -> None:
+        value = float(np.clip(float(value), 0.0, self._display_max))
+        if value != self._threshold:
+            self._threshold = value
+            self.threshold_changed.emit(value)
+
+    @property
+    def display_max(self) -> float:
+        """Top of the anomaly colour scale (map units)."""
+        return self._display_max
+
+    def set_display_max(self, value: float) -> None:
+        value = float(value)
+        if not value > 0 or not np.isfinite(value):
+            raise ValueError(f"display_max must be positive, got {value}")
+        if value != self._display_max:
+            self._display_max = value
+            self.display_max_changed.emit(value)
+            if self._threshold > value:
+                self.set_threshold(value)
+
+    @property
+    def opacity(self) -> float:
+        return self._opacity
+
+    def set_opacity(self, value: float) -> None:
+        value = float(np.clip(float(value), 0.0, 1.0))
+        if value != self._opacity:
+            self._opacity = value
+            self.opacity_changed.emit(value)
+
+    def overlay_visible(self, name: str) -> bool:
+        return self._visible[name]
+
+    def set_overlay_visible(self, name: str, on: bool) -> None:
+        if name not in OVERLAYS:
+            raise ValueError(f"overlay must be one of {OVERLAYS}, got {name!r}")
+        on = bool(on)
+        if on != self._visible[name]:
+            self._visible[name] = on
+            self.overlay_visible_changed.emit(name, on)
+
+    @property
+    def mask_fill(self) -> bool:
+        return self._mask_fill
+
+    def set_mask_fill(self, on: bool) -> None:
+        on = bool(on)
+        if on != self._mask_fill:
+            self._mask_fill = on
+            self.mask_fill_changed.emit(on)
+
+    @property
+    def base_layer(self) -> str:
+        """Which image is drawn under the overlays: ``"scan"``, ``"restored"`` or ``"difference"``."""
+        return self._base_layer
+
+    def set_base_layer(self, name: str) -> None:
+        if name not in BASE_LAYERS:
+            raise ValueError(f"base layer must be one of {BASE_LAYERS}, got {name!r}")
+        if name != self._base_layer:
+            self._base_layer = name
+            self.base_layer_changed.emit(name)
+
+    @property
+    def side_by_side(self) -> bool:
+        return self._side_by_side
+
+    def set_side_by_side(self, on: bool) -> None:
+        on = bool(on)
+        if on != self._side_by_side:
+            self._side_by_side = on
+            self.side_by_side_changed.emit(on)

@@ -1,0 +1,1 @@
+"""Widgets that draw the viewer state: the slice view and the slice-score plot."""
