@@ -1,0 +1,340 @@
+"""Ensembles: load a model folder and analyse volumes with all its members.
+
+Analysis of a volume (:meth:`Ensemble.analyse`):
+
+1. the scan goes to model space (:func:`engine.preprocess.to_model_space`): skull-stripped with the brain mask when
+   given, reoriented, resampled to the model's canvas and normalised to [0, 1];
+2. every member restores every slice from pure noise with the slice as condition (the chosen sampler); each slice's
+   starting noise comes from its own seed ``(seed, fold, native slice index)``, so a slice's result does not depend on
+   which other slices were analysed with it;
+3. each member's anomaly map is ``1 - SSIM(restored, input)`` (zeroed outside the brain); the ensemble map is the mean
+   over members and the member spread their standard deviation; the restoration is the members' mean;
+4. everything is mapped back onto the scan's own grid (:func:`engine.preprocess.from_model_space`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import checkpoints
+from engine.anomaly import anomaly_map, slice_scores
+from engine.config import Preset
+from engine.diffusion import initial_noise, make_sampler, restore
+from engine.errors import ModelLoadError
+from engine.network import build_unet
+from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
+from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
+from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
+from engine.volumes import Volume
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "condiff-t1-small"
+SKULL_ON_LITRES = 2.3
+"""Above this foreground volume (litres) a scan is most likely not skull-stripped (a brain is about 1-1.7 l)."""
+
+
+def default_model_path() -> Path:
+    """The bundled model folder (``resources/models/condiff-t1-small``), from a checkout or a frozen bundle."""
+    import sys  # noqa: PLC0415
+
+    roots = []
+    if getattr(sys, "frozen", False):
+        roots.append(Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)))
+    roots.append(Path(__file__).resolve().parents[1])
+    for root in roots:
+        candidate = root / "resources" / "models" / DEFAULT_MODEL_NAME
+        if candidate.exists():
+            return candidate
+    return roots[-1] / "resources" / "models" / DEFAULT_MODEL_NAME
+
+
+def available_devices() -> list[str]:
+    """Device choices on this machine: ``["auto", "cpu"]`` plus ``"cuda"`` when a CUDA GPU is usable."""
+    return ["auto", "cpu", "cuda"] if torch.cuda.is_available() else ["auto", "cpu"]
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("CUDA was asked for but this machine has no usable CUDA GPU")
+    return torch.device(device)
+
+
+def slice_seed(seed: int, fold: int, native_index: int) -> int:
+    """The starting-noise seed of one slice for one member."""
+    words = [int(seed) & 0xFFFF_FFFF, int(fold), int(native_index)]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _calibration_from(meta: dict[str, Any]) -> Calibration | None:
+    data = meta.get("calibration")
+    if not data:
+        return None
+    return Calibration(**data)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpaceResult:
+    """An analysis in model space (what evaluation and calibration work on).
+
+    Attributes:
+        mean_map / spread: float32 ``(N, H, W)`` ensemble mean and standard deviation of the members' maps.
+        restored: float32 ``(N, H, W)`` mean restoration in model units (clamped to [0, 1]).
+        scores: float32 ``(N,)`` the paper's slice score (mean of the mean map over the canvas).
+        brain_scores: float32 ``(N,)`` mean of the mean map over brain pixels.
+    """
+
+    mean_map: np.ndarray
+    spread: np.ndarray
+    restored: np.ndarray
+    scores: np.ndarray
+    brain_scores: np.ndarray
+
+
+class Ensemble:
+    """The members of a model folder, ready to analyse scans. Create with :func:`load_ensemble`."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], members: list[tuple[int, torch.nn.Module]],
+                 device: torch.device) -> None:
+        self.path = path
+        self.meta = meta
+        self.preset = Preset.from_dict(meta["preset"])
+        self.members = members
+        self.device = device
+        self.ssim_convention = meta.get("ssim_convention", "standard")
+        self.info = ModelInfo(
+            name=meta["name"],
+            version=str(meta["version"]),
+            model_id=f"{meta['name']}-v{meta['version']}",
+            modality=meta.get("modality", "t1"),
+            preset=self.preset.name,
+            members=len(members),
+            folds=tuple(f for f, _ in members),
+            device=device.type,
+            expects_skull_stripped=bool(meta.get("expects_skull_stripped", True)),
+            ssim_convention=self.ssim_convention,
+            calibration=_calibration_from(meta),
+            default_sampler=self.preset.default_sampler,
+            default_steps=self.preset.default_steps,
+            path=str(path),
+        )
+
+    # ------------------------------------------------------------------------------------------- model space
+    def steps_for(self, settings: AnalysisSettings) -> int:
+        """Number of sampler steps ``settings`` will run."""
+        if settings.sampler == "paper":
+            return 50
+        return settings.steps or self.preset.default_steps
+
+    @torch.no_grad()
+    def analyse_model_space(
+        self,
+        slices: np.ndarray,
+        brain: np.ndarray,
+        native_index: Sequence[int],
+        settings: AnalysisSettings,
+        *,
+        on_step: Callable[[int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> ModelSpaceResult:
+        """Restore and score model-space slices with every member.
+
+        Args:
+            slices: float32 ``(N, H, W)`` in [0, 1].
+            brain: bool ``(N, H, W)``; the maps are zeroed outside it.
+            native_index: per slice, an integer identifying it (its native slice index) for its noise seed.
+            settings: sampler, steps, seed, batch size.
+            on_step: called with the number of slice-steps done so far (for progress).
+            cancel: checked before every sampler step.
+        """
+        n = slices.shape[0]
+        size = self.preset.preprocess.size
+        if n == 0:
+            empty = np.zeros((0, size, size), np.float32)
+            return ModelSpaceResult(empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
+        steps = self.steps_for(settings)
+        autocast = torch.bfloat16 if self.device.type == "cuda" else None
+        sum_map = torch.zeros((n, 1, size, size), dtype=torch.float64)
+        sum_sq = torch.zeros_like(sum_map)
+        sum_restored = torch.zeros((n, 1, size, size), dtype=torch.float32)
+        condition_all = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
+        brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
+        done = 0
+        for fold, model in self.members:
+            for start in range(0, n, settings.batch_size):
+                stop = min(n, start + settings.batch_size)
+                condition = condition_all[start:stop].to(self.device)
+                seeds = [slice_seed(settings.seed, fold, int(k)) for k in native_index[start:stop]]
+                noise = initial_noise(condition.shape[1:], seeds, self.device)
+                scheduler, _ = make_sampler(settings.sampler, self.preset.diffusion, steps)
+                generator = torch.Generator(device=self.device).manual_seed(seeds[0])
+                base = done
+
+                def step_done(i: int, base: int = base, width: int = stop - start) -> None:
+                    if on_step is not None:
+                        on_step(base + i * width)
+
+                restored = restore(model, condition, scheduler, noise, generator=generator, on_step=step_done,
+                                   cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)
+                done += steps * (stop - start)
+                maps = anomaly_map(restored, condition, convention=self.ssim_convention,
+                                   foreground=brain_all[start:stop].to(self.device)).cpu().double()
+                sum_map[start:stop] += maps
+                sum_sq[start:stop] += maps * maps
+                sum_restored[start:stop] += restored.cpu()
+        m = len(self.members)
+        mean = sum_map / m
+        spread = torch.sqrt(torch.clamp(sum_sq / m - mean * mean, min=0.0))
+        mean_f = mean.float()
+        return ModelSpaceResult(
+            mean_map=mean_f[:, 0].numpy(),
+            spread=spread.float()[:, 0].numpy(),
+            restored=(sum_restored / m)[:, 0].numpy(),
+            scores=slice_scores(mean_f).numpy(),
+            brain_scores=slice_scores(mean_f, brain_all, mode="brain").numpy(),
+        )
+
+    # ------------------------------------------------------------------------------------------- volumes
+    def to_model_space(self, volume: Volume, brain_mask: np.ndarray | None = None,
+                       slices: Sequence[int] | None = None) -> ModelSpace:
+        """The model-space view of ``volume`` this model analyses."""
+        return to_model_space(volume, self.preset.preprocess, brain_mask, slices=slices)
+
+    def input_warnings(self, volume: Volume, brain_mask: np.ndarray | None) -> tuple[str, ...]:
+        """One-line warnings about using this model on ``volume``."""
+        warnings = []
+        if self.info.expects_skull_stripped and brain_mask is None:
+            litres = skull_on_litres(volume)
+            if litres > SKULL_ON_LITRES:
+                warnings.append(f"{volume.name}: looks not skull-stripped ({litres:.1f} l of foreground, a brain is "
+                                "1-1.7 l); this model expects brain-extracted scans or a brain mask")
+        return tuple(warnings)
+
+    def analyse(
+        self,
+        volume: Volume,
+        *,
+        settings: AnalysisSettings | None = None,
+        slices: Sequence[int] | None = None,
+        brain_mask: np.ndarray | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> AnomalyResult:
+        """Analyse a volume (all brain slices, or the given native slice indices) on its own grid.
+
+        Args:
+            volume: the scan.
+            settings: sampler, steps, seed, device batch size; defaults to the model's defaults.
+            slices: native indices along :func:`engine.axial_axis` to analyse; None analyses every slice with brain.
+            brain_mask: bool mask on the volume's grid (recommended for scans that are not skull-stripped).
+            on_progress: receives at most 10 reports a second; ``done``/``total`` count slice-steps.
+            cancel: stops the analysis within one sampler step (raises :class:`~engine.errors.Cancelled`).
+
+        Raises:
+            VolumeError: the scan or mask cannot be analysed (e.g. no brain).
+            Cancelled: the cancel token was set.
+        """
+        settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
+        check_cancel(cancel)
+        ms = self.to_model_space(volume, brain_mask, slices)
+        steps = self.steps_for(settings)
+        total = len(ms) * steps * len(self.members)
+        throttle = ProgressThrottle(on_progress, total)
+        n_members = len(self.members)
+
+        def on_step(done: int) -> None:
+            sl = done // max(1, steps * n_members)
+            throttle.report(done, f"{sl}/{len(ms)} slices")
+
+        throttle.report(0, f"0/{len(ms)} slices", force=True)
+        result = self.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, on_step=on_step,
+                                          cancel=cancel)
+        throttle.report(total, f"{len(ms)}/{len(ms)} slices", force=True)
+        return self._to_native(volume, ms, result, settings, steps, brain_mask)
+
+    def _to_native(self, volume: Volume, ms: ModelSpace, result: ModelSpaceResult, settings: AnalysisSettings,
+                   steps: int, brain_mask: np.ndarray | None) -> AnomalyResult:
+        data = np.asarray(volume.data, dtype=np.float32)
+        amap = from_model_space(result.mean_map, ms, fill=0.0)
+        spread = from_model_space(result.spread, ms, fill=0.0)
+        restored_model = from_model_space(result.restored * np.float32(ms.scale), ms, fill=np.nan)
+        covered = from_model_space(np.ones_like(result.restored), ms, fill=0.0) > 0.5
+        analysed = np.zeros(volume.shape[ms.slice_axis], dtype=bool)
+        analysed[ms.native_index] = True
+        in_slices = np.zeros(volume.shape, dtype=bool)
+        index = [slice(None)] * 3
+        index[ms.slice_axis] = ms.native_index
+        in_slices[tuple(index)] = True
+        brain = np.asarray(brain_mask, dtype=bool) if brain_mask is not None else foreground_mask(data)
+        use = in_slices & covered & brain & np.isfinite(restored_model)
+        restored = np.where(use, restored_model, data).astype(np.float32)
+        amap = np.where(in_slices & brain, amap, 0.0).astype(np.float32)
+        spread = np.where(in_slices & brain, spread, 0.0).astype(np.float32)
+        scores = np.full(volume.shape[ms.slice_axis], np.nan, dtype=np.float32)
+        scores[ms.native_index] = result.scores
+        calibration = self.info.calibration
+        return AnomalyResult(
+            anomaly_map=amap,
+            member_spread=spread,
+            restored=restored,
+            slice_scores=scores,
+            analysed=analysed,
+            slice_axis=ms.slice_axis,
+            seed=settings.seed,
+            sampler=settings.sampler,
+            steps=steps,
+            model_id=self.info.model_id,
+            threshold=calibration.threshold if calibration else None,
+            warnings=self.input_warnings(volume, brain_mask) + (
+                (f"{volume.name}: the brain is larger than the model's canvas and was cropped",) if ms.cropped else ()),
+        )
+
+
+def skull_on_litres(volume: Volume) -> float:
+    """Foreground volume in litres (voxels above 10% of the robust maximum), a skull-stripping heuristic."""
+    data = np.asarray(volume.data, dtype=np.float32)
+    positive = data[data > 0]
+    if positive.size == 0:
+        return 0.0
+    threshold = 0.1 * float(np.percentile(positive, 99.5))
+    voxel_ml = float(np.prod(volume.zooms)) / 1000.0
+    return float((data > threshold).sum()) * voxel_ml / 1000.0
+
+
+def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int] | None = None) -> Ensemble:
+    """Load a model folder's members (all, or the given folds) onto a device.
+
+    Raises:
+        ModelLoadError: the folder is missing, has no members, or a member file is missing or altered.
+    """
+    path = Path(path)
+    meta = checkpoints.read_model_json(path)
+    preset = Preset.from_dict(meta["preset"])
+    available = sorted(int(k) for k in meta.get("members", {}))
+    if not available:
+        raise ModelLoadError(f"{path}: the model has no trained members yet")
+    chosen = available if folds is None else [int(f) for f in folds]
+    missing = sorted(set(chosen) - set(available))
+    if missing:
+        raise ModelLoadError(f"{path}: has no member for fold(s) {missing}")
+    torch_device = _resolve_device(device)
+    members = []
+    for fold in chosen:
+        model = build_unet(preset.unet, preset.preprocess.size)
+        try:
+            model.load_state_dict(checkpoints.load_member_state(path, fold, meta))
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{path}: member {fold} does not fit the model's network ({exc})") from exc
+        model.to(torch_device).eval()
+        members.append((fold, model))
+    logger.info("loaded %s (%d members) on %s", path, len(members), torch_device)
+    return Ensemble(path, meta, members, torch_device)
