@@ -219,6 +219,11 @@ class Ensemble:
                                 "1-1.7 l); this model expects brain-extracted scans or a brain mask")
         return tuple(warnings)
 
+    def auto_stride(self, volume: Volume, slice_axis: int) -> int:
+        """Slice stride that matches the model's spacing: model spacing over the scan's slice thickness, at least 1."""
+        thickness = float(volume.zooms[slice_axis])
+        return max(1, int(round(self.preset.preprocess.spacing_mm / max(thickness, 1e-3))))
+
     def analyse(
         self,
         volume: Volume,
@@ -233,8 +238,9 @@ class Ensemble:
 
         Args:
             volume: the scan.
-            settings: sampler, steps, seed, device batch size; defaults to the model's defaults.
-            slices: native indices along :func:`engine.axial_axis` to analyse; None analyses every slice with brain.
+            settings: sampler, steps, seed, batch size, slice stride; defaults to the model's defaults.
+            slices: native indices along :func:`engine.axial_axis` to analyse; None analyses the whole brain, every
+                ``settings.slice_stride``-th slice, interpolating the maps of the slices in between.
             brain_mask: bool mask on the volume's grid (recommended for scans that are not skull-stripped).
             on_progress: receives at most 10 reports a second; ``done``/``total`` count slice-steps.
             cancel: stops the analysis within one sampler step (raises :class:`~engine.errors.Cancelled`).
@@ -246,57 +252,100 @@ class Ensemble:
         settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
         check_cancel(cancel)
         ms = self.to_model_space(volume, brain_mask, slices)
+        chosen = np.arange(len(ms))
+        if slices is None and len(ms) > 2:
+            stride = settings.slice_stride or self.auto_stride(volume, ms.slice_axis)
+            order = np.argsort(ms.native_index)
+            chosen = np.unique(np.concatenate([order[::stride], order[-1:]]))
         steps = self.steps_for(settings)
-        total = len(ms) * steps * len(self.members)
+        total = len(chosen) * steps * len(self.members)
         throttle = ProgressThrottle(on_progress, total)
         n_members = len(self.members)
 
         def on_step(done: int) -> None:
-            sl = done // max(1, steps * n_members)
-            throttle.report(done, f"{sl}/{len(ms)} slices")
+            throttle.report(done, f"{done // max(1, steps * n_members)}/{len(chosen)} slices")
 
-        throttle.report(0, f"0/{len(ms)} slices", force=True)
-        result = self.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, on_step=on_step,
-                                          cancel=cancel)
-        throttle.report(total, f"{len(ms)}/{len(ms)} slices", force=True)
-        return self._to_native(volume, ms, result, settings, steps, brain_mask)
+        throttle.report(0, f"0/{len(chosen)} slices", force=True)
+        partial = self.analyse_model_space(ms.slices[chosen], ms.brain[chosen], ms.native_index[chosen], settings,
+                                           on_step=on_step, cancel=cancel)
+        throttle.report(total, f"{len(chosen)}/{len(chosen)} slices", force=True)
+        result = _fill_between(partial, chosen, ms)
+        return self._to_native(volume, ms, result, chosen, settings, steps, brain_mask)
 
-    def _to_native(self, volume: Volume, ms: ModelSpace, result: ModelSpaceResult, settings: AnalysisSettings,
-                   steps: int, brain_mask: np.ndarray | None) -> AnomalyResult:
+    def _to_native(self, volume: Volume, ms: ModelSpace, result: ModelSpaceResult, chosen: np.ndarray,
+                   settings: AnalysisSettings, steps: int, brain_mask: np.ndarray | None) -> AnomalyResult:
         data = np.asarray(volume.data, dtype=np.float32)
         amap = from_model_space(result.mean_map, ms, fill=0.0)
         spread = from_model_space(result.spread, ms, fill=0.0)
         restored_model = from_model_space(result.restored * np.float32(ms.scale), ms, fill=np.nan)
-        covered = from_model_space(np.ones_like(result.restored), ms, fill=0.0) > 0.5
-        analysed = np.zeros(volume.shape[ms.slice_axis], dtype=bool)
-        analysed[ms.native_index] = True
-        in_slices = np.zeros(volume.shape, dtype=bool)
-        index = [slice(None)] * 3
-        index[ms.slice_axis] = ms.native_index
-        in_slices[tuple(index)] = True
+        n_native = volume.shape[ms.slice_axis]
+        analysed = np.zeros(n_native, dtype=bool)
+        analysed[ms.native_index[chosen]] = True
+        covered = np.zeros(n_native, dtype=bool)
+        covered[ms.native_index] = True
+        shape = [1, 1, 1]
+        shape[ms.slice_axis] = n_native
+        in_slices = covered.reshape(shape)
         brain = np.asarray(brain_mask, dtype=bool) if brain_mask is not None else foreground_mask(data)
-        use = in_slices & covered & brain & np.isfinite(restored_model)
-        restored = np.where(use, restored_model, data).astype(np.float32)
-        amap = np.where(in_slices & brain, amap, 0.0).astype(np.float32)
-        spread = np.where(in_slices & brain, spread, 0.0).astype(np.float32)
-        scores = np.full(volume.shape[ms.slice_axis], np.nan, dtype=np.float32)
-        scores[ms.native_index] = result.scores
+        inside = in_slices & brain
+        restored = np.where(inside & np.isfinite(restored_model), restored_model, data).astype(np.float32)
+        amap = np.where(inside, amap, 0.0).astype(np.float32)
+        spread = np.where(inside, spread, 0.0).astype(np.float32)
+        scores = np.full(n_native, np.nan, dtype=np.float32)
+        scores[ms.native_index[chosen]] = result.scores[chosen]
         calibration = self.info.calibration
+        warnings = self.input_warnings(volume, brain_mask)
+        if ms.cropped:
+            warnings += (f"{volume.name}: the brain is larger than the model's canvas and was cropped",)
         return AnomalyResult(
             anomaly_map=amap,
             member_spread=spread,
             restored=restored,
             slice_scores=scores,
             analysed=analysed,
+            covered=covered,
             slice_axis=ms.slice_axis,
             seed=settings.seed,
             sampler=settings.sampler,
             steps=steps,
             model_id=self.info.model_id,
             threshold=calibration.threshold if calibration else None,
-            warnings=self.input_warnings(volume, brain_mask) + (
-                (f"{volume.name}: the brain is larger than the model's canvas and was cropped",) if ms.cropped else ()),
+            warnings=warnings,
         )
+
+
+def _fill_between(partial: ModelSpaceResult, chosen: np.ndarray, ms: ModelSpace) -> ModelSpaceResult:
+    """Expand a result on the ``chosen`` model slices to all of ``ms``'s slices by linear interpolation along the
+    native slice index (slices outside the chosen range take the nearest chosen slice)."""
+    n = len(ms)
+    if len(chosen) == n:
+        return partial
+    position = ms.native_index.astype(np.float64)
+    known = position[chosen]
+    order = np.argsort(known)
+    known, chosen_sorted = known[order], np.asarray(chosen)[order]
+    upper = np.clip(np.searchsorted(known, position), 1, len(known) - 1) if len(known) > 1 else np.zeros(n, int)
+    lower = np.maximum(upper - 1, 0)
+    span = np.where(known[upper] > known[lower], known[upper] - known[lower], 1.0)
+    weight = np.clip((position - known[lower]) / span, 0.0, 1.0).astype(np.float32)[:, None, None]
+
+    def expand(values: np.ndarray) -> np.ndarray:
+        ordered = values[order]
+        return ((1 - weight) * ordered[lower] + weight * ordered[upper]).astype(np.float32)
+
+    brain = ms.brain
+    mean_map = np.where(brain, expand(partial.mean_map), 0.0).astype(np.float32)
+    scores = np.full(n, np.nan, np.float32)
+    brain_scores = np.full(n, np.nan, np.float32)
+    scores[chosen_sorted] = partial.scores[order]
+    brain_scores[chosen_sorted] = partial.brain_scores[order]
+    return ModelSpaceResult(
+        mean_map=mean_map,
+        spread=np.where(brain, expand(partial.spread), 0.0).astype(np.float32),
+        restored=expand(partial.restored),
+        scores=scores,
+        brain_scores=brain_scores,
+    )
 
 
 def skull_on_litres(volume: Volume) -> float:

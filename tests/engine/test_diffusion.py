@@ -1,0 +1,140 @@
+"""Samplers and the training loss, checked with oracle networks whose answers are known exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers.models.unets.unet_2d import UNet2DOutput
+
+from engine.config import DiffusionConfig, get_preset
+from engine.diffusion import (
+    draw_timesteps_and_noise,
+    initial_noise,
+    make_sampler,
+    make_train_scheduler,
+    restore,
+    snr_weights,
+    training_loss,
+)
+from engine.errors import Cancelled
+from engine.network import build_unet
+from engine.progress import CancelToken
+
+
+class Oracle(torch.nn.Module):
+    """Predicts the target that would restore exactly the condition (channel 1 of the input)."""
+
+    def __init__(self, config: DiffusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.alphas_cumprod = make_train_scheduler(config).alphas_cumprod
+
+    def forward(self, model_input: torch.Tensor, timesteps: torch.Tensor) -> UNet2DOutput:
+        x_t, x0 = model_input[:, :1], model_input[:, 1:]
+        ab = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1).float()
+        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        if self.config.prediction_type == "epsilon":
+            out = eps
+        elif self.config.prediction_type == "v_prediction":
+            out = ab.sqrt() * eps - (1 - ab).sqrt() * x0
+        else:
+            out = x0
+        return UNet2DOutput(sample=out)
+
+
+def test_paper_sampler_uses_the_papers_timesteps() -> None:
+    scheduler, steps = make_sampler("paper", DiffusionConfig())
+    assert steps == 50
+    assert scheduler.timesteps.tolist() == list(range(980, -1, -20))
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm"])
+def test_fast_samplers_start_from_pure_noise(name: str) -> None:
+    scheduler, steps = make_sampler(name, DiffusionConfig(), 4)
+    assert steps == 4
+    assert int(scheduler.timesteps[0]) == 999
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize(("sampler", "steps"), [("ddim", 1), ("ddim", 5), ("dpm", 3), ("paper", None)])
+def test_restore_returns_what_an_oracle_network_means(prediction: str, sampler: str, steps: int | None) -> None:
+    config = DiffusionConfig(prediction_type=prediction)
+    condition = torch.rand(3, 1, 16, 16) * 0.9 + 0.05
+    scheduler, _ = make_sampler(sampler, config, steps)
+    noise = initial_noise((1, 16, 16), [1, 2, 3], "cpu")
+    out = restore(Oracle(config), condition, scheduler, noise, generator=torch.Generator().manual_seed(0))
+    assert out.shape == condition.shape
+    assert torch.allclose(out, condition, atol=2e-3)
+
+
+def test_restore_is_deterministic_for_a_seed_and_depends_on_it() -> None:
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    model = build_unet(preset.unet, 32).eval()
+    condition = torch.rand(2, 1, 32, 32)
+
+    def run(seeds: list[int]) -> torch.Tensor:
+        scheduler, _ = make_sampler("ddim", preset.diffusion, 3)
+        return restore(model, condition, scheduler, initial_noise((1, 32, 32), seeds, "cpu"))
+
+    a, b, c = run([5, 6]), run([5, 6]), run([7, 6])
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], c[0])
+    assert torch.equal(a[1], c[1])  # an image's noise depends only on its own seed
+
+
+def test_restore_stops_within_one_step_when_cancelled() -> None:
+    config = DiffusionConfig(prediction_type="v_prediction")
+    token = CancelToken()
+    done: list[int] = []
+
+    def on_step(i: int) -> None:
+        done.append(i)
+        if i == 2:
+            token.cancel()
+
+    scheduler, _ = make_sampler("ddim", config, 10)
+    with pytest.raises(Cancelled):
+        restore(Oracle(config), torch.rand(1, 1, 8, 8), scheduler, torch.randn(1, 1, 8, 8), on_step=on_step,
+                cancel=token)
+    assert done == [1, 2]
+
+
+def test_snr_weights_follow_min_snr_gamma() -> None:
+    scheduler = make_train_scheduler(DiffusionConfig())
+    t = torch.tensor([0, 100, 500, 999])
+    ab = scheduler.alphas_cumprod[t]
+    snr = ab / (1 - ab)
+    expected_eps = torch.minimum(snr, torch.ones_like(snr)) / snr
+    assert torch.allclose(snr_weights(scheduler, t, 1.0, "epsilon"), expected_eps)
+    assert torch.allclose(snr_weights(scheduler, t, 1.0, "v_prediction"),
+                          torch.minimum(snr, torch.ones_like(snr)) / (snr + 1))
+    # For low-noise timesteps the epsilon weight is 1/SNR < 1; for high-noise ones it is 1.
+    assert snr_weights(scheduler, t, 1.0, "epsilon")[0] < 0.01
+    assert snr_weights(scheduler, t, 1.0, "epsilon")[-1] == pytest.approx(1.0)
+
+
+def test_noise_of_an_image_does_not_depend_on_its_batch() -> None:
+    config = DiffusionConfig()
+    t_all, n_all = draw_timesteps_and_noise((1, 8, 8), [10, 11, 12], config)
+    t_one, n_one = draw_timesteps_and_noise((1, 8, 8), [11], config)
+    assert t_all[1] == t_one[0]
+    assert torch.equal(n_all[1], n_one[0])
+    assert n_all.shape == (3, 1, 8, 8)
+    # offset noise: each image's noise has a per-image constant component
+    _, plain = draw_timesteps_and_noise((1, 64, 64), list(range(200)), DiffusionConfig(offset_noise=0.0))
+    _, offset = draw_timesteps_and_noise((1, 64, 64), list(range(200)), DiffusionConfig(offset_noise=0.1))
+    assert offset.mean(dim=(1, 2, 3)).std() > 3 * plain.mean(dim=(1, 2, 3)).std()
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_training_loss_is_zero_for_an_oracle_and_positive_otherwise(prediction: str) -> None:
+    config = DiffusionConfig(prediction_type=prediction)
+    scheduler = make_train_scheduler(config)
+    clean = torch.rand(4, 1, 8, 8)
+    t, noise = draw_timesteps_and_noise((1, 8, 8), [0, 1, 2, 3], config)
+    oracle_loss = training_loss(Oracle(config), clean, clean, scheduler, config, t, noise)
+    assert oracle_loss.shape == (4,)
+    assert float(oracle_loss.max()) < 1e-6
+    wrong = training_loss(Oracle(config), clean, torch.zeros_like(clean), scheduler, config, t, noise)
+    assert float(wrong.min()) > 0
