@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import slicing, text
-from app.results_cache import ResultCache
+from app.results_cache import ResultCache, covered
 from app.state import ViewerState
 from app.views.score_plot import SliceScorePlot
 from app.views.slice_view import SliceView
@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         self._restore_settings()
         self._on_busy_changed(False)
         self._update_model_label()
+        self._on_display_max_changed(self.state.display_max)
         if autoload_model:
             self.load_model(self._model_path)
 
@@ -619,6 +620,7 @@ class MainWindow(QMainWindow):
             default = f"{calibration.threshold:.4g}"
         else:
             units, default = "1 - SSIM", "none (uncalibrated model)"
+        self._on_display_max_changed(self.state.display_max)  # sync the widgets even if nothing changed
         tip = text.TIP_THRESHOLD.format(units=units, default=default)
         self.threshold_slider.setToolTip(tip)
         self.threshold_spin.setToolTip(tip)
@@ -677,7 +679,7 @@ class MainWindow(QMainWindow):
         n = int(np.shape(self.state.volume.data)[axis])
         wanted = [int(self.state.cursor[axis])] if mode == "slice" else list(range(n))
         key = self._result_key()
-        missing = self.cache.missing(key, wanted)
+        missing = self.cache.missing(key, wanted, count_interpolated=mode == "volume")
         if not missing:
             self._show_cached_result()
             self.statusBar().showMessage(text.STATUS_CACHED)
@@ -970,7 +972,7 @@ class MainWindow(QMainWindow):
         x, y, z = slicing.voxel_to_ras(volume.affine, voxel)
         line = text.READOUT.format(i=i, j=j, k=k, x=x, y=y, z=z, value=float(volume.data[i, j, k]))
         result = self.state.result
-        if result is not None and bool(np.asarray(result.analysed)[voxel[result.slice_axis]]):
+        if result is not None and bool(covered(result)[voxel[result.slice_axis]]):
             line += text.READOUT_SCORE.format(score=float(result.anomaly_map[i, j, k]),
                                               spread=float(result.member_spread[i, j, k]))
         else:

@@ -28,7 +28,10 @@ def merge_results(old: Any, new: Any) -> Any:
     if old.anomaly_map.shape != new.anomaly_map.shape or old.slice_axis != new.slice_axis:
         raise ValueError("cannot merge results of different grids or slice axes")
     axis = new.slice_axis
-    take_new = np.asarray(new.analysed, dtype=bool)
+    old_analysed = np.asarray(old.analysed, dtype=bool)
+    new_analysed = np.asarray(new.analysed, dtype=bool)
+    # Slices the new run restored win; slices it only interpolated win unless the old run restored them.
+    take_new = new_analysed | (covered(new) & ~old_analysed)
     shape = [1, 1, 1]
     shape[axis] = take_new.size
     sel = take_new.reshape(shape)
@@ -36,10 +39,12 @@ def merge_results(old: Any, new: Any) -> Any:
     member_spread = np.where(sel, new.member_spread, old.member_spread).astype(np.float32)
     restored = np.where(sel, new.restored, old.restored).astype(np.float32)
     slice_scores = np.where(take_new, new.slice_scores, old.slice_scores).astype(np.float32)
-    analysed = take_new | np.asarray(old.analysed, dtype=bool)
+    analysed = new_analysed | old_analysed
     warnings = tuple(dict.fromkeys((*old.warnings, *new.warnings)))
+    extra = {"covered": covered(new) | covered(old)} if hasattr(new, "covered") else {}
     return dataclasses.replace(
         new,
+        **extra,
         anomaly_map=anomaly_map,
         member_spread=member_spread,
         restored=restored,
@@ -47,6 +52,11 @@ def merge_results(old: Any, new: Any) -> Any:
         analysed=analysed,
         warnings=warnings,
     )
+
+
+def covered(result: Any) -> np.ndarray:
+    """Slices whose maps hold values (analysed, or interpolated by the engine between analysed slices)."""
+    return np.asarray(getattr(result, "covered", result.analysed), dtype=bool)
 
 
 class ResultCache:
@@ -68,12 +78,12 @@ class ResultCache:
             self._entries.pop(next(iter(self._entries)))
         return merged
 
-    def missing(self, key: Hashable, wanted: Sequence[int]) -> list[int]:
-        """Which of the ``wanted`` slice indices are not yet analysed for ``key``."""
+    def missing(self, key: Hashable, wanted: Sequence[int], *, count_interpolated: bool = False) -> list[int]:
+        """Which of the ``wanted`` slice indices are not yet analysed (or covered, if asked) for ``key``."""
         entry = self._entries.get(key)
         if entry is None:
             return list(wanted)
-        done = np.asarray(entry.analysed, dtype=bool)
+        done = covered(entry) if count_interpolated else np.asarray(entry.analysed, dtype=bool)
         return [int(s) for s in wanted if not done[int(s)]]
 
     def clear(self) -> None:

@@ -12,6 +12,9 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app import slicing
+from app.qt_compat import guard_bool_refcounts
+
+guard_bool_refcounts()  # before any signal is emitted (PySide6 6.12.0 emit bug, see app.qt_compat)
 
 BASE_LAYERS = ("scan", "restored", "difference")
 OVERLAYS = ("heat", "mask", "spread")

@@ -271,8 +271,8 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
         cropped |= first < -0.5 or last > spec.size - 0.5
     offsets = (offsets_list[0], offsets_list[1])
     if cropped:
-        logger.warning("%s: the brain is larger than the %d x %d canvas at %g mm and is cropped",
-                       volume.name, spec.size, spec.size, spec.spacing_mm)
+        logger.warning("%s: the %s is larger than the %d x %d canvas at %g mm and is cropped",
+                       volume.name, what, spec.size, spec.size, spec.spacing_mm)
 
     slice_axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
     flipped = bool(ornt[slice_axis, 1] < 0)

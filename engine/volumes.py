@@ -352,7 +352,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented UTF-8 JSON, atomically (see :func:`atomic_write_bytes`)."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"  # NaN/Infinity written as Python's json does
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

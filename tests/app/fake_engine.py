@@ -150,10 +150,11 @@ class FakeEnsemble:
                 time.sleep(self.delay_s)
             if on_progress is not None:
                 on_progress(Progress(done + 1, len(todo), "fake", time.monotonic() - start))
+        extra = {"covered": analysed.copy()} if "covered" in AnomalyResult.__dataclass_fields__ else {}
         return AnomalyResult(anomaly_map=amap, member_spread=(amap * 0.1).astype(np.float32), restored=restored,
                              slice_scores=scores, analysed=analysed, slice_axis=axis, seed=settings.seed,
                              sampler=settings.sampler, steps=settings.steps or 5, model_id=self.info.model_id,
-                             threshold=CALIBRATION.threshold)
+                             threshold=CALIBRATION.threshold, **extra)
 
 
 # ------------------------------------------------------------------------------------------------ outputs

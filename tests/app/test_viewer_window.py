@@ -1,0 +1,350 @@
+"""The main window driven through its real widgets, on real scans, with the fake engine."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import scan_path
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
+
+from app import slicing
+
+
+def open_scan(qtbot, window, name: str = "brats") -> Path:
+    path = scan_path(name)
+    assert window.open_scan(path), window.errors
+    return path
+
+
+def test_open_scan_shows_middle_axial_slice_with_letters(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    layout = window.state.layout()
+    assert layout.plane == "axial" and layout.n_slices == 155
+    image = window.view.base_item.image
+    assert image.shape == (240, 240) and image.dtype == np.float32
+    assert window.view.base_item.levels is not None
+    assert [window.view.letters[k].textItem.toPlainText() for k in ("left", "right", "top", "bottom")] == [
+        "R", "L", "A", "P"]
+    assert "RADIOLOGICAL" in window.view.convention_label.textItem.toPlainText()
+    assert window.model is not None and "fake-t1" in window.model_label.text()
+    assert window.recent_files()[0].endswith("flair.nii.gz")
+
+
+def test_keys_and_wheel_change_the_slice(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    view = window.view
+    start = window.state.slice_index
+    first_image = view.base_item.image.copy()
+    qtbot.keyClick(view, Qt.Key.Key_Up)
+    assert window.state.slice_index == start + 1  # LPS: +index is superior
+    assert not np.array_equal(view.base_item.image, first_image)
+    qtbot.keyClick(view, Qt.Key.Key_PageDown)
+    assert window.state.slice_index == start - 9
+    qtbot.keyClick(view, Qt.Key.Key_End)
+    assert window.state.slice_index == 154
+    qtbot.keyClick(view, Qt.Key.Key_Home)
+    assert window.state.slice_index == 0
+    assert window.slice_slider.value() == 0
+    window.state.set_slice_index(50)
+    centre = view.viewport().rect().center()
+    wheel = QWheelEvent(QPointF(centre), QPointF(view.viewport().mapToGlobal(centre)), QPoint(0, 0), QPoint(0, 240),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), wheel)
+    assert window.state.slice_index == 52
+    qtbot.keyClick(view, Qt.Key.Key_2)
+    assert window.state.plane == "coronal"
+    assert view.letters["top"].textItem.toPlainText() == "S"
+
+
+def test_slider_radiological_switch_and_window_fields(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "ms")
+    window.slice_slider.setValue(30)
+    assert window.state.slice_index == 30
+    before = window.view.base_item.image.copy()
+    window.radiological_check.setChecked(False)
+    assert window.view.letters["left"].textItem.toPlainText() == "L"
+    np.testing.assert_array_equal(window.view.base_item.image, before[:, ::-1])
+    window.window_spin.setValue(200.0)
+    window.level_spin.setValue(300.0)
+    assert window.state.window == pytest.approx((200.0, 400.0))
+    assert tuple(window.view.base_item.levels) == pytest.approx((200.0, 400.0))
+    window.auto_button.click()
+    assert window.state.window == window.state.auto_window
+
+
+def test_right_drag_changes_window_level(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    lo, hi = window.state.window
+    vb = window.view.viewbox
+    emitted = []
+    vb.window_drag.connect(lambda *a: emitted.append(a))
+    vb.window_drag.emit(60.0, -30.0, True)  # what a right-drag reports (pixels moved, finished)
+    new_lo, new_hi = window.state.window
+    assert new_hi - new_lo > hi - lo  # dragging right widens the window
+    assert (new_hi + new_lo) / 2 > (hi + lo) / 2  # dragging up raises the level
+
+
+def analyse(qtbot, window, mode: str = "slice", timeout: int = 10000) -> None:
+    with qtbot.waitSignal(window.analysis_done, timeout=timeout):
+        if mode == "slice":
+            window.analyse_slice_button.click()
+        else:
+            window.analyse_volume_button.click()
+
+
+def test_analyse_slice_then_another_keeps_both_and_caches(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    analyse(qtbot, window)
+    result = window.state.result
+    k = window.state.slice_index
+    assert result is not None and result.analysed[k] and result.analysed.sum() == 1
+    assert window.view.heat_item.image is not None and window.view.heat_item.isVisible()
+    assert window.view.colour_bar.isVisible()
+    window.state.step_slice(10)
+    analyse(qtbot, window)
+    result = window.state.result
+    assert result.analysed[k] and result.analysed[k + 10] and result.analysed.sum() == 2
+    ensemble = window.backend.ensembles[-1]
+    calls = len(ensemble.calls)
+    window.state.step_slice(-10)
+    analyse(qtbot, window)  # already analysed: no new engine call
+    assert len(ensemble.calls) == calls
+    assert np.isfinite(window.score_plot.curve.yData).sum() == 2
+    assert window.score_plot.current_line.value() == k
+    window.seed_spin.setValue(5)  # other settings: not cached
+    assert window.state.result is None
+    window.seed_spin.setValue(0)
+    assert window.state.result is not None and window.state.result.analysed.sum() == 2
+
+
+def test_threshold_and_opacity_sliders_change_the_overlay(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    analyse(qtbot, window)
+    view = window.view
+    assert window.state.threshold == pytest.approx(0.1) and window.state.display_max == pytest.approx(0.3)
+    assert window.threshold_slider.value() == 333
+    lut_before = view.heat_item.lut.copy()
+    mask_before = int((view.mask_item.image[..., 3] > 0).sum())
+    window.threshold_slider.setValue(600)
+    assert window.state.threshold == pytest.approx(0.18)
+    assert window.threshold_spin.value() == pytest.approx(0.18)
+    lut = view.heat_item.lut
+    assert (lut[:, 3] == 0).sum() > (lut_before[:, 3] == 0).sum()
+    assert int((view.mask_item.image[..., 3] > 0).sum()) < mask_before
+    assert view.threshold_line.value() == pytest.approx(0.18)
+    window.opacity_slider.setValue(30)
+    assert view.heat_item.opacity() == pytest.approx(0.3)
+    window.overlay_checks["heat"].setChecked(False)
+    assert not view.heat_item.isVisible()
+    window.fill_check.setChecked(True)
+    assert (view.mask_item.image[..., 3] == 90).any()
+    window.overlay_checks["spread"].setChecked(True)
+    assert view.spread_item.isVisible() and view.spread_item.image is not None
+    qtbot.keyClick(view, Qt.Key.Key_R)
+    assert window.state.base_layer == "restored"
+    np.testing.assert_array_equal(
+        view.base_item.image, slicing.take_slice(window.state.result.restored, window.state.layout(),
+                                                 window.state.slice_index))
+    qtbot.keyClick(view, Qt.Key.Key_D)
+    assert window.state.base_layer == "difference" and view.base_item.levels[0] < 0
+    window.side_check.setChecked(True)
+    assert view.side_widget.isVisible() and view.side_item.image is not None
+
+
+def test_score_plot_click_jumps_to_slice(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "ixi")
+    analyse(qtbot, window, "volume")
+    window.state.set_plane("sagittal")
+    plot = window.score_plot
+    plot.slice_clicked.emit(20)
+    assert window.state.plane == "axial"
+    assert window.state.cursor[window.state.result.slice_axis] == 20
+    assert plot.current_line.value() == 20
+
+
+def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
+    window = make_window(delay_s=0.03)
+    open_scan(qtbot, window, "ixi")
+    progress_values = []
+    window.runner.progress.connect(lambda job, p: progress_values.append(p.done))
+    window.analyse_volume_button.click()
+    assert window.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: len(progress_values) >= 3, timeout=5000)
+    assert window.progress.isVisible() and "slices" in window.progress.format()
+    start = time.monotonic()
+    with qtbot.waitSignal(window.runner.cancelled, timeout=5000):
+        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+    assert time.monotonic() - start < 1.0
+    assert window.state.result is None
+    assert not window.cancel_button.isEnabled() and not window.progress.isVisible()
+    assert "cancelled" in window.statusBar().currentMessage().lower()
+
+
+def test_closing_during_analysis_stops_the_worker(qtbot, make_window) -> None:
+    window = make_window(delay_s=0.05)
+    open_scan(qtbot, window, "ixi")
+    window.analyse_volume_button.click()
+    qtbot.waitUntil(lambda: window.progress.value() >= 2, timeout=5000)
+    start = time.monotonic()
+    window.close()
+    assert time.monotonic() - start < 2.0
+    assert not window.runner._thread.isRunning()
+
+
+def test_engine_error_in_analysis_is_shown(qtbot, make_window) -> None:
+    from engine.errors import VolumeError
+
+    window = make_window(fail_with=VolumeError("scan.nii.gz: brain too small"))
+    open_scan(qtbot, window, "ixi")
+    analyse(qtbot, window)
+    assert window.error_dialog is not None and window.error_dialog.isVisible()
+    assert "brain too small" in window.error_dialog.text()
+
+
+def test_missing_model_is_reported_when_analysing(qtbot, make_window) -> None:
+    window = make_window(model_error="weights hash mismatch")
+    assert window.model is None and "hash mismatch" in window.model_label.text()
+    open_scan(qtbot, window, "ixi")
+    window.analyse_slice_button.click()
+    assert window.error_dialog is not None and "No model" in window.error_dialog.text()
+
+
+def test_modality_warning_is_visible(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")  # a FLAIR on a T1 model
+    assert window.banner.isVisible() and "FLAIR" in window.banner.text()
+    open_scan(qtbot, window, "ixi")
+    assert not window.banner.isVisible()
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    four_d = tmp_path / "four_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32), np.eye(4)), four_d)
+    two_d = tmp_path / "two_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8), dtype=np.float32), np.eye(4)), two_d)
+    good = tmp_path / "good.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((32, 32, 32), dtype=np.float32), np.eye(4)), good)
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    text_file = tmp_path / "notes.nii.gz"
+    text_file.write_text("this is not a scan\n")
+    plain_gz = tmp_path / "text_in_gzip.nii.gz"
+    plain_gz.write_bytes(gzip.compress(b"hello"))
+    return {"4-D": four_d, "2-D": two_d, "truncated": truncated, "text": text_file, "gzip text": plain_gz,
+            "missing": tmp_path / "nothing_here.nii.gz"}
+
+
+def test_bad_files_give_a_one_line_error_dialog(qtbot, make_window, tmp_path: Path) -> None:
+    window = make_window()
+    good = open_scan(qtbot, window, "ixi")
+    for label, path in _bad_files(tmp_path).items():
+        assert not window.open_scan(path), label
+        dialog = window.error_dialog
+        assert dialog is not None and dialog.isVisible(), label
+        assert "\n" not in dialog.text() and path.name in dialog.text(), (label, dialog.text())
+        assert window.state.volume.path == good, "the previous scan stays open"
+
+
+def test_uncaught_exception_in_a_slot_shows_a_dialog(qtbot, make_window) -> None:
+    from app.main import install_excepthook
+
+    window = make_window()
+    previous = sys.excepthook
+    install_excepthook(lambda: window)
+    try:
+        try:
+            raise RuntimeError("boom in a slot")
+        except RuntimeError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = previous
+    assert window.error_dialog is not None and "boom in a slot" in window.error_dialog.text()
+
+
+def test_settings_are_remembered(qtbot, make_window, settings) -> None:
+    window = make_window()
+    window.radiological_check.setChecked(False)
+    window.opacity_slider.setValue(35)
+    window.sampler_combo.setCurrentText("dpm")
+    window.close()
+    again = make_window()
+    assert again.settings is settings
+    assert not again.state.radiological and not again.radiological_check.isChecked()
+    assert again.state.opacity == pytest.approx(0.35)
+    assert again.sampler_combo.currentText() == "dpm"
+
+
+@pytest.mark.parametrize("name", ["brats", "ms", "ixi", "stroke"])
+def test_export_mask_on_the_source_grid(qtbot, make_window, tmp_path: Path, name: str) -> None:
+    window = make_window()
+    path = open_scan(qtbot, window, name)
+    analyse(qtbot, window)
+    out = tmp_path / "out"
+    written = window.export_results(out)
+    assert written is not None, window.errors
+    source = nib.load(str(path))
+    mask = nib.load(str(written["mask"]))
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(mask.affine, source.affine, atol=1e-4)
+    assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(source.affine)
+    assert mask.get_data_dtype() == np.uint8
+    values = np.asarray(mask.dataobj)
+    expected = window.state.result.anomaly_map >= window.state.threshold
+    np.testing.assert_array_equal(values.astype(bool), expected)
+    assert values.any()
+    assert written["sidecar"].exists()
+    assert "Exported" in window.statusBar().currentMessage()
+
+
+def test_export_failure_is_reported(qtbot, make_window, tmp_path: Path) -> None:
+    window = make_window()
+    assert window.export_results(tmp_path) is None  # nothing open
+    open_scan(qtbot, window, "ixi")
+    analyse(qtbot, window)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert window.export_results(blocker / "sub") is None
+    assert window.error_dialog is not None and window.error_dialog.isVisible()
+
+
+def test_screenshot_of_the_view(qtbot, make_window, tmp_path: Path) -> None:
+    from PySide6.QtGui import QImage
+
+    window = make_window()
+    open_scan(qtbot, window, "stroke")
+    analyse(qtbot, window)
+    png = window.save_screenshot(tmp_path / "shot.png")
+    image = QImage(str(png))
+    assert not image.isNull() and image.width() > 300
+
+
+def test_launch_to_first_image_and_redraw_are_fast(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    assert window.first_image_s is not None and window.first_image_s < 5.0
+    analyse(qtbot, window, "volume", timeout=60000)
+    for name in ("heat", "mask", "spread"):
+        window.state.set_overlay_visible(name, True)
+    window.state.set_side_by_side(True)
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        window.state.step_slice(1)
+        QApplication.processEvents()
+        times.append(time.perf_counter() - start)
+    assert float(np.median(times)) < 0.25
