@@ -318,6 +318,7 @@ def from_model_space(maps: np.ndarray, ms: ModelSpace, *, fill: float = 0.0, ord
         ms: the :class:`ModelSpace` returned by :func:`to_model_space` for the volume.
         fill: value of native voxels off the canvas and of native slices without a model slice.
         order: interpolation order: 1 linear, 0 nearest (for label maps).
+            Non-finite map pixels make the native voxels that interpolate from them NaN.
 
     Returns:
         An array with the volume's exact native shape and voxel order (float32, or float64 for float64 maps).
@@ -335,7 +336,14 @@ def from_model_space(maps: np.ndarray, ms: ModelSpace, *, fill: float = 0.0, ord
     if len(ms):
         row_w, row_on = _from_canvas_matrix(model_shape[0], ms._factors[0], ms._offsets[0], ms.size, order)
         col_w, col_on = _from_canvas_matrix(model_shape[1], ms._factors[1], ms._offsets[1], ms.size, order)
-        back = _apply_in_plane(np.moveaxis(maps.astype(dtype, copy=False), 0, -1), row_w, col_w)
+        values = maps.astype(dtype, copy=False)
+        bad = ~np.isfinite(values)
+        if bad.any():  # keep NaN local: a matrix product would spread it along whole rows and columns
+            values = np.where(bad, 0, values).astype(dtype)
+        back = _apply_in_plane(np.moveaxis(values, 0, -1), row_w, col_w)
+        if bad.any():
+            touched = _apply_in_plane(np.moveaxis(bad.astype(dtype), 0, -1), row_w, col_w) > 0
+            back[touched] = np.nan
         back[:, ~(row_on[:, None] & col_on[None, :])] = fill
         out[:, :, ms._model_k] = np.moveaxis(back, 0, -1)
     return np.ascontiguousarray(orientations.apply_orientation(out, inverse))

@@ -298,6 +298,12 @@ def test_from_model_space_fill_and_canvas_edges(require_data: Path) -> None:
     assert abs(covered.any(axis=1).sum() - 48) <= 1
     with pytest.raises(ValueError, match="shape"):
         from_model_space(np.ones((len(ms) + 1, 32, 32)), ms)
+    # A NaN pixel stays local: only the native voxels interpolated from it become NaN.
+    maps = np.ones_like(ms.slices)
+    maps[3, 10, 12] = np.nan
+    with_nan = from_model_space(maps, ms)
+    assert 0 < np.isnan(with_nan).sum() <= 4 * 2 * 2  # a 3 mm pixel reaches at most 4 x 4 native 2 mm voxels
+    assert np.isnan(np.take(with_nan, ms.native_index[3], axis=ms.slice_axis)).any()
 
 
 def test_without_mask_uses_foreground(require_data: Path) -> None:
