@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fake_engine import FakeEnsemble, FakeVolume, fake_info
 
 from app import colormaps
 from app.results_cache import ResultCache, merge_results
 from app.state import ViewerState
 from engine.results import AnomalyResult
-from fake_engine import FakeEnsemble, FakeVolume, fake_info
 
 
 def small_volume() -> FakeVolume:
@@ -50,7 +50,9 @@ def test_state_slice_index_follows_plane_and_step_direction(qtbot) -> None:
     assert state.slice_index == start + 1  # axis 2 points superior: +1 index is one step up
     state.set_plane("coronal")
     layout = state.layout()
-    assert layout is not None and layout.slice_axis == 1 and layout.step_sign == -1
+    assert layout is not None
+    assert layout.slice_axis == 1
+    assert layout.step_sign == -1
     before = state.slice_index
     state.step_slice(1)  # toward anterior = lower index for a P-pointing axis
     assert state.slice_index == before - 1
@@ -66,10 +68,12 @@ def test_result_must_match_the_volume(qtbot) -> None:
 
 def test_heat_lut_is_transparent_below_threshold_only() -> None:
     lut = colormaps.heat_lut(0.1, 0.3)
-    assert lut.shape == (256, 4) and lut.dtype == np.uint8
+    assert lut.shape == (256, 4)
+    assert lut.dtype == np.uint8
     first = colormaps.threshold_index(0.1, 0.3)
     assert first == 85
-    assert (lut[:first, 3] == 0).all() and (lut[first:, 3] == 255).all()
+    assert (lut[:first, 3] == 0).all()
+    assert (lut[first:, 3] == 255).all()
     assert (colormaps.heat_lut(0.0, 0.3)[:, 3] == 255).all()
     assert (colormaps.heat_bar_lut(0.1, 0.3)[:, 3] == 255).all()
 
@@ -78,7 +82,9 @@ def test_mask_rgba_draws_contour_and_optional_fill() -> None:
     mask = np.zeros((9, 9), bool)
     mask[2:7, 2:7] = True
     outline = colormaps.mask_rgba(mask, fill=False)
-    assert outline[4, 4, 3] == 0 and outline[2, 4, 3] == 255 and outline[0, 0, 3] == 0
+    assert outline[4, 4, 3] == 0
+    assert outline[2, 4, 3] == 255
+    assert outline[0, 0, 3] == 0
     filled = colormaps.mask_rgba(mask, fill=True)
     assert 0 < filled[4, 4, 3] < 255
     assert (colormaps.mask_rgba(np.zeros((3, 3), bool), fill=True) == 0).all()
@@ -94,7 +100,8 @@ def test_merge_keeps_both_partial_results() -> None:
     assert merged.analysed.nonzero()[0].tolist() == [3, 6]
     np.testing.assert_array_equal(merged.anomaly_map[..., 3], first.anomaly_map[..., 3])
     np.testing.assert_array_equal(merged.anomaly_map[..., 6], second.anomaly_map[..., 6])
-    assert np.isfinite(merged.slice_scores[[3, 6]]).all() and np.isnan(merged.slice_scores[0])
+    assert np.isfinite(merged.slice_scores[[3, 6]]).all()
+    assert np.isnan(merged.slice_scores[0])
     cache = ResultCache()
     cache.add("k", first)
     cache.add("k", second)

@@ -1,4 +1,4 @@
-"""Pure tests of app.slicing: the displayed slice puts the patient where a radiologist expects, for any on-disk order."""
+"""Pure tests of app.slicing: the displayed slice shows the patient as a radiologist expects, for any disk order."""
 
 from __future__ import annotations
 
@@ -70,11 +70,13 @@ def test_coronal_has_superior_up_and_sagittal_has_anterior_left(codes: str) -> N
     data, affine, voxel = volume_with_blob(codes, BLOB)
     coronal = slicing.plane_layout(affine, data.shape, "coronal")
     row, col = find(slicing.take_slice(data, coronal, voxel[coronal.slice_axis]))
-    assert row < coronal.n_rows / 2 and col > coronal.n_cols / 2
+    assert row < coronal.n_rows / 2
+    assert col > coronal.n_cols / 2
     assert (coronal.top, coronal.left, coronal.right) == ("S", "R", "L")
     sagittal = slicing.plane_layout(affine, data.shape, "sagittal")
     row, col = find(slicing.take_slice(data, sagittal, voxel[sagittal.slice_axis]))
-    assert row < sagittal.n_rows / 2 and col < sagittal.n_cols / 2
+    assert row < sagittal.n_rows / 2
+    assert col < sagittal.n_cols / 2
     assert (sagittal.top, sagittal.left, sagittal.right) == ("S", "A", "P")
 
 
