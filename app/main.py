@@ -51,6 +51,11 @@ def install_excepthook(window_getter: Any) -> None:
     sys.excepthook = hook
 
 
+def _qt_message(kind: Any, _context: Any, message: str) -> None:
+    """Route Qt's own messages into the log (the offscreen platform is chatty) instead of raw stderr."""
+    logging.getLogger("qt").debug("%s: %s", getattr(kind, "name", kind), message)
+
+
 def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = None) -> int:
     """Run the viewer; returns the process exit status.
 
@@ -60,18 +65,21 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
         settings: a ``QSettings`` to use instead of the user's.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     headless = args.screenshot is not None
+    quiet = logging.WARNING if headless else logging.INFO  # headless: stderr carries only the one-line verdict
+    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if headless and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     if backend is None:
         import engine as backend  # before QApplication (torch + Qt import order)
 
-    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtCore import QCoreApplication, qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+
+    qInstallMessageHandler(_qt_message)
 
     QCoreApplication.setOrganizationName(text.ORG_NAME)
     QCoreApplication.setApplicationName("viewer")
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
         return int(app.exec())
     finally:
         sys.excepthook = sys.__excepthook__
+        qInstallMessageHandler(None)
         if window.isVisible():
             window.close()
         else:

@@ -462,7 +462,7 @@ class MainWindow(QMainWindow):
     def show_error(self, title: str, message: str) -> None:
         """Tell the user about a problem in one line (a non-modal dialog; headless: kept in :attr:`errors`)."""
         line = " ".join(str(message).split())
-        logger.error("%s: %s", title, line)
+        logger.info("%s: %s", title, line)  # the dialog (or the CLI's stderr line) is the user's report
         self.errors.append(line)
         if not self.interactive:
             return

@@ -140,7 +140,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.ci.addItem(self.colour_bar, row=0, col=1)
         self.threshold_line = pg.InfiniteLine(
             angle=0, movable=False, pen=pg.mkPen("#00ff88", width=2),
-            label=text.COLOURBAR_THRESHOLD.format(value=0),
+            label=text.COLOURBAR_THRESHOLD,
             labelOpts={"color": "#00ff88", "position": 0.78, "anchors": [(0.5, 1), (0.5, 1)]},
         )
         self.colour_bar.addItem(self.threshold_line)
@@ -358,7 +358,6 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.colour_bar.setYRange(0, top, padding=0)
         self.colour_bar.setXRange(0, 1.8, padding=0)
         self.threshold_line.setValue(thr)
-        self.threshold_line.label.setFormat(text.COLOURBAR_THRESHOLD.format(value=thr))
         self._redraw_mask()
 
     def _on_opacity_changed(self, *_: Any) -> None:

@@ -376,3 +376,53 @@ def test_launch_to_first_image_and_redraw_are_fast(qtbot, make_window) -> None:
         QApplication.processEvents()
         times.append(time.perf_counter() - start)
     assert float(np.median(times)) < 0.25
+
+
+@pytest.mark.parametrize("name", ["brats", "ms", "ixi", "stroke"])
+def test_export_with_the_real_engine_writer(qtbot, make_window, tmp_path: Path, name: str) -> None:
+    import engine
+
+    try:
+        write_outputs, output_paths = engine.write_outputs, engine.output_paths
+    except (AttributeError, ImportError) as error:
+        pytest.skip(f"engine.write_outputs not available yet: {error}")
+    window = make_window()
+    window.backend.write_outputs = write_outputs
+    window.backend.output_paths = output_paths
+    path = open_scan(qtbot, window, name)
+    analyse(qtbot, window)
+    written = window.export_results(tmp_path)
+    assert written is not None, window.errors
+    source = nib.load(str(path))
+    mask = nib.load(str(written["mask"]))
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(mask.affine, source.affine, atol=1e-4)
+    assert mask.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(mask.dataobj).astype(bool),
+                                  window.state.result.anomaly_map >= window.state.threshold)
+
+
+@pytest.mark.slow
+def test_real_tiny_model_analyses_a_slice(qtbot, settings, tmp_path: Path) -> None:
+    pytest.importorskip("engine.ensemble", reason="engine.ensemble is not written yet")
+    import engine
+    from app.main_window import MainWindow
+
+    model = engine.default_model_path()
+    try:
+        engine.load_ensemble(model, device="cpu")
+    except engine.ModelLoadError as error:
+        pytest.skip(f"no usable bundled model yet: {error}")
+    window = MainWindow(None, settings)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(window.is_idle, timeout=120000)
+    window.device_combo.setCurrentText("cpu")
+    assert window.model is not None, window.model_error
+    assert window.open_scan(scan_path("ixi"))
+    with qtbot.waitSignal(window.analysis_done, timeout=300000):
+        window.analyse_slice()
+    result = window.state.result
+    assert result is not None
+    assert result.analysed[window.state.cursor[result.slice_axis]]
+    assert window.view.heat_item.image is not None

@@ -1,0 +1,102 @@
+"""The command line: headless screenshots, exit codes, and the boundary between app and engine."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import scan_path
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QImage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def image_array(path: Path) -> np.ndarray:
+    image = QImage(str(path)).convertToFormat(QImage.Format.Format_RGBA8888)
+    width, height = image.width(), image.height()
+    data = np.frombuffer(image.constBits(), dtype=np.uint8, count=image.sizeInBytes())
+    return data.reshape(height, image.bytesPerLine() // 4, 4)[:, :width, :3].copy()  # R, G, B
+
+
+@pytest.mark.parametrize("mode", ["slice", "volume"])
+def test_screenshot_with_analysis_in_process(qtbot, tmp_path: Path, model_dir: Path, mode: str) -> None:
+    from fake_engine import make_backend
+
+    from app.main import main
+
+    png = tmp_path / "shot.png"
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    scan = scan_path("ixi" if mode == "volume" else "brats")
+    code = main([str(scan), "--screenshot", str(png), "--analyze", mode], backend=make_backend(model_dir),
+                settings=settings)
+    assert code == 0
+    pixels = image_array(png)
+    assert pixels.shape[1] >= 1000
+    assert pixels.shape[0] >= 700
+    assert pixels.std() > 10, "the screenshot is blank"
+    heat = (pixels[..., 0] > 200) & (pixels[..., 2] < 80)  # red/orange/yellow overlay pixels
+    assert heat.sum() > 50, "the anomaly overlay is missing"
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="1")
+    env.pop("DISPLAY", None)
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_cli_screenshot_of_a_real_scan(tmp_path: Path) -> None:
+    png = tmp_path / "ms.png"
+    done = run_cli(str(scan_path("ms")), "--screenshot", str(png))
+    assert done.returncode == 0, done.stderr
+    pixels = image_array(png)
+    assert pixels.shape[0] >= 700
+    assert pixels.shape[1] >= 1000
+    assert pixels.std() > 10
+
+
+def test_cli_bad_scan_exits_nonzero_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_text("not an image")
+    done = run_cli(str(bad), "--screenshot", str(tmp_path / "x.png"))
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "broken.nii.gz" in lines[0]
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_rejects_unknown_options() -> None:
+    from app.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--no-such-option"])
+    assert exit_info.value.code == 2
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "app").rglob("*.py")), ids=lambda p: p.name)
+def test_app_uses_only_the_public_engine_api(path: Path) -> None:
+    for name in _imports(path):
+        assert not name.startswith("engine."), f"{path.name} imports engine submodule {name}"
+        assert name.split(".")[0] != "torch", f"{path.name} imports torch"
+    if path.name in ("slicing.py", "colormaps.py", "results_cache.py"):
+        assert not any(n.startswith(("PySide6", "pyqtgraph")) for n in _imports(path))
+    if path.name == "state.py":
+        assert not any(n.startswith(("PySide6.QtWidgets", "PySide6.QtGui", "pyqtgraph")) for n in _imports(path))
