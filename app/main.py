@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
         backend: engine API object (default: the ``engine`` module); tests pass a fake.
         settings: a ``QSettings`` to use instead of the user's.
     """
+    launched = time.perf_counter()
     args = build_parser().parse_args(argv)
     headless = args.screenshot is not None
     quiet = logging.WARNING if headless else logging.INFO  # headless: stderr carries only the one-line verdict
@@ -91,10 +93,11 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
     install_excepthook(lambda: window)
     try:
         if headless:
-            return _render(app, window, args)
+            return _render(app, window, args, launched)
         window.show()
-        if args.scan:
-            window.open_scan(args.scan)
+        if args.scan and window.open_scan(args.scan):
+            app.processEvents()
+            logger.info("first image %.2f s after launch", time.perf_counter() - launched)
         if args.analyze and args.scan:
             window.state.set_plane("axial")
             window._request_analysis(args.analyze)
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
             window.runner.shutdown()
 
 
-def _render(app: Any, window: Any, args: argparse.Namespace) -> int:
+def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) -> int:
     """Headless: open, optionally analyse, render to PNG; one line on stderr and a nonzero status on failure."""
     window.resize(*SCREENSHOT_SIZE)
     window.show()
@@ -120,6 +123,8 @@ def _render(app: Any, window: Any, args: argparse.Namespace) -> int:
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 2
     window.state.set_plane("axial")
+    app.processEvents()
+    logger.debug("first image %.2f s after launch", time.perf_counter() - launched)
     if args.analyze:
         window.wait_idle()
         if window.model is None:

@@ -141,7 +141,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.threshold_line = pg.InfiniteLine(
             angle=0, movable=False, pen=pg.mkPen("#00ff88", width=2),
             label=text.COLOURBAR_THRESHOLD,
-            labelOpts={"color": "#00ff88", "position": 0.78, "anchors": [(0.5, 1), (0.5, 1)]},
+            labelOpts={"color": "#00ff88", "position": 0.72, "anchors": [(0.5, 1), (0.5, 1)]},
         )
         self.colour_bar.addItem(self.threshold_line)
         self._colour_bar_visible = False
@@ -190,7 +190,7 @@ class SliceView(pg.GraphicsLayoutWidget):
     # --- layout of the graphics columns --------------------------------------------------------------------
     def _rebuild_columns(self) -> None:
         self.colour_bar.setVisible(self._colour_bar_visible)
-        self.ci.layout.setColumnFixedWidth(1, 150 if self._colour_bar_visible else 0)
+        self.ci.layout.setColumnFixedWidth(1, 165 if self._colour_bar_visible else 0)
         self.ci.layout.setColumnStretchFactor(0, 1)
         self.ci.layout.setColumnStretchFactor(1, 0)
         self.side_widget.setVisible(self._side_visible)
@@ -356,8 +356,9 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.colour_bar_image.setLookupTable(colormaps.heat_bar_lut(thr, top))
         self.colour_bar_image.setRect(QRectF(0, 0, 1, top))
         self.colour_bar.setYRange(0, top, padding=0)
-        self.colour_bar.setXRange(0, 1.8, padding=0)
+        self.colour_bar.setXRange(0, 2.4, padding=0)
         self.threshold_line.setValue(thr)
+        self.threshold_line.label.setText(text.COLOURBAR_THRESHOLD.format(value=thr))  # also while hidden
         self._redraw_mask()
 
     def _on_opacity_changed(self, *_: Any) -> None:

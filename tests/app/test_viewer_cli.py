@@ -100,3 +100,36 @@ def test_app_uses_only_the_public_engine_api(path: Path) -> None:
         assert not any(n.startswith(("PySide6", "pyqtgraph")) for n in _imports(path))
     if path.name == "state.py":
         assert not any(n.startswith(("PySide6.QtWidgets", "PySide6.QtGui", "pyqtgraph")) for n in _imports(path))
+
+
+def test_interactive_launch_opens_the_scan_and_quits(qtbot, tmp_path: Path, model_dir: Path) -> None:
+    from fake_engine import make_backend
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.main import main
+    from app.main_window import MainWindow
+
+    seen = {}
+
+    def close_windows() -> None:
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.isVisible():
+                seen["volume"] = widget.state.volume
+                seen["result"] = widget.state.result
+                widget.close()
+
+    def poll() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if windows and windows[0].is_idle() and windows[0].state.result is not None:
+            close_windows()
+        else:
+            QTimer.singleShot(50, poll)
+
+    QTimer.singleShot(50, poll)
+    QTimer.singleShot(20000, close_windows)  # safety net
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    code = main([str(scan_path("ixi")), "--analyze"], backend=make_backend(model_dir), settings=settings)
+    assert code == 0
+    assert seen["volume"] is not None
+    assert seen["result"] is not None

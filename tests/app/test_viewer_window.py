@@ -426,3 +426,22 @@ def test_real_tiny_model_analyses_a_slice(qtbot, settings, tmp_path: Path) -> No
     assert result is not None
     assert result.analysed[window.state.cursor[result.slice_axis]]
     assert window.view.heat_item.image is not None
+
+
+def test_drop_a_file_and_reopen_it_from_recent(qtbot, make_window) -> None:
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    window = make_window()
+    path = scan_path("stroke")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert window.state.volume.path == path
+    open_scan(qtbot, window, "ixi")
+    recent = [a for a in window.recent_menu.actions() if a.text() == str(path.resolve())]
+    assert len(recent) == 1
+    recent[0].trigger()
+    assert window.state.volume.path == path
