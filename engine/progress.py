@@ -86,13 +86,19 @@ class ProgressThrottle:
         self._min_interval = 1.0 / max_rate_hz
         self._start = time.monotonic()
         self._last = -float("inf")
+        self._last_done: int | None = None
 
     def report(self, done: int, message: str = "", *, force: bool = False) -> None:
-        """Report ``done`` units out of the total; dropped if the previous report was too recent."""
-        if self._callback is None:
+        """Report ``done`` units out of the total.
+
+        Dropped if the previous report was less than the minimum interval ago, unless ``force`` is set or the work is
+        complete; a report repeating the previous ``done`` value is always dropped.
+        """
+        if self._callback is None or done == self._last_done:
             return
         now = time.monotonic()
         if not force and done < self._total and now - self._last < self._min_interval:
             return
         self._last = now
+        self._last_done = done
         self._callback(Progress(done, self._total, message, now - self._start))

@@ -36,3 +36,13 @@ def tiny_volume(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.nii.gz"
     nib.save(img, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-preset model folder with two members trained for a few steps on real IXI slices (a few seconds)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real MRI data not found at {DATA_DIR}")
+    from tests.model_factory import train_tiny_model  # noqa: PLC0415 - imports torch only when needed
+
+    return train_tiny_model(tmp_path_factory.mktemp("models") / "tiny")

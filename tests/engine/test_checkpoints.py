@@ -1,0 +1,86 @@
+"""Model folders: hashes are checked, nothing is unpickled, and several folds share one model.json."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import checkpoints
+from engine.config import get_preset
+from engine.ensemble import load_ensemble
+from engine.errors import ModelLoadError
+from engine.network import build_unet
+
+
+def _model_with_members(tmp_path: Path, folds: tuple[int, ...] = (0, 3)) -> Path:
+    preset = get_preset("tiny")
+    checkpoints.init_model_folder(tmp_path, preset, name="unit")
+    for fold in folds:
+        torch.manual_seed(fold)
+        state = build_unet(preset.unet, preset.preprocess.size).state_dict()
+        checkpoints.save_member(tmp_path, fold, state, {"steps": fold})
+    return tmp_path
+
+
+def test_members_round_trip_and_are_recorded(tmp_path: Path) -> None:
+    model_dir = _model_with_members(tmp_path)
+    meta = checkpoints.read_model_json(model_dir)
+    assert sorted(meta["members"]) == ["0", "3"]
+    assert meta["members"]["3"]["sha256"] == checkpoints.sha256_file(model_dir / "member-3.safetensors")
+    state = checkpoints.load_member_state(model_dir, 3)
+    torch.manual_seed(3)
+    expected = build_unet(get_preset("tiny").unet, 32).state_dict()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    ensemble = load_ensemble(model_dir, device="cpu")
+    assert ensemble.info.members == 2
+    assert ensemble.info.folds == (0, 3)
+
+
+def test_an_altered_member_is_refused(tmp_path: Path) -> None:
+    model_dir = _model_with_members(tmp_path)
+    path = model_dir / "member-0.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_ensemble(model_dir, device="cpu")
+
+
+def test_a_missing_member_file_is_refused(tmp_path: Path) -> None:
+    model_dir = _model_with_members(tmp_path)
+    (model_dir / "member-3.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="member file missing"):
+        load_ensemble(model_dir, device="cpu")
+
+
+@pytest.mark.parametrize("content", ["", "{not json", json.dumps({"format": "something-else"})])
+def test_a_folder_without_a_valid_model_json_is_refused(tmp_path: Path, content: str) -> None:
+    if content:
+        (tmp_path / "model.json").write_text(content)
+    with pytest.raises(ModelLoadError) as info:
+        load_ensemble(tmp_path, device="cpu")
+    assert str(tmp_path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_another_preset_cannot_join_a_model_folder(tmp_path: Path) -> None:
+    _model_with_members(tmp_path, folds=(0,))
+    with pytest.raises(ModelLoadError, match="another preset"):
+        checkpoints.init_model_folder(tmp_path, get_preset("small"), name="unit")
+
+
+def test_training_checkpoints_never_unpickle_objects(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (Path.write_text, (tmp_path / "pwned", "x"))
+
+    path = tmp_path / "checkpoint.pt"
+    with path.open("wb") as fh:
+        pickle.dump({"step": Payload()}, fh)
+    with pytest.raises(ModelLoadError, match="cannot resume"):
+        checkpoints.load_training_state(path)
+    assert not (tmp_path / "pwned").exists()

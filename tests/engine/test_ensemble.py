@@ -1,0 +1,223 @@
+"""Whole-volume analysis: results lie on the scan's own grid in every orientation, and the API contract holds.
+
+Geometry is checked with an "oracle" ensemble whose members restore a median-filtered copy of their condition, so a
+small bright blob added to a real scan must light up the anomaly map exactly where it was put, whatever the scan's
+orientation and voxel size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from diffusers.models.unets.unet_2d import UNet2DOutput
+
+import engine
+from engine.checkpoints import init_model_folder, read_model_json
+from engine.config import get_preset
+from engine.diffusion import make_train_scheduler
+from engine.ensemble import Ensemble
+from engine.preprocess import foreground_mask
+from engine.volumes import Volume
+from tests.conftest import DATA_DIR
+
+SCANS = {
+    "IXI PSR": ("ixi-t1/val/IXI056-HH-1327_T1.nii.gz", "ixi-t1/val/IXI056-HH-1327_brainmask.nii.gz"),
+    "BraTS LPS": ("brats2018-dev/Brats18_2013_2_1/Brats18_2013_2_1_t1.nii.gz", None),
+    "MS LAS": ("ms-lesjak/patient07/patient07_T1.nii.gz", None),
+    "stroke RAS": ("stroke-rorden/T2.nii.gz", None),
+}
+
+
+class MedianOracle(torch.nn.Module):
+    """Predicts (as v) the target whose restoration is the 5x5 median filter of the condition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alphas_cumprod = make_train_scheduler(get_preset("small").diffusion).alphas_cumprod
+        self.calls = 0
+
+    def forward(self, model_input: torch.Tensor, timesteps: torch.Tensor) -> UNet2DOutput:
+        self.calls += 1
+        x_t, condition = model_input[:, :1], model_input[:, 1:]
+        patches = torch.nn.functional.unfold(condition, 5, padding=2)
+        x0 = patches.median(dim=1).values.view_as(condition)
+        ab = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1).float()
+        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return UNet2DOutput(sample=ab.sqrt() * eps - (1 - ab).sqrt() * x0)
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
+    folder = tmp_path_factory.mktemp("oracle")
+    init_model_folder(folder, get_preset("small"), name="oracle")
+    return Ensemble(folder, read_model_json(folder), [(0, MedianOracle()), (1, MedianOracle())], torch.device("cpu"))
+
+
+def _load(name: str) -> tuple[Volume, np.ndarray | None]:
+    image, mask = SCANS[name]
+    volume = engine.load_volume(DATA_DIR / image)
+    return volume, (engine.load_mask(DATA_DIR / mask, volume) if mask else None)
+
+
+def _with_blob(volume: Volume, brain: np.ndarray, radius_mm: float = 5.0) -> tuple[Volume, np.ndarray]:
+    """A copy of ``volume`` with a bright ball near the brain's centre; returns it and the ball's centre in mm."""
+    ijk = np.argwhere(brain)
+    centre_vox = ijk.mean(axis=0)
+    world = nib.affines.apply_affine(volume.affine, centre_vox) + np.array([12.0, 8.0, 6.0])
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in volume.shape], indexing="ij"), axis=-1)
+    distance = np.linalg.norm(nib.affines.apply_affine(volume.affine, grid) - world, axis=-1)
+    data = volume.data.copy()
+    data[distance <= radius_mm] = np.percentile(volume.data[brain], 99.9) * 1.5
+    return Volume(data, volume.affine, volume.header, None, volume.source_format), world
+
+
+def _map_centre_mm(volume: Volume, amap: np.ndarray) -> np.ndarray:
+    hot = amap >= 0.5 * amap.max()
+    weights = amap[hot]
+    return nib.affines.apply_affine(volume.affine, (np.argwhere(hot) * weights[:, None]).sum(0) / weights.sum())
+
+
+def _oblique(volume: Volume) -> Volume:
+    angle = np.deg2rad(20)
+    rotation = np.eye(4)
+    rotation[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    return Volume(volume.data, rotation @ volume.affine, volume.header, None, volume.source_format)
+
+
+@pytest.mark.parametrize("name", [*SCANS, "oblique"])
+def test_a_blob_lights_up_the_map_where_it_was_put(require_data: Path, oracle: Ensemble, name: str) -> None:
+    volume, mask = _load("MS LAS" if name == "oblique" else name)
+    if name == "oblique":
+        volume = _oblique(volume)
+    brain = mask if mask is not None else foreground_mask(volume.data)
+    blobbed, centre_mm = _with_blob(volume, brain)
+    centre_vox = np.round(nib.affines.apply_affine(np.linalg.inv(volume.affine), centre_mm)).astype(int)
+    axis = engine.axial_axis(volume.affine)
+    near = range(centre_vox[axis] - 12, centre_vox[axis] + 13)
+    settings = engine.AnalysisSettings(sampler="ddim", steps=1)
+    with_blob = oracle.analyse(blobbed, settings=settings, brain_mask=mask, slices=near)
+    without = oracle.analyse(volume, settings=settings, brain_mask=mask, slices=near)
+    assert with_blob.anomaly_map.shape == volume.shape
+    assert with_blob.restored.shape == volume.shape
+    assert with_blob.anomaly_map.dtype == np.float32
+    # the restoration removed the blob exactly where it was: what it took away is centred on the blob (within one
+    # model pixel of 3 mm) ...
+    removed = np.clip((blobbed.data - with_blob.restored) - (volume.data - without.restored), 0, None)
+    found = _map_centre_mm(volume, removed)
+    assert np.linalg.norm(found - centre_mm) < 3.0, (found, centre_mm)
+    # ... and the blob's effect on the anomaly map (1 - SSIM over an 11-pixel window, so shaped by the anatomy
+    # around it) is centred within 2.5 model pixels of it
+    effect = np.clip(with_blob.anomaly_map - without.anomaly_map, 0, None)
+    found = _map_centre_mm(volume, effect)
+    assert np.linalg.norm(found - centre_mm) < 7.5, (found, centre_mm)
+
+
+def test_outputs_lie_on_the_scans_grid(require_data: Path, oracle: Ensemble, tmp_path: Path) -> None:
+    for name in SCANS:
+        volume, mask = _load(name)
+        result = oracle.analyse(volume, settings=engine.AnalysisSettings(steps=1), brain_mask=mask)
+        paths = engine.write_outputs(volume, result, tmp_path / name.replace(" ", "_"), threshold=0.2)
+        for kind in ("mask", "map", "spread", "restored"):
+            img = nib.load(paths[kind])
+            assert img.shape == volume.shape
+            assert np.allclose(img.affine, volume.affine, atol=1e-5)
+            assert nib.aff2axcodes(img.affine) == volume.axcodes
+        mask_img = nib.load(paths["mask"])
+        assert mask_img.get_data_dtype() == np.uint8
+        assert np.array_equal(np.asanyarray(mask_img.dataobj), (result.anomaly_map >= 0.2).astype(np.uint8))
+
+
+def test_restoration_is_in_the_scans_units_and_untouched_outside_the_brain(require_data: Path,
+                                                                           oracle: Ensemble) -> None:
+    volume, _ = _load("BraTS LPS")
+    result = oracle.analyse(volume, settings=engine.AnalysisSettings(steps=1))
+    outside = volume.data <= 0
+    assert np.array_equal(result.restored[outside], volume.data[outside])
+    brain = ~outside & result.covered.reshape(1, 1, -1)
+    ratio = np.median(result.restored[brain]) / np.median(volume.data[brain])
+    assert 0.8 < ratio < 1.2
+    assert np.all(result.anomaly_map[outside] == 0)
+
+
+def test_whole_volume_uses_a_stride_and_fills_the_slices_between(require_data: Path, oracle: Ensemble) -> None:
+    volume, _ = _load("BraTS LPS")
+    result = oracle.analyse(volume, settings=engine.AnalysisSettings(steps=1))
+    axis = result.slice_axis
+    assert axis == engine.axial_axis(volume.affine) == 2
+    assert result.covered.sum() > 100
+    analysed = np.flatnonzero(result.analysed)
+    assert 2 <= np.median(np.diff(analysed)) <= 3  # a 3 mm model on a 1 mm scan
+    assert np.isnan(result.slice_scores[~result.analysed]).all()
+    filled = np.flatnonzero(result.covered & ~result.analysed)
+    assert result.anomaly_map[:, :, filled].max() > 0
+
+
+def test_cancel_stops_within_one_sampler_step(require_data: Path, oracle: Ensemble) -> None:
+    volume, _ = _load("MS LAS")
+    token = engine.CancelToken()
+    member = oracle.members[0][1]
+    calls_before = member.calls
+    original = member.forward
+
+    def forward_then_cancel(*args: object) -> UNet2DOutput:
+        out = original(*args)
+        if member.calls - calls_before == 3:  # the user presses Cancel during the third network call
+            token.cancel()
+        return out
+
+    member.forward = forward_then_cancel  # type: ignore[method-assign]
+    try:
+        with pytest.raises(engine.Cancelled):
+            oracle.analyse(volume, settings=engine.AnalysisSettings(steps=20, batch_size=4),
+                           slices=[90, 91, 92, 93], cancel=token)
+    finally:
+        member.forward = original  # type: ignore[method-assign]
+    assert member.calls - calls_before == 3
+
+
+def test_progress_reports_at_most_ten_a_second(require_data: Path, oracle: Ensemble) -> None:
+    volume, _ = _load("MS LAS")
+    times: list[float] = []
+    reports: list[engine.Progress] = []
+
+    def on_progress(progress: engine.Progress) -> None:
+        times.append(time.monotonic())
+        reports.append(progress)
+
+    oracle.analyse(volume, settings=engine.AnalysisSettings(steps=30, batch_size=8), slices=range(60, 100),
+                   on_progress=on_progress)
+    assert reports[-1].done == reports[-1].total
+    gaps = np.diff(times[1:-1])
+    assert len(times) >= 3
+    assert (gaps >= 0.099).all()
+
+
+def test_same_seed_same_result_and_slices_do_not_depend_on_their_batch(require_data: Path, tiny_model: Path) -> None:
+    model = engine.load_ensemble(tiny_model, device="cpu")
+    volume, _ = _load("BraTS LPS")
+    settings = engine.AnalysisSettings(steps=2, seed=3, batch_size=5)
+    a = model.analyse(volume, settings=settings, slices=[70, 75, 80])
+    b = model.analyse(volume, settings=settings, slices=[70, 75, 80])
+    alone = model.analyse(volume, settings=settings, slices=[75])
+    other = model.analyse(volume, settings=engine.AnalysisSettings(steps=2, seed=4), slices=[75])
+    assert np.array_equal(a.anomaly_map, b.anomaly_map)
+    # batched convolutions may round differently from single ones, nothing more
+    assert np.allclose(a.anomaly_map[:, :, 75], alone.anomaly_map[:, :, 75], atol=1e-5)
+    assert not np.array_equal(a.anomaly_map[:, :, 75], other.anomaly_map[:, :, 75])
+    assert a.analysed.sum() == 3
+    assert a.model_id == "tiny-test-v1.0.0"
+    assert a.seed == 3
+
+
+def test_a_scan_with_skull_gets_a_warning(require_data: Path, oracle: Ensemble) -> None:
+    skull_on = engine.load_volume(DATA_DIR / SCANS["IXI PSR"][0])
+    stripped, _ = _load("BraTS LPS")
+    assert any("skull" in w for w in oracle.input_warnings(skull_on, None))
+    assert oracle.input_warnings(stripped, None) == ()
+    mask = engine.load_mask(DATA_DIR / SCANS["IXI PSR"][1], skull_on)
+    assert oracle.input_warnings(skull_on, mask) == ()
