@@ -76,4 +76,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
-    from engine.volumes import Volume, load_mask, save_like, load_volume
+    from engine.volumes import Volume, load_mask, load_volume, save_like

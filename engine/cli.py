@@ -121,9 +121,9 @@ def _folds(text: str) -> list[int]:
     try:
         folds = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--fold must be 0..9, a comma-separated list, or 'all'; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--fold takes 0..9, a list, or 'all'; got {text!r}") from None
     if any(not 0 <= f <= 9 for f in folds):
-        raise argparse.ArgumentTypeError(f"folds must be between 0 and 9, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"folds must be between 0 and 9, got {text!r}")
     return folds
 
 
