@@ -17,7 +17,7 @@ DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 """Real MRI data beside the checkout (see its README.md); never copied into the repository."""
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_data() -> Path:
     """The real-data folder; skips the test when it is not present."""
     if not DATA_DIR.is_dir():

@@ -1,0 +1,123 @@
+"""Training: the loss goes down, runs are reproducible, resume after SIGKILL is exact, and DDP works on 2 CPUs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoints import init_model_folder, load_member_state, read_model_json
+from engine.config import get_preset
+from engine.tasks.external import default_external_source
+from engine.training import TrainRequest, Trainer
+from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.model_factory import healthy_source, ixi_scans
+
+IXI_VAL = DATA_DIR / "ixi-t1" / "val"
+
+
+@pytest.fixture(scope="module")
+def slices(require_data: Path):  # noqa: ANN201 - an ArraySource
+    return healthy_source(get_preset("tiny"), ixi_scans(2))
+
+
+def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int = 0) -> Trainer:  # noqa: ANN001
+    preset = get_preset("tiny")
+    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, learning_rate=lr))
+    init_model_folder(tmp_path, preset, name="t")
+    request = TrainRequest(preset=preset, fold=0, model_dir=tmp_path, max_steps=steps, seed=seed, device="cpu")
+    return Trainer(request, slices, slices, external_source=default_external_source(32))
+
+
+def _fixed_batch_loss(trainer: Trainer) -> float:
+    trainer.model.eval()
+    from engine.diffusion import training_loss
+
+    losses = []
+    with torch.no_grad():
+        for step in range(1000, 1004):  # batches the run never trains on
+            condition, clean, t, noise = trainer.batch_for_step(step)
+            losses.append(float(training_loss(trainer.model, clean, condition, trainer.scheduler,
+                                              trainer.preset.diffusion, t, noise).mean()))
+    return sum(losses) / len(losses)
+
+
+def test_a_few_steps_lower_the_loss(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    torch.set_num_threads(1)
+    trainer = _trainer(tmp_path, slices, steps=40, lr=2e-3)
+    before = _fixed_batch_loss(trainer)
+    trainer.fit()
+    after = _fixed_batch_loss(trainer)
+    assert after < 0.8 * before, (before, after)
+    meta = read_model_json(tmp_path)
+    summary = meta["members"]["0"]["training"]
+    assert summary["steps"] == 40
+    assert summary["train_tasks"] == [0, 1, 2]
+    assert summary["val_tasks"] == [3, 4]
+    check = summary["checks"][-1]
+    assert {"healthy_dssim", "healthy_mae", "anomaly_mae_to_truth", "anomaly_mae_to_input"} <= set(check)
+
+
+def test_same_seed_same_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    torch.set_num_threads(1)
+    _trainer(tmp_path / "a", slices, steps=6).fit()
+    _trainer(tmp_path / "b", slices, steps=6).fit()
+    _trainer(tmp_path / "c", slices, steps=6, seed=1).fit()
+    a, b, c = (load_member_state(tmp_path / n, 0) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def _cli(out: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "engine", "train", "--data", str(IXI_VAL), "--preset", "tiny", "--fold", "2",
+            "--max-steps", str(steps), "--out", str(out), "--device", "cpu", "--threads", "1", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, require_data: Path) -> None:
+    steps = 60
+    whole = tmp_path / "whole"
+    subprocess.run(_cli(whole, steps), check=True, env=_env(), capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    checkpoint = killed / ".train" / "fold-2" / "checkpoint.pt"
+    proc = subprocess.Popen(_cli(killed, steps), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists()
+    assert not (killed / "member-2.safetensors").exists(), "the run finished before it could be killed"
+
+    subprocess.run([*_cli(killed, steps), "--resume"], check=True, env=_env(), capture_output=True, timeout=600)
+    a, b = load_member_state(whole, 2), load_member_state(killed, 2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_model_json(killed)["members"]["2"]["training"]["steps"] == steps
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path: Path, require_data: Path) -> None:
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    subprocess.run(_cli(single, 6, "--batch-size", "4"), check=True, env=_env(), capture_output=True, timeout=600)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run([*torchrun, "-m", "engine", *_cli(ddp, 6, "--batch-size", "4")[3:]], env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = read_model_json(ddp)
+    assert meta["members"]["2"]["training"]["world_size"] == 2
+    a, b = load_member_state(single, 2), load_member_state(ddp, 2)
+    # the same global batches: equal up to the rounding of the gradient all-reduce
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
