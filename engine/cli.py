@@ -179,6 +179,140 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+# ------------------------------------------------------------------------------------------------------ analysis
+def _settings(args: argparse.Namespace, ensemble: Any) -> Any:
+    from engine.results import AnalysisSettings  # noqa: PLC0415
+
+    sampler = ensemble.info.default_sampler if args.sampler == "fast" else args.sampler
+    if sampler == "paper" and args.sampler == "fast":
+        sampler = "ddim"
+    return AnalysisSettings(sampler=sampler, steps=args.steps, seed=args.seed, device=args.device,
+                            batch_size=args.batch_size, slice_stride=getattr(args, "slice_stride", None))
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from engine.ensemble import default_model_path, load_ensemble  # noqa: PLC0415
+
+    _set_threads(args.threads)
+    path = args.model or default_model_path()
+    return load_ensemble(path, device=args.device)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Analyse one scan and write its mask, map, restoration and sidecar on the scan's own grid."""
+    from engine.outputs import modality_warning, write_outputs  # noqa: PLC0415
+    from engine.volumes import load_mask, load_volume  # noqa: PLC0415
+
+    volume = load_volume(args.scan)
+    mask = load_mask(args.brain_mask, volume) if args.brain_mask else None
+    ensemble = _load_model(args)
+    calibration = ensemble.info.calibration
+    threshold = args.threshold if args.threshold is not None else (calibration.threshold if calibration else None)
+    if threshold is None:
+        raise EngineError(f"{ensemble.path}: the model is not calibrated; give --threshold "
+                          "(or run condiff-engine calibrate)")
+    warning = modality_warning(volume, ensemble.info.modality)
+    if warning:
+        logger.warning(warning)
+    settings = _settings(args, ensemble)
+    bar = _BarCallback(1, Path(args.scan).name, "slice-step")
+    start = time.monotonic()
+    try:
+        result = ensemble.analyse(volume, settings=settings, brain_mask=mask, on_progress=bar)
+    finally:
+        bar.close()
+    for line in result.warnings:
+        logger.warning(line)
+    units = calibration.units if calibration else "1 - SSIM (ensemble mean)"
+    paths = write_outputs(volume, result, args.out, threshold=threshold, units=units, extra={
+        "ThresholdSource": "--threshold" if args.threshold is not None else "model calibration",
+        "Device": ensemble.device.type, "Members": list(ensemble.info.folds),
+        "BrainMask": str(args.brain_mask) if args.brain_mask else None,
+        "Seconds": round(time.monotonic() - start, 2),
+    })
+    flagged = int((result.anomaly_map >= threshold).sum())
+    logger.info("%s: %d slices analysed (%d covered) in %.1f s; %d voxels flagged at %.4g", volume.name,
+                int(result.analysed.sum()), int(result.covered.sum()), time.monotonic() - start, flagged, threshold)
+    for kind, path in paths.items():
+        print(f"{kind:9s} {path}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure healthy scans and store the calibration in model.json."""
+    from engine.assessment import calibrate, store_calibration  # noqa: PLC0415
+    from engine.data import find_scans  # noqa: PLC0415
+
+    ensemble = _load_model(args)
+    scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix or None)
+    if args.max_scans:
+        scans = scans[: args.max_scans]
+    bar = _BarCallback(len(scans), "calibrate", "scan")
+    try:
+        calibration = calibrate(ensemble, scans, _settings(args, ensemble), fpr=args.fpr, on_progress=bar)
+    finally:
+        bar.close()
+    store_calibration(ensemble.path, calibration)
+    print(json.dumps(calibration.__dict__, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The paper's four metrics with controls, on a folder of cases or a CSV manifest."""
+    from engine.assessment import evaluate, find_cases  # noqa: PLC0415
+    from engine.data import find_scans  # noqa: PLC0415
+
+    cases = find_cases(args.dataset, args.modality)
+    if args.max_cases:
+        cases = cases[: args.max_cases]
+    ensemble = _load_model(args)
+    healthy = find_scans(args.healthy) if args.healthy else []
+    bar = _BarCallback(len(cases), "evaluate", "case")
+    try:
+        report = evaluate(ensemble, cases, _settings(args, ensemble), healthy=healthy, on_progress=bar)
+    finally:
+        bar.close()
+    report["dataset"] = str(args.dataset)
+    report["modality"] = args.modality
+    _print_table(report)
+    if args.json:
+        from engine.volumes import atomic_write_json  # noqa: PLC0415
+
+        atomic_write_json(args.json, report)
+    return 0
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    rows = [("model", report), ("random", report["random"]), ("noise restoration", report["noise"]),
+            ("brain area", report["brain_area"])]
+    print(f"{'':20s} {'AP_i':>7s} {'AUROC':>7s} {'AP_p':>7s} {'maxDice':>8s}")
+    for name, values in rows:
+        cells = [values.get(k) for k in ("ap_image", "auroc_image", "ap_pixel", "max_dice")]
+        print(f"{name:20s} " + " ".join(f"{c:7.3f}" if c is not None else f"{'-':>7s}" for c in cells))
+    counts = report["counts"]
+    print(f"{counts['cases']} cases, {counts['slices']} slices ({counts['lesion_slices']} with lesion), "
+          f"{counts['pixels']} pixels ({counts['lesion_pixels']} lesion); {report['counting']}")
+    if "healthy" in report:
+        h = report["healthy"]
+        print(f"healthy: restoration 1-SSIM {h['restoration_dssim_in_brain']:.3f}, MAE "
+              f"{h['restoration_mae_in_brain']:.4f}; flagged brain fraction {h['flagged_brain_fraction']}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Speed and memory of the engine on this machine."""
+    from engine.bench import run_bench  # noqa: PLC0415
+
+    _set_threads(args.threads)
+    report = run_bench(preset=args.preset, model=args.model, scan=args.scan, device=args.device,
+                       train_steps=args.train_steps, volume=not args.no_volume)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:34s} {value}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all subcommands."""
@@ -213,6 +347,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--external-images", type=Path, help="folder of PNG/JPEG images for task 1 (default: bundled)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=cmd_train)
+
+    def analysis_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", type=Path, help="model folder (default: the bundled condiff-t1-small)")
+        p.add_argument("--sampler", choices=["fast", "ddim", "dpm", "paper"], default="fast",
+                       help="fast = the model's few-step default; paper = 50-step DDPM as in Baugh et al.")
+        p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        p.add_argument("--batch-size", type=int, default=64, help="slices per network call")
+        p.add_argument("--threads", type=int, help="torch CPU threads")
+
+    p = sub.add_parser("infer", help="analyse a scan and write mask, map, restoration and sidecar")
+    p.add_argument("scan", type=Path, help="NIfTI file, DICOM folder, NRRD or MHA")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--threshold", type=float, help="anomaly-map threshold (default: the model's calibrated one)")
+    p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
+    p.add_argument("--slice-stride", type=int, help="analyse every k-th axial slice (default: from the spacing)")
+    analysis_options(p)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("calibrate", help="store a healthy-scan calibration (default threshold) in model.json")
+    p.add_argument("--data", type=Path, required=True, help="folder of healthy scans with brain masks")
+    p.add_argument("--fpr", type=float, default=0.01, help="share of healthy brain pixels the threshold flags")
+    p.add_argument("--max-scans", type=int)
+    p.add_argument("--image-pattern", default="*_T1.nii.gz")
+    p.add_argument("--mask-suffix", default="_brainmask.nii.gz")
+    analysis_options(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("evaluate", help="AP_i, AUROC, AP_p and max Dice with controls on scans with lesion masks")
+    p.add_argument("--dataset", type=Path, required=True, help="folder of case folders (BraTS layout), one case "
+                   "folder, or a CSV manifest with image,label columns")
+    p.add_argument("--modality", default="t1")
+    p.add_argument("--json", type=Path, help="write the full report here")
+    p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
+    p.add_argument("--max-cases", type=int)
+    analysis_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="measure speed and memory on this machine")
+    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--model", type=Path, help="also time a whole-volume analysis with this model folder")
+    p.add_argument("--scan", type=Path, help="scan for the whole-volume timing (default: a BraTS-size synthetic)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--no-volume", action="store_true", help="skip the whole-volume timing")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

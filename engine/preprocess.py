@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 from nibabel import orientations
+from scipy import ndimage
 
 from engine.config import PreprocessSpec
 from engine.errors import VolumeError
@@ -57,6 +58,7 @@ __all__ = [
     "brain_slice_fraction",
     "foreground_mask",
     "from_model_space",
+    "native_to_model",
     "to_model_space",
 ]
 
@@ -124,13 +126,15 @@ def axial_axis(affine: np.ndarray) -> int:
 def foreground_mask(data: np.ndarray) -> np.ndarray:
     """Voxels above :data:`FOREGROUND_FRACTION` of the robust maximum of the positive voxels.
 
-    Used as the brain when no brain mask is given. Returns an all-False mask when no voxel is positive.
+    Enclosed holes are filled. Used as the brain when no brain mask is given. Returns an all-False mask when no voxel
+    is positive.
     """
     positive = data[data > 0]
     if positive.size == 0:
         return np.zeros(data.shape, dtype=bool)
     robust_max = float(np.percentile(positive, ROBUST_PERCENTILE))
-    return data > FOREGROUND_FRACTION * robust_max
+    # Holes are filled so that dark tissue enclosed by brain (a necrotic tumour core, a ventricle) stays inside.
+    return ndimage.binary_fill_holes(data > FOREGROUND_FRACTION * robust_max)
 
 
 def brain_slice_fraction(brain: np.ndarray) -> np.ndarray:
@@ -348,3 +352,23 @@ def from_model_space(maps: np.ndarray, ms: ModelSpace, *, fill: float = 0.0, ord
         out[:, :, ms._model_k] = np.moveaxis(back, 0, -1)
     return np.ascontiguousarray(orientations.apply_orientation(out, inverse))
 
+
+
+def native_to_model(array: np.ndarray, ms: ModelSpace) -> np.ndarray:
+    """Carry another array on the volume's native grid (a lesion label, a probability map) into ``ms``'s model space.
+
+    The same reorientation, anti-aliased linear resampling and canvas offset as the intensities are applied (no
+    normalisation, no brain masking), so the result lines up pixel for pixel with ``ms.slices``. For a binary label
+    the paper's rule is ``native_to_model(label > 0, ms) > 0.4``.
+
+    Returns:
+        float32 ``(N, size, size)``.
+    """
+    values = np.asarray(array, dtype=np.float32)
+    if values.shape != tuple(ms.native_shape):
+        raise ValueError(f"array shape {values.shape} differs from the volume's {tuple(ms.native_shape)}")
+    reoriented = orientations.apply_orientation(values, ms._ornt)
+    row_matrix = _to_canvas_matrix(reoriented.shape[0], ms._factors[0], ms._offsets[0], ms.size)
+    col_matrix = _to_canvas_matrix(reoriented.shape[1], ms._factors[1], ms._offsets[1], ms.size)
+    canvas = _apply_in_plane(reoriented[:, :, ms._model_k], row_matrix, col_matrix)
+    return np.ascontiguousarray(canvas, dtype=np.float32)

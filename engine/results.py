@@ -66,6 +66,7 @@ class Calibration:
         slice_score_percentiles: the same for healthy slice scores.
         units: a short description of the units, shown beside the threshold slider.
         scans: number of healthy scans used.
+        sampler / steps: the sampler settings the calibration was measured with (maps of other settings differ).
     """
 
     threshold: float
@@ -75,6 +76,8 @@ class Calibration:
     slice_score_percentiles: dict[str, float] = field(default_factory=dict)
     units: str = "1 - SSIM (ensemble mean)"
     scans: int = 0
+    sampler: str = ""
+    steps: int = 0
 
 
 @dataclass(frozen=True)

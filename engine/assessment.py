@@ -1,0 +1,308 @@
+"""Measuring a model: calibration on healthy scans and the paper's evaluation on scans with lesion masks.
+
+Both work in model space, like the paper: slices and pixels are counted on the model's canvas (all brain slices of a
+scan, ``size x size`` pixels each, background included), with lesion labels carried into model space by the same
+resampling as the intensities and thresholded at 0.4 (the paper's rule for segmentations).
+
+Evaluation reports, beside the model, the controls a detection number needs to mean anything:
+
+* ``random``: chance level (prevalence for AP, ``2p / (1 + p)`` for max Dice, 0.5 for AUROC);
+* ``noise``: the same map pipeline fed a "restoration" that is Gaussian noise with each slice's brain mean and
+  spread, i.e. what 1 - SSIM finds without any model;
+* ``brain_area``: the number of brain pixels as the slice score (lesion slices hold more brain, so slice-level
+  numbers must beat this).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from engine.anomaly import anomaly_map as ssim_anomaly_map
+from engine.checkpoints import update_model_json
+from engine.data import ScanPair
+from engine.ensemble import Ensemble, ModelSpaceResult
+from engine.errors import DataError, VolumeError
+from engine.evaluation import PixelAccumulator, SliceAccumulator, random_baseline
+from engine.preprocess import native_to_model
+from engine.progress import CancelToken, Progress, check_cancel
+from engine.results import AnalysisSettings, Calibration
+from engine.volumes import load_mask, load_volume
+
+logger = logging.getLogger(__name__)
+
+LABEL_THRESHOLD = 0.4
+HEALTHY_PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.5, 99.9)
+_LABEL_WORDS = ("seg", "lesion", "label", "mask")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One evaluation scan with its lesion label (and optional brain mask)."""
+
+    name: str
+    image: Path
+    label: Path
+    brain_mask: Path | None = None
+
+
+def _matches_modality(path: Path, modality: str) -> bool:
+    stem = path.name.lower().split(".nii")[0]
+    return stem.endswith(f"_{modality.lower()}") or stem.endswith(f"_{modality.lower()}w")
+
+
+def _case_in_folder(folder: Path, modality: str) -> Case | None:
+    images = [p for p in sorted(folder.glob("*.nii*")) if _matches_modality(p, modality)]
+    labels = [p for p in sorted(folder.glob("*.nii*"))
+              if any(re.search(rf"_{w}\b", p.name.lower().split(".nii")[0]) for w in _LABEL_WORDS)]
+    if not images or not labels:
+        return None
+    return Case(folder.name, images[0], labels[0])
+
+
+def find_cases(dataset: str | Path, modality: str) -> list[Case]:
+    """Cases of a dataset: a folder of case folders (BraTS layout: ``<case>/<case>_<modality>.nii.gz`` with
+    ``<case>/<case>_seg.nii.gz``), a single case folder (``*_<modality>.nii.gz`` with ``*_seg`` / ``*_lesion``), or a
+    CSV manifest with columns ``image`` and ``label`` (optional ``brain_mask``, ``name``; paths relative to the CSV).
+
+    Raises:
+        DataError: nothing usable was found.
+    """
+    dataset = Path(dataset)
+    if dataset.is_file() and dataset.suffix.lower() == ".csv":
+        cases = []
+        with dataset.open(newline="", encoding="utf-8") as fh:
+            for i, row in enumerate(csv.DictReader(fh)):
+                if "image" not in row or "label" not in row:
+                    raise DataError(f"{dataset}: the manifest needs 'image' and 'label' columns")
+                base = dataset.parent
+                mask = row.get("brain_mask") or None
+                cases.append(Case(row.get("name") or f"case{i}", base / row["image"], base / row["label"],
+                                  base / mask if mask else None))
+        if not cases:
+            raise DataError(f"{dataset}: the manifest lists no cases")
+        return cases
+    if not dataset.is_dir():
+        raise DataError(f"{dataset}: no such dataset folder or CSV manifest")
+    single = _case_in_folder(dataset, modality)
+    if single is not None:
+        return [single]
+    cases = [c for c in (_case_in_folder(sub, modality) for sub in sorted(dataset.iterdir()) if sub.is_dir()) if c]
+    if not cases:
+        raise DataError(f"{dataset}: no case with a *_{modality} scan and a *_seg/*_lesion label")
+    return cases
+
+
+def noise_restoration(slices: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The noise control: per slice, Gaussian noise with the slice's brain mean and standard deviation."""
+    out = np.zeros_like(slices)
+    for i in range(slices.shape[0]):
+        values = slices[i][brain[i]]
+        if values.size:
+            out[i] = rng.normal(values.mean(), values.std(), size=slices.shape[1:]).astype(np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _maps_of(restored: np.ndarray, slices: np.ndarray, brain: np.ndarray, convention: str) -> np.ndarray:
+    maps = ssim_anomaly_map(torch.from_numpy(restored)[:, None], torch.from_numpy(slices)[:, None],
+                            convention=convention, foreground=torch.from_numpy(brain)[:, None])  # type: ignore[arg-type]
+    return maps[:, 0].numpy()
+
+
+@dataclass
+class _Scoreboard:
+    pixels: PixelAccumulator
+    slices_canvas: SliceAccumulator
+    slices_brain: SliceAccumulator
+
+    @classmethod
+    def new(cls) -> _Scoreboard:
+        return cls(PixelAccumulator(), SliceAccumulator(), SliceAccumulator())
+
+    def add(self, maps: np.ndarray, brain: np.ndarray, labels: np.ndarray) -> None:
+        self.pixels.add(maps, labels)
+        slice_labels = labels.reshape(labels.shape[0], -1).any(axis=1)
+        self.slices_canvas.add(maps.reshape(maps.shape[0], -1).mean(axis=1), slice_labels)
+        counts = brain.reshape(brain.shape[0], -1).sum(axis=1)
+        sums = (maps * brain).reshape(maps.shape[0], -1).sum(axis=1)
+        self.slices_brain.add(np.where(counts > 0, sums / np.maximum(counts, 1), 0.0), slice_labels)
+
+    def result(self) -> dict[str, Any]:
+        pixel = self.pixels.result()
+        canvas = self.slices_canvas.result()
+        brain = self.slices_brain.result()
+        return {
+            "ap_image": canvas.ap,
+            "auroc_image": canvas.auroc,
+            "ap_pixel": pixel.ap,
+            "max_dice": pixel.max_dice,
+            "best_threshold": pixel.best_threshold,
+            "ap_image_brain_mean": brain.ap,
+            "auroc_image_brain_mean": brain.auroc,
+        }
+
+
+def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[tuple[Case, Any, np.ndarray]]:
+    """Each case in model space with its lesion labels there (bool ``(N, size, size)``)."""
+    for case in cases:
+        volume = load_volume(case.image)
+        brain = load_mask(case.brain_mask, volume) if case.brain_mask else None
+        label_img = nib.load(str(case.label)) if case.label.exists() else None
+        if label_img is None:
+            raise VolumeError(f"{case.label}: no such label file")
+        label = np.asanyarray(label_img.dataobj) > 0
+        if label.shape != volume.shape:
+            raise VolumeError(f"{case.label}: label shape {label.shape} differs from the scan's {volume.shape}")
+        ms = ensemble.to_model_space(volume, brain)
+        labels = native_to_model(label.astype(np.float32), ms) > LABEL_THRESHOLD
+        yield case, ms, labels
+
+
+def evaluate(
+    ensemble: Ensemble,
+    cases: Sequence[Case],
+    settings: AnalysisSettings,
+    *,
+    healthy: Sequence[ScanPair] = (),
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """The paper's metrics for ``ensemble`` on ``cases``, with the controls, as a JSON-ready dictionary."""
+    start = time.monotonic()
+    model, noise = _Scoreboard.new(), _Scoreboard.new()
+    area = SliceAccumulator()
+    rng = np.random.default_rng(settings.seed)
+    per_case = []
+    n_slices = 0
+    for index, (case, ms, labels) in enumerate(iter_model_space(ensemble, cases)):
+        check_cancel(cancel)
+        result = ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
+        model.add(result.mean_map, ms.brain, labels)
+        noise_maps = _maps_of(noise_restoration(ms.slices, ms.brain, rng), ms.slices, ms.brain,
+                              ensemble.ssim_convention)
+        noise.add(noise_maps, ms.brain, labels)
+        slice_labels = labels.reshape(len(ms), -1).any(axis=1)
+        area.add(ms.brain.reshape(len(ms), -1).sum(axis=1).astype(np.float64), slice_labels)
+        n_slices += len(ms)
+        per_case.append({"case": case.name, "slices": len(ms), "lesion_slices": int(slice_labels.sum()),
+                         "lesion_pixels": int(labels.sum()),
+                         "mean_map_in_lesion": float(result.mean_map[labels].mean()) if labels.any() else None,
+                         "mean_map_in_healthy_brain": float(result.mean_map[ms.brain & ~labels].mean())})
+        logger.info("%s: %d slices, %d lesion pixels", case.name, len(ms), int(labels.sum()))
+        if on_progress is not None:
+            on_progress(Progress(index + 1, len(cases), case.name, time.monotonic() - start))
+    model_metrics = model.result()
+    pixels = model.pixels
+    chance_pixels = random_baseline(pixels.n_pixels, pixels.n_positive)
+    slice_metrics = model.slices_canvas.result()
+    chance_slices = random_baseline(slice_metrics.n_slices, slice_metrics.n_positive)
+    area_metrics = area.result()
+    out: dict[str, Any] = {
+        **model_metrics,
+        "random": {"ap_image": chance_slices.ap, "auroc_image": 0.5, "ap_pixel": chance_pixels.ap,
+                   "max_dice": chance_pixels.max_dice},
+        "noise": noise.result(),
+        "brain_area": {"ap_image": area_metrics.ap, "auroc_image": area_metrics.auroc},
+        "counts": {"cases": len(cases), "slices": slice_metrics.n_slices, "lesion_slices": slice_metrics.n_positive,
+                   "pixels": pixels.n_pixels, "lesion_pixels": pixels.n_positive},
+        "counting": "model space: every brain slice of each scan on the model canvas "
+                    f"({ensemble.preset.preprocess.size}x{ensemble.preset.preprocess.size} pixels of "
+                    f"{ensemble.preset.preprocess.spacing_mm} mm, background included); lesion = label > 0 resampled "
+                    f"and thresholded at {LABEL_THRESHOLD}",
+        "model": ensemble.info.model_id,
+        "members": list(ensemble.info.folds),
+        "sampler": settings.sampler,
+        "steps": ensemble.steps_for(settings),
+        "seed": settings.seed,
+        "cases": per_case,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    if healthy:
+        out["healthy"] = healthy_report(ensemble, healthy, settings, cancel=cancel)
+    return out
+
+
+def _healthy_model_space(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings,
+                         cancel: CancelToken | None) -> Iterator[tuple[Any, ModelSpaceResult]]:
+    for scan in scans:
+        volume = load_volume(scan.image)
+        mask = load_mask(scan.mask, volume) if scan.mask else None
+        ms = ensemble.to_model_space(volume, mask)
+        yield ms, ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
+
+
+def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings, *,
+                   cancel: CancelToken | None = None) -> dict[str, Any]:
+    """On healthy scans: how faithfully slices are restored, and the brain area flagged at the calibrated threshold."""
+    threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
+    flagged = total = 0
+    dssim, mae = [], []
+    for ms, result in _healthy_model_space(ensemble, scans, settings, cancel):
+        brain = ms.brain
+        dssim.append(float(result.mean_map[brain].mean()))
+        mae.append(float(np.abs(result.restored - ms.slices)[brain].mean()))
+        if threshold is not None:
+            flagged += int((result.mean_map[brain] >= threshold).sum())
+        total += int(brain.sum())
+    return {
+        "scans": len(scans),
+        "restoration_dssim_in_brain": float(np.mean(dssim)),
+        "restoration_mae_in_brain": float(np.mean(mae)),
+        "threshold": threshold,
+        "flagged_brain_fraction": (flagged / total) if threshold is not None and total else None,
+    }
+
+
+def calibrate(
+    ensemble: Ensemble,
+    scans: Sequence[ScanPair],
+    settings: AnalysisSettings,
+    *,
+    fpr: float = 0.01,
+    cancel: CancelToken | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Calibration:
+    """Measure the healthy distribution of map values and slice scores, and the threshold flagging ``fpr`` of
+    healthy brain pixels (model space). Pixels and scores of all scans are pooled."""
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must be in (0, 1), got {fpr}")
+    if not scans:
+        raise DataError("calibration needs at least one healthy scan")
+    start = time.monotonic()
+    values, scores = [], []
+    for i, (ms, result) in enumerate(_healthy_model_space(ensemble, scans, settings, cancel)):
+        values.append(result.mean_map[ms.brain].astype(np.float32))
+        scores.append(result.scores.astype(np.float32))
+        if on_progress is not None:
+            on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
+    pooled = np.concatenate(values)
+    pooled_scores = np.concatenate(scores)
+    threshold = float(np.quantile(pooled, 1.0 - fpr))
+    return Calibration(
+        threshold=threshold,
+        healthy_fpr=float((pooled >= threshold).mean()),
+        display_max=float(max(2.0 * threshold, np.quantile(pooled, 0.9999))),
+        healthy_percentiles={f"{p:g}": float(np.percentile(pooled, p)) for p in HEALTHY_PERCENTILES},
+        slice_score_percentiles={f"{p:g}": float(np.percentile(pooled_scores, p)) for p in HEALTHY_PERCENTILES},
+        scans=len(scans),
+        sampler=settings.sampler,
+        steps=ensemble.steps_for(settings),
+    )
+
+
+def store_calibration(model_dir: str | Path, calibration: Calibration) -> None:
+    """Write ``calibration`` into the model folder's ``model.json``."""
+    def change(meta: dict[str, Any]) -> None:
+        meta["calibration"] = asdict(calibration)
+
+    update_model_json(model_dir, change)

@@ -1,0 +1,138 @@
+"""``condiff-engine bench``: speed and memory of a preset (and of a model) on this machine.
+
+Measured, not estimated: parameters and FLOPs per network call, forward time per slice, training steps per second,
+sampler time per slice and step, and the wall time of analysing a whole BraTS-size volume with the fast sampler and
+with the paper's 50-step sampler (the latter on a subset of slices, scaled to the volume and marked as such). A
+preset without trained weights is timed with randomly initialised members: speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine.config import get_preset
+from engine.diffusion import draw_timesteps_and_noise, make_train_scheduler, training_loss
+from engine.ensemble import Ensemble, load_ensemble
+from engine.network import build_unet, count_parameters
+from engine.results import AnalysisSettings
+from engine.training import resolve_device
+from engine.volumes import Volume, load_volume
+
+MEMBERS = 10
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _synthetic_brats_volume() -> Volume:
+    """A 240 x 240 x 155, 1 mm LPS volume with an ellipsoidal "brain" of BraTS size."""
+    import nibabel as nib  # noqa: PLC0415
+
+    shape = (240, 240, 155)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
+    centre = np.array([120, 125, 70], dtype=np.float32)
+    radii = np.array([68, 85, 65], dtype=np.float32)
+    inside = (((grid - centre) / radii) ** 2).sum(-1) <= 1
+    rng = np.random.default_rng(0)
+    data = np.where(inside, 400 + 100 * rng.standard_normal(shape).astype(np.float32), 0).astype(np.float32)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    return Volume(np.clip(data, 0, None), affine, header, None, "nifti")
+
+
+def _random_ensemble(preset_name: str, device: torch.device, members: int) -> Ensemble:
+    preset = get_preset(preset_name)
+    meta = {"name": f"random-{preset_name}", "version": "0", "preset": preset.to_dict(), "modality": "t1",
+            "expects_skull_stripped": True, "ssim_convention": "standard", "calibration": None}
+    models = []
+    for fold in range(members):
+        torch.manual_seed(fold)
+        models.append((fold, build_unet(preset.unet, preset.preprocess.size).to(device).eval()))
+    return Ensemble(Path(tempfile.gettempdir()), meta, models, device)
+
+
+def _time(fn: Any, repeat: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | None = None, device: str = "auto",
+              train_steps: int = 5, volume: bool = True) -> dict[str, Any]:
+    """Run the measurements and return them as a flat dictionary."""
+    spec = get_preset(preset)
+    dev = resolve_device(device)
+    size = spec.preprocess.size
+    net = build_unet(spec.unet, size).to(dev)
+    out: dict[str, Any] = {"preset": preset, "device": dev.type, "threads": torch.get_num_threads(),
+                           "parameters": count_parameters(net),
+                           "input": f"{size}x{size} at {spec.preprocess.spacing_mm} mm"}
+    x = torch.rand(1, 2, size, size, device=dev)
+    t = torch.zeros(1, dtype=torch.long, device=dev)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, t)
+    out["gflop_per_call"] = round(counter.get_total_flops() / 1e9, 3)
+    net.eval()
+    with torch.no_grad():
+        for batch in (1, 32):
+            xb = torch.rand(batch, 2, size, size, device=dev)
+            tb = torch.zeros(batch, dtype=torch.long, device=dev)
+            seconds = _time(lambda xb=xb, tb=tb: net(xb, tb), repeat=3)
+            out[f"forward_ms_per_slice_batch{batch}"] = round(1000 * seconds / batch, 2)
+
+    if train_steps > 0:
+        net.train()
+        scheduler = make_train_scheduler(spec.diffusion)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        batch = spec.train.batch_size
+        clean = torch.rand(batch, 1, size, size, device=dev)
+        ts, noise = draw_timesteps_and_noise((1, size, size), list(range(batch)), spec.diffusion)
+
+        def step() -> None:
+            loss = training_loss(net, clean, clean, scheduler, spec.diffusion, ts, noise).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        seconds = _time(step, repeat=train_steps)
+        out["train_batch"] = batch
+        out["train_steps_per_s"] = round(1.0 / seconds, 3)
+        out["train_s_per_step"] = round(seconds, 3)
+
+    if volume:
+        ensemble = load_ensemble(model, device=device) if model else _random_ensemble(preset, dev, MEMBERS)
+        out["members"] = len(ensemble.members)
+        vol = load_volume(scan) if scan else _synthetic_brats_volume()
+        out["volume"] = str(scan) if scan else "synthetic 240x240x155 1 mm"
+        fast = AnalysisSettings(sampler="ddim", device=device)
+        start = time.perf_counter()
+        result = ensemble.analyse(vol, settings=fast)
+        seconds = time.perf_counter() - start
+        analysed = int(result.analysed.sum())
+        out["fast_sampler"] = f"ddim x {result.steps} steps"
+        out["fast_volume_s"] = round(seconds, 1)
+        out["fast_slices_analysed"] = analysed
+        out["fast_slices_covered"] = int(result.covered.sum())
+        calls = analysed * result.steps * len(ensemble.members)
+        out["fast_ms_per_slice_step_member"] = round(1000 * seconds / max(calls, 1), 2)
+        subset = np.flatnonzero(result.analysed)[: max(2, min(8, analysed))]
+        start = time.perf_counter()
+        ensemble.analyse(vol, settings=AnalysisSettings(sampler="paper", device=device), slices=subset.tolist())
+        paper = time.perf_counter() - start
+        per_slice = paper / len(subset)
+        out["paper_ms_per_slice_step_member"] = round(1000 * per_slice / (50 * len(ensemble.members)), 2)
+        out["paper_volume_s_scaled"] = round(per_slice * analysed, 1)
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return out
