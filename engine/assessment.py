@@ -287,7 +287,10 @@ def calibrate(
             on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
     pooled = np.concatenate(values)
     pooled_scores = np.concatenate(scores)
-    threshold = float(np.quantile(pooled, 1.0 - fpr))
+    threshold = np.float32(np.quantile(pooled, 1.0 - fpr))
+    if (pooled >= threshold).mean() > fpr:  # ties at the quantile: step above them rather than flag too much
+        threshold = np.nextafter(threshold, np.float32(np.inf))
+    threshold = float(threshold)
     return Calibration(
         threshold=threshold,
         healthy_fpr=float((pooled >= threshold).mean()),

@@ -1,0 +1,272 @@
+"""The condiff-engine command line: the documented commands work, and every bad input gets one clear line.
+
+Each bad input must give exit status != 0, a single ``condiff-engine: error: <file>: <problem>`` line naming the file,
+no traceback, and nothing half-written in the output folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from engine.cli import main
+from tests.conftest import DATA_DIR
+
+IXI_VAL = DATA_DIR / "ixi-t1" / "val"
+BRATS = DATA_DIR / "brats2018-dev"
+MS_T1 = DATA_DIR / "ms-lesjak" / "patient07" / "patient07_T1.nii.gz"
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_info_reports_the_papers_parameter_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--preset", "paper", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"] == 72_410_241
+    assert info["input_size"] == 128
+    assert info["prediction_type"] == "epsilon"
+
+
+def test_info_describes_a_model_folder(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
+    assert main(["info", "--model", str(tiny_model), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["members"] == [0, 1]
+    assert info["preset"] == "tiny"
+
+
+def test_train_the_done_when_command(tmp_path: Path, require_data: Path) -> None:
+    out = tmp_path / "X"
+    assert main(["train", "--data", str(IXI_VAL), "--preset", "tiny", "--fold", "0", "--max-steps", "20",
+                 "--out", str(out), "--device", "cpu", "--threads", "1"]) == 0
+    import engine
+
+    model = engine.load_ensemble(out, device="cpu")
+    assert model.info.members == 1
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["members"]["0"]["training"]["steps"] == 20
+    assert meta["training_data"]["val_scans"] == 1
+
+
+@pytest.mark.parametrize("scan", [
+    "brats2018-dev/Brats18_2013_2_1/Brats18_2013_2_1_t1.nii.gz",
+    "ms-lesjak/patient07/patient07_T1.nii.gz",
+    "ixi-t1/val/IXI056-HH-1327_T1.nii.gz",
+])
+def test_infer_writes_outputs_on_the_inputs_grid(tmp_path: Path, tiny_model: Path, scan: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    source = DATA_DIR / scan
+    args = ["infer", str(source), "--model", str(tiny_model), "--out", str(tmp_path), "--threshold", "0.5",
+            "--steps", "1", "--device", "cpu", "--threads", "1"]
+    if "IXI" in scan:
+        args += ["--brain-mask", str(source).replace("_T1.nii.gz", "_brainmask.nii.gz")]
+    assert main(args) == 0
+    reference = nib.load(source)
+    written = sorted(tmp_path.glob("*.nii.gz"))
+    assert len(written) == 4
+    for path in written:
+        img = nib.load(path)
+        assert img.shape == reference.shape
+        assert np.allclose(img.affine, reference.affine, atol=1e-5)
+    sidecar = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert sidecar["Model"] == "tiny-test-v1.0.0"
+    assert sidecar["Threshold"] == 0.5
+    assert sidecar["ThresholdUnits"]
+    assert sidecar["Seed"] == 0
+    assert sidecar["SamplerSteps"] == 1
+    assert "GeneratedBy" in sidecar
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    report_path = tmp_path / "report.json"
+    assert main(["evaluate", "--model", str(tiny_model), "--dataset", str(BRATS), "--modality", "t1",
+                 "--max-cases", "2", "--steps", "1", "--json", str(report_path), "--device", "cpu",
+                 "--threads", "1"]) == 0
+    report = json.loads(report_path.read_text())
+    for key in ("ap_image", "auroc_image", "ap_pixel", "max_dice", "best_threshold"):
+        assert 0.0 <= report[key] <= 1.0 or key == "best_threshold"
+        assert key in report["random"] or key == "best_threshold"
+    assert set(report["noise"]) >= {"ap_image", "auroc_image", "ap_pixel", "max_dice"}
+    assert set(report["brain_area"]) == {"ap_image", "auroc_image"}
+    counts = report["counts"]
+    assert counts["cases"] == 2
+    assert 0 < counts["lesion_slices"] < counts["slices"]
+    assert counts["pixels"] == counts["slices"] * 32 * 32
+    assert report["random"]["ap_pixel"] == pytest.approx(counts["lesion_pixels"] / counts["pixels"])
+    assert "AP_p" in capsys.readouterr().out
+
+
+def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_model: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert main(["calibrate", "--model", str(model), "--data", str(IXI_VAL), "--max-scans", "2", "--steps", "1",
+                 "--fpr", "0.05", "--device", "cpu", "--threads", "1"]) == 0
+    calibration = json.loads((model / "model.json").read_text())["calibration"]
+    assert 0.0 <= calibration["healthy_fpr"] <= 0.05  # never more than asked, even with ties
+    assert calibration["threshold"] > 0
+    assert calibration["scans"] == 2
+    out = tmp_path / "out"
+    assert main(["infer", str(MS_T1), "--model", str(model), "--out", str(out), "--steps", "1", "--device", "cpu",
+                 "--threads", "1"]) == 0
+    sidecar = json.loads(next(out.glob("*.json")).read_text())
+    assert sidecar["Threshold"] == pytest.approx(calibration["threshold"])
+    assert sidecar["ThresholdSource"] == "model calibration"
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+def _bad_scans(tmp_path: Path) -> dict[str, Path]:
+    good = nib.load(MS_T1)
+    affine = good.affine
+    files = {}
+    files["4d"] = tmp_path / "four_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), affine), files["4d"])
+    files["2d"] = tmp_path / "two_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), affine), files["2d"])
+    files["zero"] = tmp_path / "zeros.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 8), np.float32), affine), files["zero"])
+    files["truncated"] = tmp_path / "truncated.nii.gz"
+    files["truncated"].write_bytes(MS_T1.read_bytes()[:20000])
+    files["text"] = tmp_path / "notes.nii.gz"
+    files["text"].write_bytes(gzip.compress(b"this is not a scan"))
+    files["missing"] = tmp_path / "missing.nii.gz"
+    return files
+
+
+@pytest.mark.parametrize("kind", ["4d", "2d", "zero", "truncated", "text", "missing"])
+def test_infer_rejects_bad_scans_with_one_line(tmp_path: Path, tiny_model: Path, kind: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    scan = _bad_scans(tmp_path)[kind]
+    out = tmp_path / "out"
+    assert main(["infer", str(scan), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--device", "cpu"]) != 0
+    line = _error_line(capsys)
+    assert str(scan) in line
+    assert _entries(out) == []
+
+
+def test_infer_rejects_a_mask_on_another_grid(tmp_path: Path, tiny_model: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    mask = IXI_VAL / "IXI056-HH-1327_brainmask.nii.gz"
+    out = tmp_path / "out"
+    assert main(["infer", str(MS_T1), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--brain-mask", str(mask), "--device", "cpu"]) != 0
+    assert str(mask) in _error_line(capsys)
+    assert _entries(out) == []
+
+
+def test_infer_rejects_an_altered_model(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    member = model / "member-1.safetensors"
+    member.write_bytes(member.read_bytes()[:-1] + b"\x00")
+    out = tmp_path / "out"
+    assert main(["infer", str(MS_T1), "--model", str(model), "--out", str(out), "--threshold", "0.5",
+                 "--device", "cpu"]) != 0
+    assert "sha256" in _error_line(capsys)
+    assert _entries(out) == []
+
+
+def test_infer_rejects_a_model_with_a_missing_member(tmp_path: Path, tiny_model: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "member-0.safetensors").unlink()
+    assert main(["infer", str(MS_T1), "--model", str(model), "--out", str(tmp_path / "out"), "--threshold", "0.5",
+                 "--device", "cpu"]) != 0
+    assert "member-0.safetensors" in _error_line(capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_infer_into_an_unwritable_folder(tmp_path: Path, tiny_model: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "locked"
+    out.mkdir()
+    out.chmod(0o500)
+    assert main(["infer", str(MS_T1), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--steps", "1", "--device", "cpu"]) != 0
+    assert str(out) in _error_line(capsys)
+
+
+def test_infer_into_a_path_that_is_a_file(tmp_path: Path, tiny_model: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a_file"
+    out.write_text("x")
+    assert main(["infer", str(MS_T1), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--steps", "1", "--device", "cpu"]) != 0
+    assert str(out) in _error_line(capsys)
+    assert out.read_text() == "x"
+
+
+def _train(data: Path, out: Path) -> int:
+    return main(["train", "--data", str(data), "--preset", "tiny", "--max-steps", "2", "--out", str(out),
+                 "--device", "cpu", "--threads", "1"])
+
+
+def test_train_on_a_folder_without_scans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _train(empty, tmp_path / "model") != 0
+    assert str(empty) in _error_line(capsys)
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "mask_grid", "4d", "zero"])
+def test_train_on_a_folder_with_a_bad_scan(tmp_path: Path, problem: str, require_data: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for src in sorted(IXI_VAL.glob("*"))[:4]:  # two good scans with masks
+        shutil.copy(src, data / src.name)
+    bad = data / "IXI999-XX-0000_T1.nii.gz"
+    mask = data / "IXI999-XX-0000_brainmask.nii.gz"
+    good_img = nib.load(sorted(IXI_VAL.glob("*_T1.nii.gz"))[0])
+    shutil.copy(sorted(IXI_VAL.glob("*_brainmask.nii.gz"))[0], mask)
+    if problem == "corrupt":
+        bad.write_bytes(sorted(IXI_VAL.glob("*_T1.nii.gz"))[0].read_bytes()[:5000])
+    elif problem == "mask_grid":
+        shutil.copy(sorted(IXI_VAL.glob("*_T1.nii.gz"))[0], bad)
+        nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.uint8), np.eye(4)), mask)
+    elif problem == "4d":
+        nib.save(nib.Nifti1Image(np.ones((*good_img.shape, 2), np.float32), good_img.affine), bad)
+    else:
+        nib.save(nib.Nifti1Image(np.zeros(good_img.shape, np.float32), good_img.affine), bad)
+    out = tmp_path / "model"
+    assert _train(data, out) != 0
+    line = _error_line(capsys)
+    assert "IXI999-XX-0000" in line
+    assert not list(out.glob("member-*")) if out.exists() else True
+
+
+def test_train_into_a_path_that_is_a_file(tmp_path: Path, require_data: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a_file"
+    out.write_text("x")
+    assert _train(IXI_VAL, out) != 0
+    assert str(out) in _error_line(capsys)
+    assert out.read_text() == "x"
+
+
+def test_bad_arguments_exit_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "x", "--out", "y", "--fold", "11"])
+    assert info.value.code == 2
+    assert "fold" in capsys.readouterr().err
