@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build the condiff one-folder bundle: dist/condiff/{condiff-viewer,condiff-engine,_internal/}.
+#
+# Usage: packaging/build.sh [--venv DIR] [--no-install] [--smoke]
+#   --venv DIR     virtual environment to build from (default: $CONDIFF_VENV or <repo>/.venv; created if missing)
+#   --no-install   do not pip-install the package and its [package] extra (pyinstaller) first
+#   --smoke        after building, run the frozen `condiff-engine info` and a headless viewer screenshot
+# Environment: CONDIFF_MODEL_DIR bundles another model folder as the default model; PYTHON picks the interpreter
+# used to create a new venv (default python3). For a CPU-only bundle, install torch's CPU wheel into the venv first
+# (pip install torch --index-url https://download.pytorch.org/whl/cpu); a CUDA torch makes the bundle gigabytes.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CONDIFF_VENV:-$ROOT/.venv}"
+INSTALL=1
+SMOKE=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --venv) VENV="$2"; shift 2 ;;
+        --no-install) INSTALL=0; shift ;;
+        --smoke) SMOKE=1; shift ;;
+        -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+cd "$ROOT"
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "build.sh: creating virtual environment $VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+if [[ $INSTALL -eq 1 ]]; then
+    "$PY" -m pip install --upgrade pip >/dev/null
+    "$PY" -m pip install -e ".[package]"
+fi
+if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
+    echo "build.sh: PyInstaller is not installed in $VENV (run without --no-install, or pip install -e '.[package]')" >&2
+    exit 1
+fi
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then
+    echo "build.sh: torch is the CPU build"
+else
+    echo "build.sh: WARNING: torch in $VENV is a CUDA build; the bundle will be several GB" >&2
+fi
+
+# The icon is drawn by a script; draw it if a checkout lacks it.
+[[ -f resources/icons/condiff.png ]] || "$PY" packaging/make_icon.py
+
+START=$(date +%s)
+"$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
+    --distpath "$ROOT/dist" --workpath "$ROOT/build" "$ROOT/packaging/condiff.spec"
+END=$(date +%s)
+
+BUNDLE="$ROOT/dist/condiff"
+cp resources/condiff.desktop resources/icons/condiff.png "$BUNDLE/"
+echo "build.sh: built $BUNDLE in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"
+echo "build.sh: bundle size $(du -sh "$BUNDLE" | cut -f1) ($(find "$BUNDLE" -type f | wc -l) files)"
+
+if [[ $SMOKE -eq 1 ]]; then
+    "$BUNDLE/condiff-engine" info --preset paper --json >/dev/null && echo "build.sh: frozen condiff-engine info: ok"
+    SCAN="$(find "$BUNDLE/_internal/resources/samples" -name '*.nii*' 2>/dev/null | head -n 1 || true)"
+    if [[ -n "$SCAN" ]]; then
+        QT_QPA_PLATFORM=offscreen "$BUNDLE/condiff-viewer" "$SCAN" --screenshot "$ROOT/build/frozen-viewer.png" \
+            && echo "build.sh: frozen viewer screenshot: $ROOT/build/frozen-viewer.png"
+    else
+        echo "build.sh: no sample scan bundled; viewer screenshot skipped"
+    fi
+fi
