@@ -137,3 +137,23 @@ def test_build_script_is_executable_bash_and_uses_the_spec() -> None:
     assert "set -euo pipefail" in text
     assert "packaging/condiff.spec" in text
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)  # syntax check only
+
+
+def test_install_desktop_registers_a_bundle_for_the_user(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in ("condiff-viewer", "condiff-engine"):
+        (bundle / name).write_text("#!/bin/sh\n")
+        (bundle / name).chmod(0o755)
+    home = tmp_path / "home"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    subprocess.run(["bash", str(PACKAGING / "install-desktop.sh"), str(bundle)], check=True, env=env, timeout=30,
+                   capture_output=True)
+    assert (home / ".local" / "bin" / "condiff-viewer").resolve() == bundle / "condiff-viewer"
+    assert (home / ".local" / "share" / "icons" / "hicolor" / "256x256" / "apps" / "condiff.png").is_file()
+    entry = (home / ".local" / "share" / "applications" / "condiff.desktop").read_text(encoding="utf-8")
+    assert f'Exec="{bundle}/condiff-viewer" %f\n' in entry
+    assert "Icon=condiff\n" in entry
+    subprocess.run(["bash", str(PACKAGING / "install-desktop.sh"), "--uninstall"], check=True, env=env, timeout=30,
+                   capture_output=True)
+    assert not (home / ".local" / "share" / "applications" / "condiff.desktop").exists()
