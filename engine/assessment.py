@@ -294,7 +294,7 @@ def calibrate(
     return Calibration(
         threshold=threshold,
         healthy_fpr=float((pooled >= threshold).mean()),
-        display_max=float(max(2.0 * threshold, np.quantile(pooled, 0.9999))),
+        display_max=float(min(1.0, max(2.0 * threshold, np.quantile(pooled, 0.9999)))),
         healthy_percentiles={f"{p:g}": float(np.percentile(pooled, p)) for p in HEALTHY_PERCENTILES},
         slice_score_percentiles={f"{p:g}": float(np.percentile(pooled_scores, p)) for p in HEALTHY_PERCENTILES},
         scans=len(scans),
