@@ -402,29 +402,25 @@ def test_export_with_the_real_engine_writer(qtbot, make_window, tmp_path: Path, 
                                   window.state.result.anomaly_map >= window.state.threshold)
 
 
-@pytest.mark.slow
-def test_real_tiny_model_analyses_a_slice(qtbot, settings, tmp_path: Path) -> None:
-    pytest.importorskip("engine.ensemble", reason="engine.ensemble is not written yet")
-    import engine
+def test_real_tiny_model_analyses_a_slice(qtbot, settings, tiny_model: Path) -> None:
+    """The real engine end to end: a tiny model trained on IXI in the test session analyses the shown slice."""
     from app.main_window import MainWindow
 
-    model = engine.default_model_path()
-    try:
-        engine.load_ensemble(model, device="cpu")
-    except engine.ModelLoadError as error:
-        pytest.skip(f"no usable bundled model yet: {error}")
-    window = MainWindow(None, settings)
+    window = MainWindow(None, settings, model_path=tiny_model)
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(window.is_idle, timeout=120000)
     window.device_combo.setCurrentText("cpu")
     assert window.model is not None, window.model_error
+    assert window.model.info.model_id == "tiny-test-v1.0.0"
     assert window.open_scan(scan_path("ixi"))
     with qtbot.waitSignal(window.analysis_done, timeout=300000):
         window.analyse_slice()
     result = window.state.result
     assert result is not None
+    assert result.anomaly_map.shape == window.state.volume.shape
     assert result.analysed[window.state.cursor[result.slice_axis]]
+    assert result.analysed.sum() == 1
     assert window.view.heat_item.image is not None
 
 
