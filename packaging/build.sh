@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # Build the condiff one-folder bundle: dist/condiff/{condiff-viewer,condiff-engine,_internal/}.
 #
-# Usage: packaging/build.sh [--venv DIR] [--no-install] [--smoke]
+# Usage: packaging/build.sh [--venv DIR] [--no-install] [--no-strip] [--smoke]
 #   --venv DIR     virtual environment to build from (default: $CONDIFF_VENV or <repo>/.venv; created if missing)
 #   --no-install   do not pip-install the package and its [package] extra (pyinstaller) first
+#   --no-strip     keep the symbol tables of torch's libraries (stripping them saves about 90 MB)
 #   --smoke        after building, run the frozen `condiff-engine info` and a headless viewer screenshot
 # Environment: CONDIFF_MODEL_DIR bundles another model folder as the default model; PYTHON picks the interpreter
-# used to create a new venv (default python3). For a CPU-only bundle, install torch's CPU wheel into the venv first
-# (pip install torch --index-url https://download.pytorch.org/whl/cpu); a CUDA torch makes the bundle gigabytes.
+# used to create a new venv (default python3). A venv without torch gets the CPU wheel first (CONDIFF_TORCH, default
+# torch, from CONDIFF_TORCH_INDEX, default https://download.pytorch.org/whl/cpu): a CUDA torch makes the bundle GBs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CONDIFF_VENV:-$ROOT/.venv}"
 INSTALL=1
 SMOKE=0
+STRIP=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --venv) VENV="$2"; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
+        --no-strip) STRIP=0; shift ;;
         --smoke) SMOKE=1; shift ;;
-        -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -28,15 +31,20 @@ cd "$ROOT"
 if [[ ! -x "$VENV/bin/python" ]]; then
     echo "build.sh: creating virtual environment $VENV"
     "${PYTHON:-python3}" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
 fi
 PY="$VENV/bin/python"
 
 if [[ $INSTALL -eq 1 ]]; then
-    "$PY" -m pip install --upgrade pip >/dev/null
+    if ! "$PY" -c "import torch" 2>/dev/null; then
+        # CPU torch first, or the plain PyPI requirement below would bring the multi-GB CUDA build.
+        TORCH_INDEX="${CONDIFF_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+        "$PY" -m pip install "${CONDIFF_TORCH:-torch}" --index-url "$TORCH_INDEX"
+    fi
     "$PY" -m pip install -e ".[package]"
 fi
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
-    echo "build.sh: PyInstaller is not installed in $VENV (run without --no-install, or pip install -e '.[package]')" >&2
+    echo "build.sh: no PyInstaller in $VENV (run without --no-install, or: pip install -e '.[package]')" >&2
     exit 1
 fi
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then
@@ -54,6 +62,13 @@ START=$(date +%s)
 END=$(date +%s)
 
 BUNDLE="$ROOT/dist/condiff"
+# torch's wheels ship their libraries with full symbol tables (libtorch_cpu.so: 434 MB, 345 MB without). Only the
+# static symbol tables go; the dynamic symbols that loading and linking use stay.
+if [[ $STRIP -eq 1 ]] && command -v strip >/dev/null; then
+    for lib in "$BUNDLE"/_internal/torch/lib/libtorch*.so "$BUNDLE"/_internal/torch/lib/libc10.so; do
+        if [[ -f "$lib" ]]; then strip --strip-unneeded "$lib"; fi
+    done
+fi
 cp resources/condiff.desktop resources/icons/condiff.png "$BUNDLE/"
 echo "build.sh: built $BUNDLE in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"
 echo "build.sh: bundle size $(du -sh "$BUNDLE" | cut -f1) ($(find "$BUNDLE" -type f | wc -l) files)"

@@ -55,8 +55,8 @@ def test_spec_excludes_unused_heavy_modules() -> None:
                  "IPython", "pytest", "PyQt5"):
         assert name in excludes, name
     # the modules the viewer and engine import must never be excluded
-    for needed in ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "torch", "diffusers", "scipy",
-                   "nibabel", "SimpleITK", "skimage", "pyqtgraph", "safetensors"):
+    for needed in ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtOpenGL", "torch", "diffusers",
+                   "scipy", "nibabel", "SimpleITK", "skimage", "pyqtgraph", "safetensors", "sympy"):
         assert needed not in excludes, needed
 
 
