@@ -24,7 +24,8 @@ class AnalysisSettings:
             spacing, as in Baugh et al.).
         steps: sampler steps; None takes the model's default (``"paper"`` always uses 50).
         seed: seed of the initial noise; the same seed gives the same result on the same device.
-        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``: where a caller loads the model
+            (:func:`engine.load_ensemble`); a loaded ensemble always runs on the device it was loaded on.
         batch_size: slices restored together per member (memory knob).
         slice_stride: when analysing a whole volume, analyse every ``slice_stride``-th axial slice and interpolate
             the slices in between; None picks the model's in-plane spacing over the scan's slice thickness (e.g. 3
