@@ -160,9 +160,13 @@ def save_member(
     state_dict: dict[str, torch.Tensor],
     summary: dict[str, Any],
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float16,
 ) -> Path:
-    """Write one member's weights and record it (with its hash and training summary) in ``model.json``."""
+    """Write one member's weights and record it (with its hash and training summary) in ``model.json``.
+
+    Weights are stored as ``dtype`` (half precision by default, which halves the shipped size; they are loaded back
+    as float32).
+    """
     model_dir = Path(model_dir)
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in state_dict.items()}

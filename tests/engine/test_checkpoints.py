@@ -22,7 +22,7 @@ def _model_with_members(tmp_path: Path, folds: tuple[int, ...] = (0, 3)) -> Path
     for fold in folds:
         torch.manual_seed(fold)
         state = build_unet(preset.unet, preset.preprocess.size).state_dict()
-        checkpoints.save_member(tmp_path, fold, state, {"steps": fold})
+        checkpoints.save_member(tmp_path, fold, state, {"steps": fold}, dtype=torch.float32)
     return tmp_path
 
 
@@ -84,3 +84,15 @@ def test_training_checkpoints_never_unpickle_objects(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot resume"):
         checkpoints.load_training_state(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_members_are_stored_in_half_precision_by_default(tmp_path: Path) -> None:
+    preset = get_preset("tiny")
+    checkpoints.init_model_folder(tmp_path, preset, name="unit")
+    state = build_unet(preset.unet, preset.preprocess.size).state_dict()
+    path = checkpoints.save_member(tmp_path, 0, state, {})
+    assert checkpoints.read_model_json(tmp_path)["members"]["0"]["dtype"] == "float16"
+    loaded = checkpoints.load_member_state(tmp_path, 0)
+    assert all(loaded[k].dtype == torch.float32 for k in loaded)
+    assert all(torch.allclose(loaded[k], state[k].half().float()) for k in state)
+    assert path.stat().st_size < 0.6 * sum(v.numel() * 4 for v in state.values())
