@@ -11,7 +11,7 @@ from engine.checkpoints import init_model_folder
 from engine.config import Preset, get_preset
 from engine.preprocess import to_model_space
 from engine.tasks.external import ArraySource, default_external_source
-from engine.training import TrainRequest, Trainer
+from engine.training import Trainer, TrainRequest
 from engine.volumes import load_mask, load_volume
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -16,7 +16,7 @@ import torch
 from engine.checkpoints import init_model_folder, load_member_state, read_model_json
 from engine.config import get_preset
 from engine.tasks.external import default_external_source
-from engine.training import TrainRequest, Trainer
+from engine.training import Trainer, TrainRequest
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.model_factory import healthy_source, ixi_scans
 

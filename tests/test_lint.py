@@ -1,0 +1,20 @@
+"""The code base passes the project's ruff configuration (pyproject.toml)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def test_ruff_is_clean() -> None:
+    ruff = shutil.which("ruff") or str(__import__("pathlib").Path(sys.executable).with_name("ruff"))
+    if not __import__("pathlib").Path(ruff).exists():
+        pytest.skip("ruff is not installed (it comes with the test extra)")
+    result = subprocess.run([ruff, "check", "engine", "app", "tests", "packaging"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
