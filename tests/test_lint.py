@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,8 @@ from tests.conftest import REPO_ROOT
 
 
 def test_ruff_is_clean() -> None:
-    ruff = shutil.which("ruff") or str(__import__("pathlib").Path(sys.executable).with_name("ruff"))
-    if not __import__("pathlib").Path(ruff).exists():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).exists():
         pytest.skip("ruff is not installed (it comes with the test extra)")
     result = subprocess.run([ruff, "check", "engine", "app", "tests", "packaging"], cwd=REPO_ROOT,
                             capture_output=True, text=True)
