@@ -13,8 +13,9 @@ from tests.conftest import REPO_ROOT
 
 
 def test_ruff_is_clean() -> None:
-    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    if not Path(ruff).exists():
+    beside_python = Path(sys.executable).with_name("ruff")
+    ruff = str(beside_python) if beside_python.exists() else (shutil.which("ruff") or "")
+    if not ruff:
         pytest.skip("ruff is not installed (it comes with the test extra)")
     result = subprocess.run([ruff, "check", "engine", "app", "tests", "packaging"], cwd=REPO_ROOT,
                             capture_output=True, text=True)
