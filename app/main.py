@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="analyse the shown slice (default) or the whole volume after opening")
     parser.add_argument("--screenshot", metavar="PNG", help="render the view to PNG and exit (headless)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device for the analysis")
+    parser.add_argument("--slice", type=int, metavar="K", help="axial slice to show (native index along the scan's "
+                        "inferior-superior axis; default: the middle one)")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="anomaly threshold to show (default: the model's calibrated one)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
             return _render(app, window, args, launched)
         window.show()
         if args.scan and window.open_scan(args.scan):
+            _show_slice(window, args.slice)
             app.processEvents()
             logger.info("first image %.2f s after launch", time.perf_counter() - launched)
         if args.analyze and args.scan:
@@ -111,6 +116,17 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
             window.runner.shutdown()
 
 
+def _show_slice(window: Any, index: int | None) -> None:
+    """Move the cursor to axial slice ``index`` (clamped to the volume)."""
+    volume = window.state.volume
+    if index is None or volume is None:
+        return
+    axis = int(window.backend.axial_axis(volume.affine))
+    cursor = list(window.state.cursor)
+    cursor[axis] = max(0, min(int(index), volume.shape[axis] - 1))
+    window.state.set_cursor(tuple(cursor))
+
+
 def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) -> int:
     """Headless: open, optionally analyse, render to PNG; one line on stderr and a nonzero status on failure."""
     window.resize(*SCREENSHOT_SIZE)
@@ -123,6 +139,7 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 2
     window.state.set_plane("axial")
+    _show_slice(window, args.slice)
     app.processEvents()
     logger.debug("first image %.2f s after launch", time.perf_counter() - launched)
     if args.analyze:
@@ -136,6 +153,8 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
             reason = window.errors[-1] if window.errors else "no result"
             print(text.ERR_CLI_ANALYSIS.format(message=reason), file=sys.stderr)
             return 4
+        if args.threshold is not None:
+            window.state.set_threshold(args.threshold)
     app.processEvents()
     size = window.view_panel.size()
     if size.width() < 1000 or size.height() < 700:

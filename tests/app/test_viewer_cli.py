@@ -133,3 +133,20 @@ def test_interactive_launch_opens_the_scan_and_quits(qtbot, tmp_path: Path, mode
     assert code == 0
     assert seen["volume"] is not None
     assert seen["result"] is not None
+
+
+def test_screenshot_of_a_chosen_slice_and_threshold(qtbot, tmp_path: Path, model_dir: Path) -> None:
+    from fake_engine import make_backend
+
+    from app.main import main
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    shots = {}
+    for name, extra in {"low": ["--threshold", "0.0"], "high": ["--threshold", "10"]}.items():
+        png = tmp_path / f"{name}.png"
+        code = main([str(scan_path("brats")), "--screenshot", str(png), "--analyze", "--slice", "60", *extra],
+                    backend=make_backend(model_dir), settings=settings)
+        assert code == 0
+        shots[name] = image_array(png)
+    heat = {k: ((v[..., 0] > 200) & (v[..., 2] < 80)).sum() for k, v in shots.items()}
+    assert heat["low"] > heat["high"] + 50  # the threshold really applies to the overlay
