@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import init_model_folder, load_member_state, read_model_json
+from engine.checkpoints import init_model_folder, load_member_state, load_training_state, read_model_json
 from engine.config import get_preset
+from engine.network import build_unet
 from engine.tasks.external import default_external_source
-from engine.training import Trainer, TrainRequest
+from engine.training import Trainer, TrainRequest, _seed
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.model_factory import healthy_source, ixi_scans
 
@@ -118,6 +119,13 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path, require_data: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     meta = read_model_json(ddp)
     assert meta["members"]["2"]["training"]["world_size"] == 2
-    a, b = load_member_state(single, 2), load_member_state(ddp, 2)
-    # the same global batches: equal up to the rounding of the gradient all-reduce
-    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    # The same global batches: the fp32 weights of the training checkpoints (members are stored in fp16) take the same
+    # steps. Adam turns the all-reduce's rounding into sign flips where a gradient is near zero, so compare the whole
+    # update: the two runs' difference must be small against how far training moved the weights.
+    a, b = (load_training_state(d / ".train" / "fold-2" / "checkpoint.pt")["model"] for d in (single, ddp))
+    torch.manual_seed(_seed(0, 2, 1))  # the initialisation both runs started from
+    start = build_unet(get_preset("tiny").unet, 32).state_dict()
+    moved = torch.sqrt(sum(((a[k] - start[k]) ** 2).sum() for k in a))
+    apart = torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in a))
+    assert moved > 0
+    assert apart < 0.05 * moved, (float(apart), float(moved))
