@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,7 @@ def _load_model(args: argparse.Namespace) -> Any:
 
     _set_threads(args.threads)
     path = args.model or default_model_path()
+    args.model_dir = path
     return load_ensemble(path, device=args.device)
 
 
@@ -279,7 +282,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from engine.volumes import atomic_write_json  # noqa: PLC0415
 
         atomic_write_json(args.json, report)
+    if args.record:
+        _record_evaluation(args, report)
     return 0
+
+
+METRIC_KEYS = ("ap_image", "auroc_image", "ap_pixel", "max_dice")
+
+
+def _record_evaluation(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Keep a summary of ``report`` in the model's ``model.json`` under ``evaluations[args.record]``.
+
+    The summary is what a model card needs: the four metrics beside the controls, what was counted, the sampler and
+    members that produced it, and the command that reproduces it.
+    """
+    from engine.checkpoints import update_model_json  # noqa: PLC0415
+
+    def pick(values: dict[str, Any]) -> dict[str, float]:
+        return {k: round(float(values[k]), 4) for k in METRIC_KEYS if values.get(k) is not None}
+
+    entry: dict[str, Any] = {
+        "dataset": report["dataset"], "modality": report["modality"], "sampler": report["sampler"],
+        "steps": report["steps"], "seed": report["seed"], "members": report["members"],
+        "metrics": pick(report),
+        "controls": {name: pick(report[name]) for name in ("random", "noise", "brain_area")},
+        "counts": report["counts"], "counting": report["counting"], "seconds": report["seconds"],
+        "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([PROG, *map(shlex.quote, args.argv)]),
+    }
+    if "healthy" in report:
+        entry["healthy"] = report["healthy"]
+
+    def change(meta: dict[str, Any]) -> None:
+        meta.setdefault("evaluations", {})[args.record] = entry
+
+    update_model_json(args.model_dir, change)
 
 
 def _print_table(report: dict[str, Any]) -> None:
@@ -382,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", default="t1")
     p.add_argument("--json", type=Path, help="write the full report here")
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
+    p.add_argument("--record", metavar="NAME", help="also keep a summary in the model's model.json under "
+                   "evaluations.NAME (the model card)")
     p.add_argument("--max-cases", type=int)
     analysis_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -403,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``condiff-engine``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "max_steps", 1) is not None and getattr(args, "max_steps", 1) < 1:
         parser.error("--max-steps must be at least 1")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -97,10 +97,20 @@ def test_infer_writes_outputs_on_the_inputs_grid(tmp_path: Path, tiny_model: Pat
 def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     report_path = tmp_path / "report.json"
-    assert main(["evaluate", "--model", str(tiny_model), "--dataset", str(BRATS), "--modality", "t1",
-                 "--max-cases", "2", "--steps", "1", "--json", str(report_path), "--device", "cpu",
-                 "--threads", "1"]) == 0
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    argv = ["evaluate", "--model", str(model), "--dataset", str(BRATS), "--modality", "t1", "--max-cases", "2",
+            "--steps", "1", "--json", str(report_path), "--device", "cpu", "--threads", "1", "--record", "dev"]
+    assert main(argv) == 0
     report = json.loads(report_path.read_text())
+    # --record keeps the card's summary in model.json: the same numbers and the command that made them
+    recorded = json.loads((model / "model.json").read_text())["evaluations"]["dev"]
+    assert recorded["metrics"]["ap_pixel"] == pytest.approx(report["ap_pixel"], abs=1e-4)
+    assert recorded["controls"]["noise"]["ap_pixel"] == pytest.approx(report["noise"]["ap_pixel"], abs=1e-4)
+    assert recorded["counts"] == report["counts"]
+    assert recorded["command"].split()[:2] == ["condiff-engine", "evaluate"]
+    assert "--record dev" in recorded["command"]
+    assert (recorded["sampler"], recorded["steps"]) == ("ddim", 1)
     for key in ("ap_image", "auroc_image", "ap_pixel", "max_dice", "best_threshold"):
         assert 0.0 <= report[key] <= 1.0 or key == "best_threshold"
         assert key in report["random"] or key == "best_threshold"
