@@ -190,7 +190,7 @@ PRESETS: dict[str, Preset] = {
             norm_num_groups=16,
         ),
         preprocess=PreprocessSpec(size=64, spacing_mm=3.0, normalisation="percentile", percentile=99.5),
-        diffusion=DiffusionConfig(prediction_type="v_prediction"),
+        diffusion=DiffusionConfig(prediction_type="v_prediction", snr_gamma=None),
         train=TrainConfig(batch_size=16, learning_rate=3e-4, validate_every=250, validation_slices=64,
                           checkpoint_every=250, check_every=500, check_slices=16),
         default_sampler="ddim",
