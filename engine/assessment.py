@@ -263,6 +263,20 @@ def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: Anal
     }
 
 
+def threshold_for_fpr(values: np.ndarray, fpr: float) -> float:
+    """The lowest float32 threshold ``t`` with ``mean(values >= t) <= fpr``.
+
+    At most ``floor(fpr * n)`` values are flagged, never more, whatever ties there are: ``t`` sits one float32 step
+    above the largest value that must stay unflagged.
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float32).ravel())
+    if ordered.size == 0:
+        raise ValueError("no values to calibrate on")
+    allowed = int(np.floor(fpr * ordered.size))
+    highest_unflagged = ordered[ordered.size - 1 - allowed]
+    return float(np.nextafter(highest_unflagged, np.float32(np.inf)))
+
+
 def calibrate(
     ensemble: Ensemble,
     scans: Sequence[ScanPair],
@@ -287,10 +301,7 @@ def calibrate(
             on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
     pooled = np.concatenate(values)
     pooled_scores = np.concatenate(scores)
-    threshold = np.float32(np.quantile(pooled, 1.0 - fpr))
-    if (pooled >= threshold).mean() > fpr:  # ties at the quantile: step above them rather than flag too much
-        threshold = np.nextafter(threshold, np.float32(np.inf))
-    threshold = float(threshold)
+    threshold = threshold_for_fpr(pooled, fpr)
     return Calibration(
         threshold=threshold,
         healthy_fpr=float((pooled >= threshold).mean()),

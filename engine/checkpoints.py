@@ -123,6 +123,9 @@ def init_model_folder(
 ) -> dict[str, Any]:
     """Create ``model.json`` for a new model, or check that an existing one was made with the same preset.
 
+    Presets that differ only in their sampler defaults or description are the same for training: the stored ones
+    are kept, since they describe how the folder's model is meant to run.
+
     Raises:
         ModelLoadError: the folder holds a model with a different preset.
     """
@@ -132,7 +135,11 @@ def init_model_folder(
         path = model_dir / MODEL_JSON
         if path.exists():
             meta = read_model_json(model_dir)
-            if meta.get("preset") != json.loads(json.dumps(preset.to_dict())):
+            try:
+                stored = Preset.from_dict(meta["preset"]).training_identity()
+            except (KeyError, TypeError, ValueError):
+                stored = None
+            if stored != preset.training_identity():
                 raise ModelLoadError(f"{model_dir}: holds a model with another preset; choose a new --out folder")
             return meta
         meta = {

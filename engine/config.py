@@ -112,6 +112,9 @@ class TrainConfig:
     check_slices: int = 16
 
 
+INFERENCE_ONLY_KEYS = ("description", "default_sampler", "default_steps")
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named, complete description of a model family."""
@@ -128,6 +131,13 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists)."""
         return asdict(self)
+
+    def training_identity(self) -> dict[str, Any]:
+        """What members trained with this preset must share: everything but the description and the sampler defaults.
+
+        The sampler a model runs with by default is chosen after training, by measuring; it does not change the weights.
+        """
+        return {k: v for k, v in self.to_dict().items() if k not in INFERENCE_ONLY_KEYS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preset:

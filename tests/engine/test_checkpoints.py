@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -71,6 +72,21 @@ def test_another_preset_cannot_join_a_model_folder(tmp_path: Path) -> None:
     _model_with_members(tmp_path, folds=(0,))
     with pytest.raises(ModelLoadError, match="another preset"):
         checkpoints.init_model_folder(tmp_path, get_preset("small"), name="unit")
+
+
+def test_sampler_defaults_chosen_after_training_do_not_block_more_members(tmp_path: Path) -> None:
+    _model_with_members(tmp_path, folds=(0,))
+    tiny = get_preset("tiny")
+
+    def set_steps(meta: dict) -> None:
+        meta["preset"]["default_steps"] = tiny.default_steps + 3
+
+    checkpoints.update_model_json(tmp_path, set_steps)
+    meta = checkpoints.init_model_folder(tmp_path, tiny, name="unit")  # the code's preset still has the old default
+    assert meta["preset"]["default_steps"] == tiny.default_steps + 3  # the folder keeps the one chosen for it
+    changed = dataclasses.replace(tiny, diffusion=dataclasses.replace(tiny.diffusion, offset_noise=0.0))
+    with pytest.raises(ModelLoadError, match="another preset"):
+        checkpoints.init_model_folder(tmp_path, changed, name="unit")
 
 
 def test_training_checkpoints_never_unpickle_objects(tmp_path: Path) -> None:
