@@ -111,8 +111,11 @@ def test_interactive_launch_opens_the_scan_and_quits(qtbot, tmp_path: Path, mode
     from app.main_window import MainWindow
 
     seen = {}
+    finished = False  # once main() returns, the timers below must not touch later tests' windows
 
     def close_windows() -> None:
+        if finished:
+            return
         for widget in QApplication.topLevelWidgets():
             if isinstance(widget, MainWindow) and widget.isVisible():
                 seen["volume"] = widget.state.volume
@@ -120,16 +123,25 @@ def test_interactive_launch_opens_the_scan_and_quits(qtbot, tmp_path: Path, mode
                 widget.close()
 
     def poll() -> None:
+        if finished:
+            return
         windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
         if windows and windows[0].is_idle() and windows[0].state.result is not None:
             close_windows()
         else:
             QTimer.singleShot(50, poll)
 
+    safety_net = QTimer()
+    safety_net.setSingleShot(True)
+    safety_net.timeout.connect(close_windows)
     QTimer.singleShot(50, poll)
-    QTimer.singleShot(20000, close_windows)  # safety net
+    safety_net.start(20000)
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    code = main([str(scan_path("ixi")), "--analyze"], backend=make_backend(model_dir), settings=settings)
+    try:
+        code = main([str(scan_path("ixi")), "--analyze"], backend=make_backend(model_dir), settings=settings)
+    finally:
+        finished = True
+        safety_net.stop()
     assert code == 0
     assert seen["volume"] is not None
     assert seen["result"] is not None
