@@ -197,7 +197,6 @@ def _load_model(args: argparse.Namespace) -> Any:
 
     _set_threads(args.threads)
     path = args.model or default_model_path()
-    args.model_dir = path
     return load_ensemble(path, device=args.device)
 
 
@@ -283,14 +282,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         atomic_write_json(args.json, report)
     if args.record:
-        _record_evaluation(args, report)
+        _record_evaluation(ensemble.path, args, report)
     return 0
 
 
 METRIC_KEYS = ("ap_image", "auroc_image", "ap_pixel", "max_dice")
 
 
-def _record_evaluation(args: argparse.Namespace, report: dict[str, Any]) -> None:
+def _record_evaluation(model_dir: Path, args: argparse.Namespace, report: dict[str, Any]) -> None:
     """Keep a summary of ``report`` in the model's ``model.json`` under ``evaluations[args.record]``.
 
     The summary is what a model card needs: the four metrics beside the controls, what was counted, the sampler and
@@ -316,7 +315,7 @@ def _record_evaluation(args: argparse.Namespace, report: dict[str, Any]) -> None
     def change(meta: dict[str, Any]) -> None:
         meta.setdefault("evaluations", {})[args.record] = entry
 
-    update_model_json(args.model_dir, change)
+    update_model_json(model_dir, change)
 
 
 def _print_table(report: dict[str, Any]) -> None:
@@ -324,7 +323,7 @@ def _print_table(report: dict[str, Any]) -> None:
             ("brain area", report["brain_area"])]
     print(f"{'':20s} {'AP_i':>7s} {'AUROC':>7s} {'AP_p':>7s} {'maxDice':>8s}")
     for name, values in rows:
-        cells = [values.get(k) for k in ("ap_image", "auroc_image", "ap_pixel", "max_dice")]
+        cells = [values.get(k) for k in METRIC_KEYS]
         print(f"{name:20s} " + " ".join(f"{c:7.3f}" if c is not None else f"{'-':>7s}" for c in cells))
     counts = report["counts"]
     print(f"{counts['cases']} cases, {counts['slices']} slices ({counts['lesion_slices']} with lesion), "
