@@ -1,4 +1,5 @@
-"""Command line of the viewer: ``condiff-viewer [SCAN] [--model DIR] [--analyze [slice|volume]] [--screenshot PNG]``.
+"""Command line of the viewer: ``condiff-viewer [SCAN] [--brain-mask MASK] [--model DIR] [--analyze [slice|volume]]
+[--screenshot PNG]``.
 
 With ``--screenshot`` the viewer renders the default view (middle axial slice, with overlays when ``--analyze`` is
 given) to a PNG and exits, without needing a display (``QT_QPA_PLATFORM=offscreen`` is set when no display exists).
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condiff-viewer", description="View brain MRI and its anomaly maps.")
     parser.add_argument("scan", nargs="?", help="scan to open: .nii/.nii.gz, .nrrd, .mha, or a DICOM folder")
     parser.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
+    parser.add_argument("--brain-mask", metavar="MASK", help="brain mask on the scan's grid, for scans with skull")
     parser.add_argument("--analyze", "--analyse", nargs="?", const="slice", choices=("slice", "volume"),
                         help="analyse the shown slice (default) or the whole volume after opening")
     parser.add_argument("--screenshot", metavar="PNG", help="render the view to PNG and exit (headless)")
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
             return _render(app, window, args, launched)
         window.show()
         if args.scan and window.open_scan(args.scan):
+            if args.brain_mask:
+                window.open_brain_mask(args.brain_mask)
             _show_slice(window, args.slice)
             app.processEvents()
             logger.info("first image %.2f s after launch", time.perf_counter() - launched)
@@ -135,7 +139,7 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     if not args.scan:
         print(text.ERR_CLI_SCAN.format(message="--screenshot needs a scan"), file=sys.stderr)
         return 2
-    if not window.open_scan(args.scan):
+    if not window.open_scan(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)):
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 2
     window.state.set_plane("axial")

@@ -116,6 +116,9 @@ class MainWindow(QMainWindow):
         self._model_path: Path | None = Path(model_path) if model_path is not None else None
         self._pending: list[tuple[str, Any]] = []
         self._scan_key: Any = None
+        self.brain_mask: np.ndarray | None = None
+        self.brain_mask_path: Path | None = None
+        self._brain_mask_key: Any = None
         self._analysis_axis: int | None = None
         self._warnings: list[str] = []
         self._closing = False
@@ -266,6 +269,10 @@ class MainWindow(QMainWindow):
         self.model_label = QLabel(text.MODEL_NONE)
         self.model_label.setWordWrap(True)
         form.addRow(text.PANEL_MODEL, self.model_label)
+        self.brain_mask_label = QLabel(text.BRAIN_MASK_NONE)
+        self.brain_mask_label.setWordWrap(True)
+        self.brain_mask_label.setToolTip(text.TIP_BRAIN_MASK)
+        form.addRow(text.LBL_BRAIN_MASK, self.brain_mask_label)
         self.device_combo = QComboBox()
         # The full list (with CUDA) comes with the model, loaded in the background: listing devices imports torch.
         self.device_combo.addItems(["auto", "cpu"])
@@ -327,6 +334,8 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu(text.MENU_FILE)
         menu.addAction(self._action(text.ACT_OPEN, self._open_dialog, QKeySequence.StandardKey.Open))
         menu.addAction(self._action(text.ACT_OPEN_DICOM, self._open_dicom_dialog))
+        menu.addAction(self._action(text.ACT_OPEN_BRAIN_MASK, self._open_brain_mask_dialog))
+        menu.addAction(self._action(text.ACT_CLEAR_BRAIN_MASK, self.clear_brain_mask))
         self.recent_menu = menu.addMenu(text.MENU_RECENT)
         menu.addSeparator()
         menu.addAction(self._action(text.ACT_CHOOSE_MODEL, self._choose_model_dialog))
@@ -508,13 +517,10 @@ class MainWindow(QMainWindow):
         if np.ndim(volume.data) != 3:
             self.show_error(text.ERR_OPEN, f"{path}: expected a 3-D volume, got shape {np.shape(volume.data)}")
             return False
-        try:
-            stat = path.stat()
-            self._scan_key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            self._scan_key = (str(path), time.time())
+        self._scan_key = _file_key(path)
         self._analysis_axis = self._axial_axis(volume)
         self.state.set_volume(volume)
+        self._set_brain_mask(None, None, None)  # a mask belongs to the scan it was opened for
         self._add_recent(path)
         self.setWindowTitle(text.WINDOW_TITLE_WITH_SCAN.format(name=path.name))
         zooms = "x".join(f"{z:.3g}" for z in slicing.voxel_sizes(volume.affine))
@@ -527,6 +533,56 @@ class MainWindow(QMainWindow):
         self.first_image_s = time.perf_counter() - start
         logger.info("opened %s in %.2f s", path, self.first_image_s)
         return True
+
+    def _open_brain_mask_dialog(self) -> None:
+        volume = self.state.volume
+        folder = str(Path(volume.path).parent) if volume is not None and volume.path is not None else ""
+        path, _ = QFileDialog.getOpenFileName(self, text.OPEN_BRAIN_MASK_TITLE, folder, text.OPEN_FILTER)
+        if path:
+            self.open_brain_mask(path)
+
+    def open_brain_mask(self, path: str | Path) -> bool:
+        """Use a brain mask (on the open scan's grid) for the analyses; on failure say why and keep the current one.
+
+        Results already computed without the mask (or with another one) stay cached under their own key.
+        """
+        volume = self.state.volume
+        if volume is None:
+            self.show_error(text.ERR_BRAIN_MASK, text.ERR_NO_SCAN)
+            return False
+        path = Path(path)
+        try:
+            mask = np.asarray(self.backend.load_mask(path, volume), dtype=bool)
+        except self.backend.EngineError as error:
+            self.show_error(text.ERR_BRAIN_MASK, str(error))
+            return False
+        except Exception as error:  # never let a bad file take the viewer down
+            logger.exception("unexpected error opening the brain mask %s", path)
+            self.show_error(text.ERR_BRAIN_MASK, f"{path}: {type(error).__name__}: {error}")
+            return False
+        if not mask.any():
+            self.show_error(text.ERR_BRAIN_MASK, text.ERR_BRAIN_MASK_EMPTY.format(path=path))
+            return False
+        self._set_brain_mask(mask, path, _file_key(path))
+        litres = float(mask.sum()) * float(np.prod(slicing.voxel_sizes(volume.affine))) / 1e6
+        self.statusBar().showMessage(text.STATUS_BRAIN_MASK.format(name=path.name, voxels=int(mask.sum()),
+                                                                   litres=litres))
+        return True
+
+    def clear_brain_mask(self) -> None:
+        """Analyse without a brain mask again (the scan is taken as skull-stripped)."""
+        if self.brain_mask is None:
+            return
+        self._set_brain_mask(None, None, None)
+        self.statusBar().showMessage(text.STATUS_BRAIN_MASK_CLEARED)
+
+    def _set_brain_mask(self, mask: np.ndarray | None, path: Path | None, key: Any) -> None:
+        self.brain_mask, self.brain_mask_path, self._brain_mask_key = mask, path, key
+        self.brain_mask_label.setText(path.name if path is not None else text.BRAIN_MASK_NONE)
+        self.brain_mask_label.setToolTip(str(path) if path is not None else text.TIP_BRAIN_MASK)
+        if self.state.volume is not None:
+            self._show_cached_result()
+            self._update_warnings()
 
     def _axial_axis(self, volume: Any) -> int:
         try:
@@ -637,7 +693,7 @@ class MainWindow(QMainWindow):
         if self.model is None or self._scan_key is None:
             return None
         s = self.analysis_settings()
-        return (self._scan_key, self.model.info.model_id, s.sampler, s.steps, s.seed, s.device)
+        return (self._scan_key, self._brain_mask_key, self.model.info.model_id, s.sampler, s.steps, s.seed, s.device)
 
     def _on_settings_changed(self, *_: Any) -> None:
         self._show_cached_result()
@@ -685,11 +741,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(text.STATUS_CACHED)
             self.analysis_done.emit()
             return
-        volume, model, settings = self.state.volume, self.model, self.analysis_settings()
+        volume, model, settings, brain_mask = self.state.volume, self.model, self.analysis_settings(), self.brain_mask
         slices = None if len(missing) == n else missing
 
         def run(on_progress: Any, cancel: Any) -> Any:
-            return model.analyse(volume, settings=settings, slices=slices, on_progress=on_progress, cancel=cancel)
+            return model.analyse(volume, settings=settings, slices=slices, brain_mask=brain_mask,
+                                 on_progress=on_progress, cancel=cancel)
 
         self.progress.setRange(0, len(missing))
         self.progress.setValue(0)
@@ -820,7 +877,8 @@ class MainWindow(QMainWindow):
                     count=len(existing), folder=out_dir))
                 if answer != QMessageBox.StandardButton.Yes:
                     return None
-            written = self.backend.write_outputs(volume, result, out_dir, threshold=self.state.threshold)
+            written = self.backend.write_outputs(volume, result, out_dir, threshold=self.state.threshold, extra={
+                "BrainMask": str(self.brain_mask_path) if self.brain_mask_path is not None else None})
         except self.backend.EngineError as error:
             self.show_error(text.ERR_EXPORT, str(error))
             return None
@@ -1063,6 +1121,15 @@ class MainWindow(QMainWindow):
             logger.exception("could not save settings")
         self.runner.shutdown()
         super().closeEvent(event)
+
+
+def _file_key(path: Path) -> tuple[Any, ...]:
+    """Identity of a file's content for the result cache: resolved path, modification time and size."""
+    try:
+        stat = path.stat()
+        return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # unreadable metadata: a key that matches nothing cached
+        return (str(path), time.time())
 
 
 def _stem(path: Path) -> str:

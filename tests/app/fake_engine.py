@@ -1,7 +1,7 @@
 """A fast, deterministic stand-in for the engine's public API, for the viewer's GUI tests.
 
 :func:`make_backend` returns an object with the names the viewer uses from ``engine`` (errors, progress, result
-types, ``load_volume``, ``axial_axis``, ``load_ensemble``, ``default_model_path``, ``available_devices``,
+types, ``load_volume``, ``load_mask``, ``axial_axis``, ``load_ensemble``, ``default_model_path``, ``available_devices``,
 ``write_outputs``, ``output_paths``, ``modality_warning``). Data types and errors are the real ones from
 ``engine``; scan loading uses the real ``engine.load_volume`` when it exists, else a small nibabel reader here.
 :class:`FakeEnsemble` has the ``Ensemble`` interface and a cheap analysis: the anomaly map is the smoothed absolute
@@ -110,6 +110,7 @@ class FakeEnsemble:
         self.delay_s = delay_s
         self.fail_with = fail_with
         self.calls: list[list[int]] = []
+        self.brain_masks: list[np.ndarray | None] = []
 
     def analyse(self, volume: Any, *, settings: AnalysisSettings | None = None,
                 slices: Sequence[int] | None = None, brain_mask: np.ndarray | None = None,
@@ -125,6 +126,9 @@ class FakeEnsemble:
         if any(not 0 <= s < n for s in todo):
             raise VolumeError(f"slice index out of range 0..{n - 1}")
         self.calls.append(todo)
+        self.brain_masks.append(brain_mask)
+        if brain_mask is not None and np.shape(brain_mask) != data.shape:
+            raise VolumeError(f"brain mask shape {np.shape(brain_mask)} differs from the scan's {data.shape}")
         amap = np.zeros(data.shape, np.float32)
         restored = data.copy()
         scores = np.full(n, np.nan, np.float32)
@@ -137,7 +141,7 @@ class FakeEnsemble:
                 cancel.raise_if_cancelled()
             cut = np.take(data, s, axis=axis)
             healthy = ndimage.median_filter(cut, size=5)
-            brain = cut > 0
+            brain = cut > 0 if brain_mask is None else np.take(np.asarray(brain_mask, bool), s, axis=axis)
             diff = ndimage.gaussian_filter(np.abs(cut - healthy) / scale, 1.0) * 2.0
             m = np.clip(diff, 0, 0.3).astype(np.float32) * brain
             index = [slice(None)] * 3
@@ -175,7 +179,8 @@ def output_paths(volume: Any, out_dir: str | Path, stem: str | None = None) -> d
 
 def write_outputs(volume: Any, result: AnomalyResult, out_dir: str | Path, *, threshold: float,
                   stem: str | None = None,
-                  include: Sequence[str] = ("mask", "map", "restored", "spread", "sidecar")) -> dict[str, Path]:
+                  include: Sequence[str] = ("mask", "map", "restored", "spread", "sidecar"),
+                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Minimal writer: NIfTI files on the scan's grid with its affine, and a JSON sidecar."""
     out = Path(out_dir)
     try:
@@ -191,7 +196,7 @@ def write_outputs(volume: Any, result: AnomalyResult, out_dir: str | Path, *, th
         if volume.path is not None and path.resolve() == Path(volume.path).resolve():
             raise OutputError(f"{path}: would overwrite the scan")
         if name == "sidecar":
-            path.write_text(json.dumps({"threshold": threshold, "model": result.model_id}))
+            path.write_text(json.dumps({"threshold": threshold, "model": result.model_id, **(extra or {})}))
         else:
             image = nib.Nifti1Image(arrays[name], volume.affine)
             if name == "mask":
@@ -224,7 +229,8 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         EngineError=EngineError, VolumeError=VolumeError, ModelLoadError=ModelLoadError, OutputError=OutputError,
         Cancelled=Cancelled, CancelToken=CancelToken, Progress=Progress, AnalysisSettings=AnalysisSettings,
         AnomalyResult=AnomalyResult, Calibration=Calibration, ModelInfo=ModelInfo,
-        load_volume=load_volume, axial_axis=axial_axis, default_model_path=lambda: Path(tmp_model_dir),
+        load_volume=load_volume, load_mask=engine.load_mask, axial_axis=axial_axis,
+        default_model_path=lambda: Path(tmp_model_dir),
         available_devices=lambda: list(devices), write_outputs=write_outputs, output_paths=output_paths,
         modality_warning=modality_warning, __version__="test",
     )

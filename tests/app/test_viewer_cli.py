@@ -72,6 +72,37 @@ def test_cli_bad_scan_exits_nonzero_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
+def test_cli_brain_mask_from_another_grid_exits_with_one_line(tmp_path: Path) -> None:
+    scan = scan_path("ixi")
+    wrong = scan_path("ms").with_name("patient07_lesion.nii.gz")
+    done = run_cli(str(scan), "--brain-mask", str(wrong), "--screenshot", str(tmp_path / "x.png"))
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("condiff-viewer: ")
+    assert "patient07_lesion.nii.gz" in lines[0]
+    assert "differs from the scan's" in lines[0]
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_screenshot_with_brain_mask_in_process(qtbot, tmp_path: Path, model_dir: Path) -> None:
+    from fake_engine import make_backend
+
+    from app.main import main
+
+    scan = scan_path("ixi")
+    mask = scan.with_name(scan.name.replace("_T1", "_brainmask"))
+    backend = make_backend(model_dir)
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    code = main([str(scan), "--brain-mask", str(mask), "--screenshot", str(tmp_path / "shot.png"), "--analyze"],
+                backend=backend, settings=settings)
+    assert code == 0
+    used = backend.ensembles[-1].brain_masks
+    assert len(used) == 1
+    assert used[0] is not None
+    assert used[0].sum() > 0
+
+
 def test_cli_rejects_unknown_options() -> None:
     from app.main import main
 

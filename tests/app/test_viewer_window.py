@@ -15,7 +15,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from app import slicing
+from app import slicing, text
 
 
 def open_scan(qtbot, window, name: str = "brats") -> Path:
@@ -441,3 +441,56 @@ def test_drop_a_file_and_reopen_it_from_recent(qtbot, make_window) -> None:
     assert len(recent) == 1
     recent[0].trigger()
     assert Path(window.state.volume.path).resolve() == path.resolve()
+
+
+def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window, tmp_path: Path) -> None:
+    import json
+
+    window = make_window()
+    scan = open_scan(qtbot, window, "ixi")  # IXI scans keep the skull; the data ship a brain mask beside each
+    mask_path = scan.with_name(scan.name.replace("_T1", "_brainmask"))
+    brain = np.asarray(nib.load(str(mask_path)).dataobj) > 0
+    analyse(qtbot, window)
+    without = window.state.result
+    k = window.state.slice_index
+    axis = without.slice_axis
+    outside = ~np.take(brain, k, axis=axis)
+    assert np.take(without.anomaly_map, k, axis=axis)[outside].any()  # the skull is scored without a mask
+
+    assert window.open_brain_mask(mask_path), window.errors
+    assert window.brain_mask_label.text() == mask_path.name
+    assert "Brain mask" in window.statusBar().currentMessage()
+    assert window.state.result is None  # results made without the mask are not shown for it
+    analyse(qtbot, window)
+    with_mask = window.state.result
+    ensemble = window.backend.ensembles[-1]
+    np.testing.assert_array_equal(ensemble.brain_masks[-1], brain)
+    assert not np.take(with_mask.anomaly_map, k, axis=axis)[outside].any()
+    written = window.export_results(tmp_path)
+    assert written is not None, window.errors
+    assert json.loads(written["sidecar"].read_text())["BrainMask"] == str(mask_path)
+
+    calls = len(ensemble.calls)
+    window.clear_brain_mask()
+    assert window.brain_mask is None
+    assert window.state.result is without
+    assert window.open_brain_mask(mask_path)
+    assert window.state.result is with_mask
+    analyse(qtbot, window)
+    assert len(ensemble.calls) == calls  # cached under the mask's key
+
+    # a mask from another grid, an empty mask and a missing file are refused; the current mask stays
+    for bad, expected in ((scan_path("ms").with_name("patient07_lesion.nii.gz"), "differs from the scan's"),
+                          (tmp_path / "missing.nii.gz", "missing.nii.gz")):
+        assert not window.open_brain_mask(bad)
+        assert expected in window.errors[-1]
+        assert str(bad) in window.errors[-1]
+    empty = tmp_path / "empty_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(brain.shape, np.uint8), nib.load(str(mask_path)).affine), str(empty))
+    assert not window.open_brain_mask(empty)
+    assert "empty" in window.errors[-1]
+    assert window.brain_mask_path == mask_path
+
+    open_scan(qtbot, window, "brats")  # another scan: the mask does not carry over
+    assert window.brain_mask is None
+    assert window.brain_mask_label.text() == text.BRAIN_MASK_NONE

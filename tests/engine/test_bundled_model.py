@@ -18,6 +18,8 @@ from tests.conftest import DATA_DIR, REPO_ROOT
 MODEL = REPO_ROOT / "resources" / "models" / "condiff-t1-small"
 SAMPLE = REPO_ROOT / "resources" / "samples" / "patient07_T1.nii.gz"
 SAMPLE_LESION = REPO_ROOT / "resources" / "samples" / "patient07_lesion.nii.gz"
+HEALTHY_SAMPLE = REPO_ROOT / "resources" / "samples" / "IXI056-HH-1327_T1.nii.gz"
+HEALTHY_SAMPLE_MASK = REPO_ROOT / "resources" / "samples" / "IXI056-HH-1327_brainmask.nii.gz"
 SIZE_BUDGET = 50_000_000  # bytes for all member weights together (issue 5)
 
 
@@ -89,6 +91,29 @@ def test_bundled_model_analyses_the_bundled_sample_on_its_grid() -> None:
     others = np.ones(volume.data.shape[axis], bool)
     others[chosen] = False
     assert (result.anomaly_map[..., others] == 0).all()  # nothing written where nothing was analysed
+
+
+def test_bundled_healthy_sample_with_skull_is_analysed_inside_its_brain_mask() -> None:
+    from engine import AnalysisSettings, load_ensemble, load_mask, load_volume  # noqa: PLC0415
+
+    ensemble = load_ensemble(MODEL, device="cpu")
+    volume = load_volume(HEALTHY_SAMPLE)
+    brain = load_mask(HEALTHY_SAMPLE_MASK, volume)
+    assert any("not skull-stripped" in w for w in ensemble.input_warnings(volume, None))  # the skull is noticed
+    assert ensemble.input_warnings(volume, brain) == ()
+    n = volume.data.shape[1]  # IXI is stored P-S-R: axis 1 is axial
+    chosen = [n // 2 - 4, n // 2, n // 2 + 4]
+    result = ensemble.analyse(volume, settings=AnalysisSettings(), slices=chosen, brain_mask=brain)
+    assert result.slice_axis == 1
+    assert result.warnings == ()
+    maps = result.anomaly_map[:, chosen, :]
+    inside = brain[:, chosen, :]
+    assert (maps[~inside] == 0).all()  # the skull and background are never scored
+    assert np.isfinite(maps).all()
+    assert maps[inside].max() > 0
+    # a healthy brain (one of the ten calibration scans) is flagged on a small fraction of its area only
+    flagged = float((maps[inside] >= ensemble.info.calibration.threshold).mean())
+    assert flagged < 0.05, flagged
 
 
 def test_bundled_model_scores_a_glioma_above_the_healthy_brain_around_it(require_data: Path) -> None:
