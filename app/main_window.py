@@ -505,14 +505,8 @@ class MainWindow(QMainWindow):
         """Load a scan (file or DICOM folder) and show it; on failure show the reason and keep the current scan."""
         start = time.perf_counter()
         path = Path(path)
-        try:
-            volume = self.backend.load_volume(path)
-        except self.backend.EngineError as error:
-            self.show_error(text.ERR_OPEN, str(error))
-            return False
-        except Exception as error:  # never let a bad file take the viewer down
-            logger.exception("unexpected error opening %s", path)
-            self.show_error(text.ERR_OPEN, f"{path}: {type(error).__name__}: {error}")
+        volume = self._read(text.ERR_OPEN, path, self.backend.load_volume)
+        if volume is None:
             return False
         if np.ndim(volume.data) != 3:
             self.show_error(text.ERR_OPEN, f"{path}: expected a 3-D volume, got shape {np.shape(volume.data)}")
@@ -534,6 +528,17 @@ class MainWindow(QMainWindow):
         logger.info("opened %s in %.2f s", path, self.first_image_s)
         return True
 
+    def _read(self, title: str, path: Path, load: Any) -> Any:
+        """``load(path)``, or None after telling the user why it failed (never an exception out of a bad file)."""
+        try:
+            return load(path)
+        except self.backend.EngineError as error:
+            self.show_error(title, str(error))
+        except Exception as error:  # never let a bad file take the viewer down
+            logger.exception("unexpected error reading %s", path)
+            self.show_error(title, f"{path}: {type(error).__name__}: {error}")
+        return None
+
     def _open_brain_mask_dialog(self) -> None:
         volume = self.state.volume
         folder = str(Path(volume.path).parent) if volume is not None and volume.path is not None else ""
@@ -551,14 +556,8 @@ class MainWindow(QMainWindow):
             self.show_error(text.ERR_BRAIN_MASK, text.ERR_NO_SCAN)
             return False
         path = Path(path)
-        try:
-            mask = np.asarray(self.backend.load_mask(path, volume), dtype=bool)
-        except self.backend.EngineError as error:
-            self.show_error(text.ERR_BRAIN_MASK, str(error))
-            return False
-        except Exception as error:  # never let a bad file take the viewer down
-            logger.exception("unexpected error opening the brain mask %s", path)
-            self.show_error(text.ERR_BRAIN_MASK, f"{path}: {type(error).__name__}: {error}")
+        mask = self._read(text.ERR_BRAIN_MASK, path, lambda p: np.asarray(self.backend.load_mask(p, volume), bool))
+        if mask is None:
             return False
         if not mask.any():
             self.show_error(text.ERR_BRAIN_MASK, text.ERR_BRAIN_MASK_EMPTY.format(path=path))
