@@ -513,8 +513,8 @@ class MainWindow(QMainWindow):
             return False
         self._scan_key = _file_key(path)
         self._analysis_axis = self._axial_axis(volume)
-        self.state.set_volume(volume)
         self._set_brain_mask(None, None, None)  # a mask belongs to the scan it was opened for
+        self.state.set_volume(volume)
         self._add_recent(path)
         self.setWindowTitle(text.WINDOW_TITLE_WITH_SCAN.format(name=path.name))
         zooms = "x".join(f"{z:.3g}" for z in slicing.voxel_sizes(volume.affine))
@@ -563,9 +563,11 @@ class MainWindow(QMainWindow):
             self.show_error(text.ERR_BRAIN_MASK, text.ERR_BRAIN_MASK_EMPTY.format(path=path))
             return False
         self._set_brain_mask(mask, path, _file_key(path))
-        litres = float(mask.sum()) * float(np.prod(slicing.voxel_sizes(volume.affine))) / 1e6
-        self.statusBar().showMessage(text.STATUS_BRAIN_MASK.format(name=path.name, voxels=int(mask.sum()),
-                                                                   litres=litres))
+        self._show_cached_result()
+        self._update_warnings()
+        voxels = int(mask.sum())
+        litres = voxels * float(np.prod(slicing.voxel_sizes(volume.affine))) / 1e6
+        self.statusBar().showMessage(text.STATUS_BRAIN_MASK.format(name=path.name, voxels=voxels, litres=litres))
         return True
 
     def clear_brain_mask(self) -> None:
@@ -573,15 +575,15 @@ class MainWindow(QMainWindow):
         if self.brain_mask is None:
             return
         self._set_brain_mask(None, None, None)
+        self._show_cached_result()
+        self._update_warnings()
         self.statusBar().showMessage(text.STATUS_BRAIN_MASK_CLEARED)
 
     def _set_brain_mask(self, mask: np.ndarray | None, path: Path | None, key: Any) -> None:
+        """Set the mask, its path and cache key and the panel label (callers refresh the result and warnings)."""
         self.brain_mask, self.brain_mask_path, self._brain_mask_key = mask, path, key
         self.brain_mask_label.setText(path.name if path is not None else text.BRAIN_MASK_NONE)
         self.brain_mask_label.setToolTip(str(path) if path is not None else text.TIP_BRAIN_MASK)
-        if self.state.volume is not None:
-            self._show_cached_result()
-            self._update_warnings()
 
     def _axial_axis(self, volume: Any) -> int:
         try:
