@@ -161,7 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     len(train_slices), len(train_scans), len(val_slices), len(val_scans))
     for fold in args.fold:
         request = TrainRequest(preset=preset, fold=fold, model_dir=out, max_steps=args.max_steps, seed=args.seed,
-                               device=args.device, resume=args.resume, batch_size=args.batch_size)
+                               device=args.device, resume=args.resume, batch_size=args.batch_size,
+                               loader_workers=args.workers)
         bar = _BarCallback(args.max_steps, f"fold {fold}", "step") if env.is_main else None
         try:
             summary = train_member(request, train_slices, val_slices, external_source=external, on_progress=bar)
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="brain mask beside each scan: the scan's suffix replaced by this ('' for none)")
     p.add_argument("--external-images", type=Path, help="folder of PNG/JPEG images for task 1 (default: bundled)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making the training batches ahead (same batches; worth it on a GPU; default 0)")
     p.set_defaults(func=cmd_train)
 
     def analysis_options(p: argparse.ArgumentParser) -> None:

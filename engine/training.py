@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from diffusers.training_utils import EMAModel
 
 from engine import checkpoints
 from engine.anomaly import anomaly_map
-from engine.config import Preset
+from engine.config import DiffusionConfig, Preset
 from engine.diffusion import (
     draw_timesteps_and_noise,
     initial_noise,
@@ -67,6 +67,9 @@ class TrainRequest:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         resume: continue from the fold's last checkpoint when there is one.
         batch_size: global batch size; None takes the preset's.
+        loader_workers: processes that build the synthetic-task batches ahead of the optimiser (0: build them in
+            the training process). The batches are the same either way; workers pay off when the network step is
+            fast (a GPU) and batch making becomes the bottleneck.
     """
 
     preset: Preset
@@ -77,6 +80,7 @@ class TrainRequest:
     device: str = "auto"
     resume: bool = False
     batch_size: int | None = None
+    loader_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,49 @@ class _DistEnv:
         return self.rank == 0
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""Condition, clean target, timesteps and noise of one optimiser step (this process's share)."""
+
+
+@dataclass(frozen=True)
+class _StepBatches:
+    """Makes the batch of any step from the step number alone, so batches can be made ahead, in any process."""
+
+    slices: SliceSource
+    tasks: Sequence[Any]
+    batch_size: int
+    rank: int
+    world_size: int
+    seed: int
+    fold: int
+    p_no_task: float
+    diffusion: DiffusionConfig
+
+    def __call__(self, step: int) -> Batch:
+        base = _seed(self.seed, self.fold, 4, step)
+        rng = np.random.default_rng(base)
+        indices = rng.integers(0, len(self.slices), size=self.batch_size)
+        share = range(self.rank, self.batch_size, self.world_size)
+        seeds = [_seed(base, i) for i in share]
+        condition, clean, _ = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task)
+        timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, 10_000 + i) for i in share],
+                                                    self.diffusion)
+        return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise
+
+
+class _StepRange(torch.utils.data.Dataset):
+    """Steps ``first .. last - 1`` as a map-style dataset of their batches (for a DataLoader with workers)."""
+
+    def __init__(self, batches: _StepBatches, first: int, last: int) -> None:
+        self.batches, self.first, self.last = batches, first, last
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.batches(self.first + index)
+
+
 @dataclass
 class _ValidationSet:
     condition: torch.Tensor
@@ -211,6 +258,9 @@ class Trainer:
         self.train_ids, self.val_ids = fold_tasks(request.fold)
         self.train_tasks = build_tasks(self.train_ids, same_source=train_slices, external_source=external_source)
         self.val_tasks = build_tasks(self.val_ids, same_source=val_slices, external_source=external_source)
+        self.batches = _StepBatches(train_slices, self.train_tasks, self.batch_size, self.dist.rank,
+                                    self.dist.world_size, request.seed, request.fold, self.cfg.p_no_task,
+                                    self.preset.diffusion)
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
 
         torch.manual_seed(_seed(request.seed, request.fold, 1))
@@ -329,23 +379,24 @@ class Trainer:
         return True
 
     # ----------------------------------------------------------------------------------------------- steps
-    def batch_for_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch_for_step(self, step: int) -> Batch:
         """This process's share of the global batch of ``step``: condition, clean, timesteps, noise."""
-        base = _seed(self.request.seed, self.request.fold, 4, step)
-        rng = np.random.default_rng(base)
-        indices = rng.integers(0, len(self.train_slices), size=self.batch_size)
-        share = range(self.dist.rank, self.batch_size, self.dist.world_size)
-        seeds = [_seed(base, i) for i in share]
-        condition, clean, _ = make_pairs(self.train_slices, self.train_tasks, indices[list(share)], seeds,
-                                         self.cfg.p_no_task)
-        timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, 10_000 + i) for i in share],
-                                                    self.preset.diffusion)
-        return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise
+        return self.batches(step)
 
-    def train_step(self) -> float:
-        """One optimiser step; returns the mean loss of this process's share."""
+    def _batch_stream(self, first: int, last: int) -> Iterator[Batch]:
+        """The batches of steps ``first .. last - 1`` in order, made here or by ``loader_workers`` processes."""
+        workers = self.request.loader_workers
+        if workers <= 0 or last - first < 2:
+            return (self.batches(step) for step in range(first, last))
+        loader = torch.utils.data.DataLoader(_StepRange(self.batches, first, last), batch_size=None,
+                                             num_workers=workers, prefetch_factor=4,
+                                             pin_memory=self.device.type == "cuda")
+        return iter(loader)
+
+    def train_step(self, batch: Batch | None = None) -> float:
+        """One optimiser step on ``batch`` (by default the batch of the current step); returns its mean loss."""
         self.model.train()
-        condition, clean, timesteps, noise = self.batch_for_step(self.step)
+        condition, clean, timesteps, noise = batch if batch is not None else self.batch_for_step(self.step)
         loss = training_loss(self.ddp_model, clean.to(self.device), condition.to(self.device), self.scheduler,
                              self.preset.diffusion, timesteps, noise, autocast_dtype=self.autocast).mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -447,9 +498,10 @@ class Trainer:
         start_time = time.monotonic() - self.elapsed
         first_step = self.step
         loss_ema: float | None = None
+        batches = self._batch_stream(self.step, max_steps)
         while self.step < max_steps and not self.stopped_early:
             check_cancel(cancel)
-            loss = self.train_step()
+            loss = self.train_step(next(batches))
             loss_ema = loss if loss_ema is None else 0.98 * loss_ema + 0.02 * loss
             if self.dist.is_main:
                 if self.step % cfg.validate_every == 0 or self.step == max_steps:
@@ -466,6 +518,7 @@ class Trainer:
                 self.save_checkpoint()
             if on_progress is not None:
                 on_progress(Progress(self.step, max_steps, f"loss {loss_ema:.4f}", self.elapsed))
+        del batches  # stops loader workers at once when training ends early
         summary = self.summary(first_step)
         if self.dist.is_main:
             self.write_member(summary)

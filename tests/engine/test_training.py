@@ -29,11 +29,13 @@ def slices(require_data: Path):  # noqa: ANN201 - an ArraySource
     return healthy_source(get_preset("tiny"), ixi_scans(2))
 
 
-def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int = 0) -> Trainer:  # noqa: ANN001
+def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int = 0,  # noqa: ANN001
+             workers: int = 0) -> Trainer:
     preset = get_preset("tiny")
     preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, learning_rate=lr))
     init_model_folder(tmp_path, preset, name="t")
-    request = TrainRequest(preset=preset, fold=0, model_dir=tmp_path, max_steps=steps, seed=seed, device="cpu")
+    request = TrainRequest(preset=preset, fold=0, model_dir=tmp_path, max_steps=steps, seed=seed, device="cpu",
+                           loader_workers=workers)
     return Trainer(request, slices, slices, external_source=default_external_source(32))
 
 
@@ -67,13 +69,16 @@ def test_a_few_steps_lower_the_loss(tmp_path: Path, slices) -> None:  # noqa: AN
 
 
 def test_same_seed_same_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    """Same seed, same member, whether the batches are made in the training process or by loader workers."""
     torch.set_num_threads(1)
     _trainer(tmp_path / "a", slices, steps=6).fit()
     _trainer(tmp_path / "b", slices, steps=6).fit()
     _trainer(tmp_path / "c", slices, steps=6, seed=1).fit()
-    a, b, c = (load_member_state(tmp_path / n, 0) for n in "abc")
+    _trainer(tmp_path / "d", slices, steps=6, workers=2).fit()
+    a, b, c, d = (load_member_state(tmp_path / n, 0) for n in "abcd")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert all(torch.equal(a[k], d[k]) for k in a)
 
 
 def _cli(out: Path, steps: int, *extra: str) -> list[str]:
