@@ -92,6 +92,8 @@ class CheckResult:
     healthy_mae: float
     anomaly_mae_to_truth: float
     anomaly_mae_to_input: float
+    sampler: str = ""  # the sampler and step count the restorations used ("" / 0: not recorded, older runs)
+    sampler_steps: int = 0
 
     @property
     def removes_anomalies(self) -> bool:
@@ -118,7 +120,7 @@ class TrainSummary:
     seed: int
     train_slices: int
     val_slices: int
-    checks: list[dict[str, float]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -458,7 +460,7 @@ class Trainer:
             mask = pairs["mask"]
             to_truth = float((restored_anom - pairs["clean"]).abs()[mask].mean()) if mask.any() else float("nan")
             to_input = float((restored_anom - pairs["condition"]).abs()[mask].mean()) if mask.any() else float("nan")
-            return CheckResult(self.step, healthy_dssim, healthy_mae, to_truth, to_input)
+            return CheckResult(self.step, healthy_dssim, healthy_mae, to_truth, to_input, sampler, steps)
 
         result = self._with_ema(run)
         self.checks.append(result)

@@ -66,6 +66,8 @@ def test_a_few_steps_lower_the_loss(tmp_path: Path, slices) -> None:  # noqa: AN
     assert summary["val_tasks"] == [3, 4]
     check = summary["checks"][-1]
     assert {"healthy_dssim", "healthy_mae", "anomaly_mae_to_truth", "anomaly_mae_to_input"} <= set(check)
+    preset = get_preset("tiny")
+    assert (check["sampler"], check["sampler_steps"]) == (preset.default_sampler, preset.default_steps)
 
 
 def test_same_seed_same_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
