@@ -241,23 +241,28 @@ def _healthy_model_space(ensemble: Ensemble, scans: Sequence[ScanPair], settings
         yield ms, ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
 
 
+def _fidelity(ms: Any, result: ModelSpaceResult) -> tuple[float, float]:
+    """How faithfully one healthy scan came back: mean 1 - SSIM and mean absolute error inside its brain."""
+    brain = ms.brain
+    return float(result.mean_map[brain].mean()), float(np.abs(result.restored - ms.slices)[brain].mean())
+
+
 def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings, *,
                    cancel: CancelToken | None = None) -> dict[str, Any]:
     """On healthy scans: how faithfully slices are restored, and the brain area flagged at the calibrated threshold."""
     threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
     flagged = total = 0
-    dssim, mae = [], []
+    fidelity = []
     for ms, result in _healthy_model_space(ensemble, scans, settings, cancel):
-        brain = ms.brain
-        dssim.append(float(result.mean_map[brain].mean()))
-        mae.append(float(np.abs(result.restored - ms.slices)[brain].mean()))
+        fidelity.append(_fidelity(ms, result))
         if threshold is not None:
-            flagged += int((result.mean_map[brain] >= threshold).sum())
-        total += int(brain.sum())
+            flagged += int((result.mean_map[ms.brain] >= threshold).sum())
+        total += int(ms.brain.sum())
+    dssim, mae = np.mean(fidelity, axis=0)
     return {
         "scans": len(scans),
-        "restoration_dssim_in_brain": float(np.mean(dssim)),
-        "restoration_mae_in_brain": float(np.mean(mae)),
+        "restoration_dssim_in_brain": float(dssim),
+        "restoration_mae_in_brain": float(mae),
         "threshold": threshold,
         "flagged_brain_fraction": (flagged / total) if threshold is not None and total else None,
     }
@@ -293,15 +298,17 @@ def calibrate(
     if not scans:
         raise DataError("calibration needs at least one healthy scan")
     start = time.monotonic()
-    values, scores = [], []
+    values, scores, fidelity = [], [], []
     for i, (ms, result) in enumerate(_healthy_model_space(ensemble, scans, settings, cancel)):
         values.append(result.mean_map[ms.brain].astype(np.float32))
         scores.append(result.scores.astype(np.float32))
+        fidelity.append(_fidelity(ms, result))
         if on_progress is not None:
             on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
     pooled = np.concatenate(values)
     pooled_scores = np.concatenate(scores)
     threshold = threshold_for_fpr(pooled, fpr)
+    dssim, mae = np.mean(fidelity, axis=0)
     return Calibration(
         threshold=threshold,
         healthy_fpr=float((pooled >= threshold).mean()),
@@ -311,6 +318,8 @@ def calibrate(
         scans=len(scans),
         sampler=settings.sampler,
         steps=ensemble.steps_for(settings),
+        restoration_dssim_in_brain=float(dssim),
+        restoration_mae_in_brain=float(mae),
     )
 
 

@@ -68,6 +68,8 @@ class Calibration:
         units: a short description of the units, shown beside the threshold slider.
         scans: number of healthy scans used.
         sampler / steps: the sampler settings the calibration was measured with (maps of other settings differ).
+        restoration_dssim_in_brain / restoration_mae_in_brain: how faithfully the calibration scans were restored
+            (mean over scans of 1 - SSIM and of the absolute error inside the brain; None in older calibrations).
     """
 
     threshold: float
@@ -79,6 +81,8 @@ class Calibration:
     scans: int = 0
     sampler: str = ""
     steps: int = 0
+    restoration_dssim_in_brain: float | None = None
+    restoration_mae_in_brain: float | None = None
 
 
 @dataclass(frozen=True)
