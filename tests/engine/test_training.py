@@ -110,7 +110,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, requir
     assert checkpoint.exists()
     assert not (killed / "member-2.safetensors").exists(), "the run finished before it could be killed"
 
-    subprocess.run([*_cli(killed, steps), "--resume"], check=True, env=_env(), capture_output=True, timeout=600)
+    # resumed with loader workers making the batches from the checkpoint's step on: still the same member
+    subprocess.run([*_cli(killed, steps), "--resume", "--workers", "2"], check=True, env=_env(), capture_output=True,
+                   timeout=600)
     a, b = load_member_state(whole, 2), load_member_state(killed, 2)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_model_json(killed)["members"]["2"]["training"]["steps"] == steps
