@@ -388,17 +388,17 @@ class Trainer:
     def _batch_stream(self, first: int, last: int) -> Iterator[Batch]:
         """The batches of steps ``first .. last - 1`` in order, made here or by ``loader_workers`` processes."""
         workers = self.request.loader_workers
-        if workers <= 0 or last - first < 2:
+        if workers <= 0:
             return (self.batches(step) for step in range(first, last))
         loader = torch.utils.data.DataLoader(_StepRange(self.batches, first, last), batch_size=None,
                                              num_workers=workers, prefetch_factor=4,
                                              pin_memory=self.device.type == "cuda")
         return iter(loader)
 
-    def train_step(self, batch: Batch | None = None) -> float:
-        """One optimiser step on ``batch`` (by default the batch of the current step); returns its mean loss."""
+    def train_step(self, batch: Batch) -> float:
+        """One optimiser step on ``batch`` (the batch of the current step); returns its mean loss."""
         self.model.train()
-        condition, clean, timesteps, noise = batch if batch is not None else self.batch_for_step(self.step)
+        condition, clean, timesteps, noise = batch
         loss = training_loss(self.ddp_model, clean.to(self.device), condition.to(self.device), self.scheduler,
                              self.preset.diffusion, timesteps, noise, autocast_dtype=self.autocast).mean()
         self.optimizer.zero_grad(set_to_none=True)
