@@ -201,7 +201,9 @@ def robust_window(data: np.ndarray, low: float = 1.0, high: float = 99.0, *, max
         max_samples: non-zero voxels are subsampled (regularly, deterministically) above this count.
 
     Returns:
-        ``(lo, hi)`` with ``hi > lo``; ``(0, 1)`` for an all-zero or non-finite volume.
+        ``(lo, hi)`` with ``hi > lo``; ``(0, 1)`` for an all-zero or non-finite volume. Where the percentiles
+        coincide (a mask whose voxels share one value) the window spans zero to that value, so that a mask shows its
+        foreground bright rather than black.
     """
     flat = np.asarray(data).ravel()
     values = flat[np.isfinite(flat) & (flat != 0)]
@@ -210,6 +212,7 @@ def robust_window(data: np.ndarray, low: float = 1.0, high: float = 99.0, *, max
     if values.size > max_samples:
         values = values[:: values.size // max_samples + 1]
     lo, hi = (float(v) for v in np.percentile(values, [low, high]))
-    if not hi > lo:
-        hi = lo + 1.0
-    return lo, hi
+    if hi > lo:
+        return lo, hi
+    # One shared non-zero value: span it and the zero background (which differ, the value being non-zero).
+    return min(lo, 0.0), max(hi, 0.0)

@@ -74,11 +74,26 @@ echo "build.sh: built $BUNDLE in $(( (END - START) / 60 )) min $(( (END - START)
 echo "build.sh: bundle size $(du -sh "$BUNDLE" | cut -f1) ($(find "$BUNDLE" -type f | wc -l) files)"
 
 if [[ $SMOKE -eq 1 ]]; then
-    "$BUNDLE/condiff-engine" info --preset paper --json >/dev/null && echo "build.sh: frozen condiff-engine info: ok"
-    SCAN="$(find "$BUNDLE/_internal/resources/samples" -name '*.nii*' 2>/dev/null | head -n 1 || true)"
-    if [[ -n "$SCAN" ]]; then
-        QT_QPA_PLATFORM=offscreen "$BUNDLE/condiff-viewer" "$SCAN" --screenshot "$ROOT/build/frozen-viewer.png" \
-            && echo "build.sh: frozen viewer screenshot: $ROOT/build/frozen-viewer.png"
+    "$BUNDLE/condiff-engine" info --preset paper --json >/dev/null
+    "$BUNDLE/condiff-engine" info --model "$BUNDLE/_internal/resources/models/condiff-t1-small" --json >/dev/null
+    echo "build.sh: frozen condiff-engine info (preset and bundled model): ok"
+    # The MS sample, analysed on one slice: the frozen torch, the bundled model and the overlay all take part.
+    SCAN="$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz"
+    SHOT="$ROOT/build/frozen-viewer.png"
+    if [[ -f "$SCAN" ]]; then
+        rm -f "$SHOT"
+        QT_QPA_PLATFORM=offscreen "$BUNDLE/condiff-viewer" "$SCAN" --analyze slice --slice 96 --screenshot "$SHOT"
+        # A render that came out black (nothing drawn) fails the smoke test.
+        "$PY" - "$SHOT" <<'PYEOF'
+import sys
+import numpy as np
+from PIL import Image
+grey = np.asarray(Image.open(sys.argv[1]).convert("L"))
+lit = float((grey > 40).mean())
+if lit < 0.02:
+    sys.exit(f"build.sh: frozen viewer screenshot {sys.argv[1]} is nearly black ({lit:.1%} of pixels lit)")
+print(f"build.sh: frozen viewer screenshot: {sys.argv[1]} ({lit:.0%} of pixels lit)")
+PYEOF
     else
         echo "build.sh: no sample scan bundled; viewer screenshot skipped"
     fi

@@ -142,6 +142,14 @@ def test_robust_window_ignores_zero_background_and_outliers() -> None:
     assert slicing.robust_window(np.zeros((4, 4, 4))) == (0.0, 1.0)
 
 
+def test_robust_window_shows_a_binary_mask_bright() -> None:
+    mask = np.zeros((20, 20, 10), np.uint8)
+    mask[5:15, 5:15, 2:8] = 1
+    assert slicing.robust_window(mask) == (0.0, 1.0), "the mask's 1 must sit at the top of the window (white)"
+    assert slicing.robust_window(-3.0 * mask.astype(np.float32)) == (-3.0, 0.0)
+    assert slicing.robust_window(np.full((4, 4, 4), 7.0)) == (0.0, 7.0)
+
+
 def test_bad_plane_is_rejected() -> None:
     with pytest.raises(ValueError, match="plane"):
         slicing.plane_layout(np.eye(4), (4, 4, 4), "oblique")  # type: ignore[arg-type]
