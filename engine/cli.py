@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,16 @@ def _folds(text: str) -> list[int]:
     return folds
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one fold, several, or all ten, adding members to one model folder."""
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
@@ -139,6 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     preset = get_preset(args.preset)
+    if args.anomaly_weight is not None:
+        preset = replace(preset, train=replace(preset.train, anomaly_loss_weight=args.anomaly_weight))
     out = Path(args.out)
     env = setup_distributed()
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
@@ -373,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model folder to create or add members to")
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, help="global batch size (default: the preset's)")
+    p.add_argument("--anomaly-weight", type=_non_negative, metavar="W",
+                   help="extra loss weight inside synthetic anomalies: they count 1 + W times (default: the "
+                   "preset's, 0 = the paper's loss); recorded in model.json, members of one folder must share it")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")

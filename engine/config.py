@@ -96,7 +96,12 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings (the paper's values are the defaults, batch excepted)."""
+    """Optimisation settings (the paper's values are the defaults, batch excepted).
+
+    ``anomaly_loss_weight`` is not the paper's: the loss on pixels inside a synthetic anomaly counts
+    ``1 + anomaly_loss_weight`` times (0, the default, is the paper's plain loss). Anomalies cover a few per cent of a
+    slice, so a plain loss mostly teaches the network to copy its condition.
+    """
 
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -110,6 +115,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     check_every: int = 1000
     check_slices: int = 16
+    anomaly_loss_weight: float = 0.0
 
 
 INFERENCE_ONLY_KEYS = ("description", "default_sampler", "default_steps")

@@ -197,6 +197,7 @@ def training_loss(
     noise: torch.Tensor,
     *,
     autocast_dtype: torch.dtype | None = None,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-image diffusion loss for a batch of (clean, condition) pairs.
 
@@ -213,6 +214,8 @@ def training_loss(
         timesteps: ``(B,)`` timesteps, from :func:`draw_timesteps_and_noise`.
         noise: ``(B, C, H, W)`` noise (offset included), from :func:`draw_timesteps_and_noise`.
         autocast_dtype: run the network under autocast (bf16 on CUDA); the loss is always computed in fp32.
+        pixel_weight: weight of each pixel's squared error, broadcastable to ``clean`` (None: all 1); the image's
+            loss is the mean of the weighted errors.
 
     Returns:
         The weighted loss of each image, shape ``(B,)``.
@@ -232,7 +235,10 @@ def training_loss(
             prediction = denoise(model, noisy, condition, timesteps)
     else:
         prediction = denoise(model, noisy, condition, timesteps)
-    per_image = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+    error = (prediction.float() - target.float()) ** 2
+    if pixel_weight is not None:
+        error = error * pixel_weight.to(device)
+    per_image = error.mean(dim=(1, 2, 3))
     if config.snr_gamma is not None:
         per_image = per_image * snr_weights(scheduler, timesteps, config.snr_gamma, config.prediction_type)
     return per_image

@@ -182,8 +182,8 @@ class _DistEnv:
         return self.rank == 0
 
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-"""Condition, clean target, timesteps and noise of one optimiser step (this process's share)."""
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""Condition, clean target, timesteps, noise and anomaly mask of one optimiser step (this process's share)."""
 
 
 @dataclass(frozen=True)
@@ -206,10 +206,10 @@ class _StepBatches:
         indices = rng.integers(0, len(self.slices), size=self.batch_size)
         share = range(self.rank, self.batch_size, self.world_size)
         seeds = [_seed(base, i) for i in share]
-        condition, clean, _ = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task)
+        condition, clean, mask = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task)
         timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, 10_000 + i) for i in share],
                                                     self.diffusion)
-        return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise
+        return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise, torch.from_numpy(mask)
 
 
 class _StepRange(torch.utils.data.Dataset):
@@ -382,7 +382,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- steps
     def batch_for_step(self, step: int) -> Batch:
-        """This process's share of the global batch of ``step``: condition, clean, timesteps, noise."""
+        """This process's share of the global batch of ``step``: condition, clean, timesteps, noise, anomaly mask."""
         return self.batches(step)
 
     def _batch_stream(self, first: int, last: int) -> Iterator[Batch]:
@@ -398,9 +398,11 @@ class Trainer:
     def train_step(self, batch: Batch) -> float:
         """One optimiser step on ``batch`` (the batch of the current step); returns its mean loss."""
         self.model.train()
-        condition, clean, timesteps, noise = batch
+        condition, clean, timesteps, noise, mask = batch
+        weight = 1.0 + self.cfg.anomaly_loss_weight * mask.float() if self.cfg.anomaly_loss_weight else None
         loss = training_loss(self.ddp_model, clean.to(self.device), condition.to(self.device), self.scheduler,
-                             self.preset.diffusion, timesteps, noise, autocast_dtype=self.autocast).mean()
+                             self.preset.diffusion, timesteps, noise, autocast_dtype=self.autocast,
+                             pixel_weight=weight).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)

@@ -138,3 +138,23 @@ def test_training_loss_is_zero_for_an_oracle_and_positive_otherwise(prediction: 
     assert float(oracle_loss.max()) < 1e-6
     wrong = training_loss(Oracle(config), clean, torch.zeros_like(clean), scheduler, config, t, noise)
     assert float(wrong.min()) > 0
+
+
+def test_pixel_weight_weights_each_squared_error() -> None:
+    config = DiffusionConfig(prediction_type="sample", snr_gamma=None)
+    scheduler = make_train_scheduler(config)
+    clean = torch.rand(3, 1, 8, 8)
+    t, noise = draw_timesteps_and_noise((1, 8, 8), [0, 1, 2], config)
+    condition = torch.zeros_like(clean)  # the oracle predicts its condition, so every pixel errs by clean**2
+
+    def loss(weight: torch.Tensor | None) -> torch.Tensor:
+        return training_loss(Oracle(config), clean, condition, scheduler, config, t, noise, pixel_weight=weight)
+
+    mask = torch.zeros_like(clean)
+    mask[:, :, 2:5, 3:7] = 1
+    plain = loss(None)
+    assert torch.allclose(plain, (clean**2).mean(dim=(1, 2, 3)))
+    assert torch.allclose(loss(torch.ones_like(clean)), plain)
+    inside = loss(mask)
+    assert torch.allclose(inside, (clean**2 * mask).mean(dim=(1, 2, 3)))
+    assert torch.allclose(loss(1 + 4 * mask), plain + 4 * inside)

@@ -30,9 +30,10 @@ def slices(require_data: Path):  # noqa: ANN201 - an ArraySource
 
 
 def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int = 0,  # noqa: ANN001
-             workers: int = 0) -> Trainer:
+             workers: int = 0, anomaly_weight: float = 0.0) -> Trainer:
     preset = get_preset("tiny")
-    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, learning_rate=lr))
+    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, learning_rate=lr,
+                                                                   anomaly_loss_weight=anomaly_weight))
     init_model_folder(tmp_path, preset, name="t")
     request = TrainRequest(preset=preset, fold=0, model_dir=tmp_path, max_steps=steps, seed=seed, device="cpu",
                            loader_workers=workers)
@@ -46,7 +47,7 @@ def _fixed_batch_loss(trainer: Trainer) -> float:
     losses = []
     with torch.no_grad():
         for step in range(1000, 1004):  # batches the run never trains on
-            condition, clean, t, noise = trainer.batch_for_step(step)
+            condition, clean, t, noise, _ = trainer.batch_for_step(step)
             losses.append(float(training_loss(trainer.model, clean, condition, trainer.scheduler,
                                               trainer.preset.diffusion, t, noise).mean()))
     return sum(losses) / len(losses)
@@ -68,6 +69,25 @@ def test_a_few_steps_lower_the_loss(tmp_path: Path, slices) -> None:  # noqa: AN
     assert {"healthy_dssim", "healthy_mae", "anomaly_mae_to_truth", "anomaly_mae_to_input"} <= set(check)
     preset = get_preset("tiny")
     assert (check["sampler"], check["sampler_steps"]) == (preset.default_sampler, preset.default_steps)
+
+
+def test_anomaly_weight_raises_the_loss_of_corrupted_images_only(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    torch.set_num_threads(1)
+    plain = _trainer(tmp_path / "plain", slices, steps=1)
+    weighted = _trainer(tmp_path / "weighted", slices, steps=1, anomaly_weight=4.0)
+    batch = plain.batch_for_step(0)
+    mask = batch[4]
+    assert mask.dtype == torch.bool and mask.any() and not mask.all()
+    assert all(torch.equal(a, b) for a, b in zip(batch, weighted.batch_for_step(0), strict=True))
+    loss_plain, loss_weighted = plain.train_step(batch), weighted.train_step(batch)
+    assert loss_weighted > loss_plain * 1.01, (loss_plain, loss_weighted)
+    # Identity pairs (no anomaly) keep their loss: a batch whose masks are cleared loses the same with either trainer.
+    cleared = (*batch[:4], torch.zeros_like(mask))
+    fresh_plain = _trainer(tmp_path / "plain2", slices, steps=1)
+    fresh_weighted = _trainer(tmp_path / "weighted2", slices, steps=1, anomaly_weight=4.0)
+    assert fresh_plain.train_step(cleared) == pytest.approx(fresh_weighted.train_step(cleared), rel=1e-6)
+    stored = read_model_json(tmp_path / "weighted")["preset"]["train"]["anomaly_loss_weight"]
+    assert stored == 4.0
 
 
 def test_same_seed_same_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
