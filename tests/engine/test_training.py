@@ -77,7 +77,9 @@ def test_anomaly_weight_raises_the_loss_of_corrupted_images_only(tmp_path: Path,
     weighted = _trainer(tmp_path / "weighted", slices, steps=1, anomaly_weight=4.0)
     batch = plain.batch_for_step(0)
     mask = batch[4]
-    assert mask.dtype == torch.bool and mask.any() and not mask.all()
+    assert mask.dtype == torch.bool
+    assert mask.any()
+    assert not mask.all()
     assert all(torch.equal(a, b) for a, b in zip(batch, weighted.batch_for_step(0), strict=True))
     loss_plain, loss_weighted = plain.train_step(batch), weighted.train_step(batch)
     assert loss_weighted > loss_plain * 1.01, (loss_plain, loss_weighted)
