@@ -180,8 +180,10 @@ def test_interactive_launch_opens_the_scan_and_quits(qtbot, tmp_path: Path, mode
 
 def test_screenshot_of_a_chosen_slice_and_threshold(qtbot, tmp_path: Path, model_dir: Path) -> None:
     from fake_engine import make_backend
+    from PySide6.QtWidgets import QApplication
 
     from app.main import main
+    from app.main_window import MainWindow
 
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     shots = {}
@@ -191,5 +193,7 @@ def test_screenshot_of_a_chosen_slice_and_threshold(qtbot, tmp_path: Path, model
                     backend=make_backend(model_dir), settings=settings)
         assert code == 0
         shots[name] = image_array(png)
+        # The window is destroyed before main returns (not left to the interpreter's exit, which crashed).
+        assert not [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
     heat = {k: ((v[..., 0] > 200) & (v[..., 2] < 80)).sum() for k, v in shots.items()}
     assert heat["low"] > heat["high"] + 50  # the threshold really applies to the overlay
