@@ -110,6 +110,18 @@ def update_model_json(model_dir: str | Path, change: Callable[[dict[str, Any]], 
     return meta
 
 
+def _differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: stored -> wanted`` for each setting that differs between two nested preset dictionaries."""
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the folder, {b!r} asked")
+    return out
+
+
 def init_model_folder(
     model_dir: str | Path,
     preset: Preset,
@@ -139,8 +151,11 @@ def init_model_folder(
                 stored = Preset.from_dict(meta["preset"]).training_identity()
             except (KeyError, TypeError, ValueError):
                 stored = None
-            if stored != preset.training_identity():
-                raise ModelLoadError(f"{model_dir}: holds a model with another preset; choose a new --out folder")
+            wanted = preset.training_identity()
+            if stored != wanted:
+                differs = ", ".join(_differences(stored, wanted)) if stored is not None else "unreadable preset"
+                raise ModelLoadError(f"{model_dir}: holds a model with another preset ({differs}); choose a new "
+                                     "--out folder")
             return meta
         meta = {
             "format": FORMAT,

@@ -64,6 +64,24 @@ def test_train_the_done_when_command(tmp_path: Path, require_data: Path) -> None
     assert meta["training_data"]["val_scans"] == 1
 
 
+def test_train_records_the_anomaly_weight_and_keeps_a_folder_to_one(tmp_path: Path, require_data: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "W"
+    common = ["train", "--data", str(IXI_VAL), "--preset", "tiny", "--max-steps", "5", "--out", str(out),
+              "--device", "cpu", "--threads", "1"]
+    assert main([*common, "--fold", "0", "--anomaly-weight", "2.5"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["preset"]["train"]["anomaly_loss_weight"] == 2.5
+    before = (out / "model.json").read_bytes()
+    assert main([*common, "--fold", "1"]) == 1  # the preset's weight (0) differs from the folder's
+    assert (out / "model.json").read_bytes() == before
+    assert not (out / "member-1.safetensors").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert str(out) in err[0]
+    assert "train.anomaly_loss_weight: 2.5 in the folder, 0.0 asked" in err[0]
+
+
 @pytest.mark.parametrize("scan", [
     "brats2018-dev/Brats18_2013_2_1/Brats18_2013_2_1_t1.nii.gz",
     "ms-lesjak/patient07/patient07_T1.nii.gz",
@@ -291,3 +309,7 @@ def test_bad_arguments_exit_with_status_2(capsys: pytest.CaptureFixture[str]) ->
         main(["train", "--data", "x", "--out", "y", "--fold", "11"])
     assert info.value.code == 2
     assert "fold" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "x", "--out", "y", "--anomaly-weight", "-1"])
+    assert info.value.code == 2
+    assert ">= 0" in capsys.readouterr().err
