@@ -111,7 +111,7 @@ def update_model_json(model_dir: str | Path, change: Callable[[dict[str, Any]], 
 
 
 def _differences(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
-    """``key: stored -> wanted`` for each setting that differs between two nested preset dictionaries."""
+    """``key: <stored> in the folder, <wanted> asked`` for each setting that differs between two nested presets."""
     out = []
     for key in sorted(set(stored) | set(wanted)):
         a, b = stored.get(key), wanted.get(key)
