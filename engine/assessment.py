@@ -6,7 +6,8 @@ resampling as the intensities and thresholded at 0.4 (the paper's rule for segme
 
 Evaluation reports, beside the model, the controls a detection number needs to mean anything:
 
-* ``random``: chance level (prevalence for AP, ``2p / (1 + p)`` for max Dice, 0.5 for AUROC);
+* ``random``: chance level (prevalence for AP, ``2p / (1 + p)`` for max Dice, 0.5 for AUROC); at pixel level the
+  random map is, like every map, zero outside the brain, so ``p`` is the lesion share of brain pixels;
 * ``noise``: the same map pipeline fed a "restoration" that is Gaussian noise with each slice's brain mean and
   spread, i.e. what 1 - SSIM finds without any model;
 * ``brain_area``: the number of brain pixels as the slice score (lesion slices hold more brain, so slice-level
@@ -120,16 +121,26 @@ def _maps_of(restored: np.ndarray, slices: np.ndarray, brain: np.ndarray, conven
 
 
 @dataclass
-class _Scoreboard:
+class Scoreboard:
+    """Pools maps and labels over a test set: pixel AP / max Dice, slice AP / AUROC (canvas mean, the paper's score,
+    and brain mean), and the brain pixels they were counted in (for a chance level that, like every map, is zero
+    outside the brain)."""
+
     pixels: PixelAccumulator
     slices_canvas: SliceAccumulator
     slices_brain: SliceAccumulator
+    brain_pixels: int = 0
+    lesion_pixels_in_brain: int = 0
 
     @classmethod
-    def new(cls) -> _Scoreboard:
+    def new(cls) -> Scoreboard:
+        """An empty scoreboard."""
         return cls(PixelAccumulator(), SliceAccumulator(), SliceAccumulator())
 
     def add(self, maps: np.ndarray, brain: np.ndarray, labels: np.ndarray) -> None:
+        """Add float ``(N, H, W)`` maps with their bool brain masks and lesion labels."""
+        self.brain_pixels += int(brain.sum())
+        self.lesion_pixels_in_brain += int((labels & brain).sum())
         self.pixels.add(maps, labels)
         slice_labels = labels.reshape(labels.shape[0], -1).any(axis=1)
         self.slices_canvas.add(maps.reshape(maps.shape[0], -1).mean(axis=1), slice_labels)
@@ -149,6 +160,36 @@ class _Scoreboard:
             "best_threshold": pixel.best_threshold,
             "ap_image_brain_mean": brain.ap,
             "auroc_image_brain_mean": brain.auroc,
+        }
+
+
+@dataclass
+class ThresholdCounts:
+    """What a fixed threshold does on a test set: lesion sensitivity, Dice and the flagged share of non-lesion brain."""
+
+    lesion: int = 0
+    lesion_flagged: int = 0
+    healthy_brain: int = 0
+    healthy_flagged: int = 0
+
+    def add(self, flagged: np.ndarray, brain: np.ndarray, labels: np.ndarray) -> None:
+        """Add bool ``(N, H, W)`` flagged pixels with their brain masks and lesion labels."""
+        healthy = brain & ~labels
+        self.lesion += int(labels.sum())
+        self.lesion_flagged += int((flagged & labels).sum())
+        self.healthy_brain += int(healthy.sum())
+        self.healthy_flagged += int((flagged & healthy).sum())
+
+    def result(self, threshold: float | None) -> dict[str, float | None]:
+        """Sensitivity, Dice and flagged non-lesion brain share at ``threshold`` (all None without a threshold)."""
+        if threshold is None:
+            return {"threshold": None, "lesion_sensitivity": None, "dice": None, "healthy_brain_flagged": None}
+        flagged = self.lesion_flagged + self.healthy_flagged
+        return {
+            "threshold": float(threshold),
+            "lesion_sensitivity": self.lesion_flagged / self.lesion if self.lesion else None,
+            "dice": 2 * self.lesion_flagged / (self.lesion + flagged) if self.lesion + flagged else None,
+            "healthy_brain_flagged": self.healthy_flagged / self.healthy_brain if self.healthy_brain else None,
         }
 
 
@@ -179,15 +220,19 @@ def evaluate(
 ) -> dict[str, Any]:
     """The paper's metrics for ``ensemble`` on ``cases``, with the controls, as a JSON-ready dictionary."""
     start = time.monotonic()
-    model, noise = _Scoreboard.new(), _Scoreboard.new()
+    model, noise = Scoreboard.new(), Scoreboard.new()
     area = SliceAccumulator()
     rng = np.random.default_rng(settings.seed)
+    threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
+    at_threshold = ThresholdCounts()
     per_case = []
     n_slices = 0
     for index, (case, ms, labels) in enumerate(iter_model_space(ensemble, cases)):
         check_cancel(cancel)
         result = ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
         model.add(result.mean_map, ms.brain, labels)
+        if threshold is not None:
+            at_threshold.add(result.mean_map >= threshold, ms.brain, labels)
         noise_maps = _maps_of(noise_restoration(ms.slices, ms.brain, rng), ms.slices, ms.brain,
                               ensemble.ssim_convention)
         noise.add(noise_maps, ms.brain, labels)
@@ -203,7 +248,8 @@ def evaluate(
             on_progress(Progress(index + 1, len(cases), case.name, time.monotonic() - start))
     model_metrics = model.result()
     pixels = model.pixels
-    chance_pixels = random_baseline(pixels.n_pixels, pixels.n_positive)
+    # Every map is zero outside the brain, so the fair random control is too: random scores on brain pixels only.
+    chance_pixels = random_baseline(model.brain_pixels, model.lesion_pixels_in_brain)
     slice_metrics = model.slices_canvas.result()
     chance_slices = random_baseline(slice_metrics.n_slices, slice_metrics.n_positive)
     area_metrics = area.result()
@@ -213,6 +259,7 @@ def evaluate(
                    "max_dice": chance_pixels.max_dice},
         "noise": noise.result(),
         "brain_area": {"ap_image": area_metrics.ap, "auroc_image": area_metrics.auroc},
+        "at_threshold": at_threshold.result(threshold),
         "counts": {"cases": len(cases), "slices": slice_metrics.n_slices, "lesion_slices": slice_metrics.n_positive,
                    "pixels": pixels.n_pixels, "lesion_pixels": pixels.n_positive},
         "counting": "model space: every brain slice of each scan on the model canvas "

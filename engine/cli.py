@@ -140,18 +140,72 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _training_preset(args: argparse.Namespace) -> Any:
+    """The preset named by ``--preset`` with the training levers given on the command line applied."""
+    from engine.config import get_preset  # noqa: PLC0415
+
+    preset = get_preset(args.preset)
+    train = {name: value for name, value in (("anomaly_loss_weight", args.anomaly_weight),
+                                             ("condition_noise", args.condition_noise)) if value is not None}
+    if train:
+        preset = replace(preset, train=replace(preset.train, **train))
+    if args.train_timesteps is not None:
+        preset = replace(preset, diffusion=replace(preset.diffusion, train_timesteps=args.train_timesteps))
+    return preset
+
+
+LANDMARK_PERCENTILES = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
+
+
+def _fitted_landmarks(spec: Any, scans: Sequence[Any]) -> Any:
+    """``spec`` with ``"landmarks"`` normalisation whose reference values are fitted on ``scans``' brains."""
+    import numpy as np  # noqa: PLC0415
+
+    from engine.preprocess import fit_landmarks, foreground_mask  # noqa: PLC0415
+    from engine.volumes import load_mask, load_volume  # noqa: PLC0415
+
+    brains = []
+    for scan in scans:
+        volume = load_volume(scan.image)
+        data = np.asarray(volume.data, dtype=np.float32)
+        mask = load_mask(scan.mask, volume) if scan.mask is not None else foreground_mask(data)
+        brains.append(data[mask])
+    values = fit_landmarks(brains, LANDMARK_PERCENTILES, spec.percentile)
+    logger.info("landmark normalisation fitted on %d scans: percentiles %s -> %s", len(scans),
+                LANDMARK_PERCENTILES, values)
+    return replace(spec, normalisation="landmarks", landmark_percentiles=LANDMARK_PERCENTILES,
+                   landmark_values=values)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _task_list(text: str) -> list[int]:
+    try:
+        tasks = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tasks takes task ids like 0,2,4; got {text!r}") from None
+    if not tasks or any(not 0 <= t <= 4 for t in tasks):
+        raise argparse.ArgumentTypeError(f"task ids must be between 0 and 4, got {text!r}")
+    return tasks
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one fold, several, or all ten, adding members to one model folder."""
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
-    from engine.config import get_preset  # noqa: PLC0415
     from engine.data import HealthySlices, find_scans, split_scans  # noqa: PLC0415
     from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
     from engine.training import TrainRequest, setup_distributed, train_member  # noqa: PLC0415
 
     _set_threads(args.threads)
-    preset = get_preset(args.preset)
-    if args.anomaly_weight is not None:
-        preset = replace(preset, train=replace(preset.train, anomaly_loss_weight=args.anomaly_weight))
+    preset = _training_preset(args)
     out = Path(args.out)
     env = setup_distributed()
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
@@ -160,6 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_scans = find_scans(args.val_data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
     else:
         train_scans, val_scans = split_scans(scans)
+    if args.normalisation == "landmarks":
+        preset = replace(preset, preprocess=_fitted_landmarks(preset.preprocess, train_scans))
     size = preset.preprocess.size
     cache = out / ".train" / "cache"
     train_slices = HealthySlices.cached(train_scans, preset.preprocess, cache)
@@ -211,7 +267,7 @@ def _load_model(args: argparse.Namespace) -> Any:
 
     _set_threads(args.threads)
     path = args.model or default_model_path()
-    return load_ensemble(path, device=args.device)
+    return load_ensemble(path, device=args.device, folds=getattr(args, "members", None))
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -274,10 +330,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """The paper's four metrics with controls, on a folder of cases or a CSV manifest."""
+    """The paper's metrics with controls, on a folder of cases or a CSV manifest, or on synthetic anomalies."""
     from engine.assessment import evaluate, find_cases  # noqa: PLC0415
     from engine.data import find_scans  # noqa: PLC0415
 
+    if (args.dataset is None) == (args.synthetic is None):
+        raise EngineError("evaluate needs either --dataset (scans with lesion labels) or --synthetic (healthy scans)")
+    if args.synthetic is not None:
+        return _evaluate_synthetic(args)
     cases = find_cases(args.dataset, args.modality)
     if args.max_cases:
         cases = cases[: args.max_cases]
@@ -291,13 +351,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report["dataset"] = str(args.dataset)
     report["modality"] = args.modality
     _print_table(report)
+    _finish_report(args, ensemble, report)
+    return 0
+
+
+def _evaluate_synthetic(args: argparse.Namespace) -> int:
+    from engine.data import find_scans  # noqa: PLC0415
+    from engine.synthetic import evaluate_synthetic  # noqa: PLC0415
+
+    scans = find_scans(args.synthetic)
+    if args.max_cases:
+        scans = scans[: args.max_cases]
+    ensemble = _load_model(args)
+    report = evaluate_synthetic(ensemble, scans, _settings(args, ensemble), task_ids=args.tasks,
+                                n_slices=args.synthetic_slices, seed=args.seed)
+    report["dataset"] = f"synthetic tasks {','.join(map(str, args.tasks))} on {args.synthetic}"
+    report["modality"] = args.modality
+    report["counting"] = "model space, brain slices of the healthy scans; anomaly = synthetic mask inside the brain"
+    _print_table(report)
+    print(f"removal: restoration MAE inside anomalies {report['mae_to_truth']:.4f} to the truth, "
+          f"{report['mae_to_input']:.4f} to the input; healthy slices 1-SSIM {report['healthy_dssim']:.3f}")
+    _finish_report(args, ensemble, report)
+    return 0
+
+
+def _finish_report(args: argparse.Namespace, ensemble: Any, report: dict[str, Any]) -> None:
     if args.json:
         from engine.volumes import atomic_write_json  # noqa: PLC0415
 
         atomic_write_json(args.json, report)
     if args.record:
         _record_evaluation(ensemble.path, args, report)
-    return 0
 
 
 METRIC_KEYS = ("ap_image", "auroc_image", "ap_pixel", "max_dice")
@@ -323,8 +407,12 @@ def _record_evaluation(model_dir: Path, args: argparse.Namespace, report: dict[s
         "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([PROG, *map(shlex.quote, args.argv)]),
     }
-    if "healthy" in report:
-        entry["healthy"] = report["healthy"]
+    for key in ("healthy", "at_threshold"):
+        if key in report:
+            entry[key] = report[key]
+    if "mae_to_truth" in report:
+        entry["removal"] = {k: report[k] for k in ("mae_to_truth", "mae_to_input", "removes_anomalies",
+                                                   "healthy_dssim", "healthy_mae")}
 
     def change(meta: dict[str, Any]) -> None:
         meta.setdefault("evaluations", {})[args.record] = entry
@@ -339,9 +427,15 @@ def _print_table(report: dict[str, Any]) -> None:
     for name, values in rows:
         cells = [values.get(k) for k in METRIC_KEYS]
         print(f"{name:20s} " + " ".join(f"{c:7.3f}" if c is not None else f"{'-':>7s}" for c in cells))
+    chance = report["random"]["ap_pixel"]
+    if chance:
+        print(f"AP_p is {report['ap_pixel'] / chance:.2f} x chance ({chance:.3f}: the anomaly share of brain pixels)")
     counts = report["counts"]
-    print(f"{counts['cases']} cases, {counts['slices']} slices ({counts['lesion_slices']} with lesion), "
-          f"{counts['pixels']} pixels ({counts['lesion_pixels']} lesion); {report['counting']}")
+    print(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f"; {report['counting']}")
+    at = report.get("at_threshold")
+    if at and at.get("threshold") is not None:
+        print(f"at the calibrated threshold {at['threshold']:.4g}: lesion sensitivity {at['lesion_sensitivity']:.3f}, "
+              f"Dice {at['dice']:.3f}, non-lesion brain flagged {at['healthy_brain_flagged']:.4f}")
     if "healthy" in report:
         h = report["healthy"]
         print(f"healthy: restoration 1-SSIM {h['restoration_dssim_in_brain']:.3f}, MAE "
@@ -389,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anomaly-weight", type=_non_negative, metavar="W",
                    help="extra loss weight inside synthetic anomalies: they count 1 + W times (default: the "
                    "preset's, 0 = the paper's loss); recorded in model.json, members of one folder must share it")
+    p.add_argument("--condition-noise", type=_non_negative, metavar="STD",
+                   help="coarse noise of this standard deviation added to the training condition inside the brain "
+                   "(default: the preset's, 0 = none, the paper)")
+    p.add_argument("--train-timesteps", type=_count, metavar="N",
+                   help="train only on the N timesteps the N-step DDIM sampler visits (default: the preset's, "
+                   "0 = all 1000, the paper)")
+    p.add_argument("--normalisation", choices=["preset", "landmarks"], default="preset",
+                   help="landmarks: standardise each scan's brain histogram to reference values fitted on --data "
+                   "(default: the preset's normalisation)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
@@ -431,9 +534,17 @@ def build_parser() -> argparse.ArgumentParser:
     analysis_options(p)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("evaluate", help="AP_i, AUROC, AP_p and max Dice with controls on scans with lesion masks")
-    p.add_argument("--dataset", type=Path, required=True, help="folder of case folders (BraTS layout), one case "
+    p = sub.add_parser("evaluate", help="AP_i, AUROC, AP_p and max Dice with controls on scans with lesion masks "
+                       "(--dataset) or on synthetic anomalies in healthy scans (--synthetic)")
+    p.add_argument("--dataset", type=Path, help="folder of case folders (BraTS layout), one case "
                    "folder, or a CSV manifest with image,label columns")
+    p.add_argument("--synthetic", type=Path, metavar="DIR", help="instead of --dataset: healthy scans with brain "
+                   "masks, corrupted by synthetic tasks with fixed seeds and scored like lesions")
+    p.add_argument("--tasks", type=_task_list, default=[0, 1, 2, 3, 4], help="with --synthetic: task ids "
+                   "(default 0,1,2,3,4)")
+    p.add_argument("--synthetic-slices", type=int, metavar="N", help="with --synthetic: a seeded subset of N slices "
+                   "(default: all brain slices)")
+    p.add_argument("--members", type=_folds, metavar="FOLDS", help="only these members (e.g. 2 or 0,3)")
     p.add_argument("--modality", default="t1")
     p.add_argument("--json", type=Path, help="write the full report here")
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")

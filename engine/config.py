@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-Normalisation = Literal["max", "percentile"]
+Normalisation = Literal["max", "percentile", "landmarks"]
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
 
@@ -24,6 +24,11 @@ class PreprocessSpec:
         normalisation: ``"max"`` divides by the volume's maximum inside the brain (the paper); ``"percentile"``
             divides by the given percentile of brain voxels and clips to [0, 1].
         percentile: percentile used by ``"percentile"`` normalisation.
+        landmark_percentiles / landmark_values: ``"landmarks"`` normalisation (piecewise-linear histogram
+            standardisation, Nyul & Udupa 1999): the scan's brain intensities at these percentiles are mapped to
+            these model values (fitted on the training scans, :func:`engine.preprocess.fit_landmarks`), with 0 kept
+            at 0, linearly in between and beyond the last landmark, then clipped to [0, 1]. Scans from another
+            scanner then present their tissues at the intensities the model was trained on.
         min_brain_fraction: slices whose brain covers less than this share of the canvas are not used for training
             (and are skipped, map = 0, at inference).
     """
@@ -33,14 +38,25 @@ class PreprocessSpec:
     normalisation: Normalisation = "max"
     percentile: float = 99.5
     min_brain_fraction: float = 0.02
+    landmark_percentiles: tuple[float, ...] = ()
+    landmark_values: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.size % 8:
             raise ValueError(f"size must be a multiple of 8 and at least 8, got {self.size}")
         if self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
-        if self.normalisation not in ("max", "percentile"):
-            raise ValueError(f"normalisation must be 'max' or 'percentile', got {self.normalisation!r}")
+        if self.normalisation not in ("max", "percentile", "landmarks"):
+            raise ValueError(f"normalisation must be 'max', 'percentile' or 'landmarks', got {self.normalisation!r}")
+        if self.normalisation == "landmarks":
+            pcts, vals = self.landmark_percentiles, self.landmark_values
+            if len(pcts) < 2 or len(pcts) != len(vals):
+                raise ValueError("landmarks normalisation needs at least 2 landmark_percentiles and as many "
+                                 "landmark_values")
+            if any(b <= a for a, b in zip(pcts, pcts[1:], strict=False)) or not (pcts[0] > 0 and pcts[-1] <= 100):
+                raise ValueError(f"landmark_percentiles must increase strictly within (0, 100], got {pcts}")
+            if any(b <= a for a, b in zip(vals, vals[1:], strict=False)) or vals[0] <= 0:
+                raise ValueError(f"landmark_values must be positive and increase strictly, got {vals}")
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
         if not 0.0 <= self.min_brain_fraction < 1.0:
@@ -80,6 +96,10 @@ class DiffusionConfig:
         prediction_type: ``"epsilon"`` (the paper), ``"v_prediction"`` or ``"sample"`` (x0).
         snr_gamma: Min-SNR-γ loss weighting (1.0 in the paper); None disables it.
         offset_noise: strength of the per-image offset added to the noise (0.1 in the paper).
+        train_timesteps: 0 (the paper) draws training timesteps uniformly from all T; n > 0 draws them only from the
+            n timesteps that the n-step DDIM sampler visits (trailing spacing: 999, 799, ..., 199 for n = 5), as
+            Fast-DDPM does, so that every training step teaches a timestep the default sampler queries. Not the
+            paper's.
     """
 
     num_train_timesteps: int = 1000
@@ -88,19 +108,31 @@ class DiffusionConfig:
     prediction_type: PredictionType = "epsilon"
     snr_gamma: float | None = 1.0
     offset_noise: float = 0.1
+    train_timesteps: int = 0
 
     def __post_init__(self) -> None:
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+        if not 0 <= self.train_timesteps <= self.num_train_timesteps:
+            raise ValueError(f"train_timesteps must be in 0..{self.num_train_timesteps}, got {self.train_timesteps}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings (the paper's values are the defaults, batch excepted).
 
-    ``anomaly_loss_weight`` is not the paper's: the loss on pixels inside a synthetic anomaly counts
-    ``1 + anomaly_loss_weight`` times (0, the default, is the paper's plain loss). Anomalies cover a few per cent of a
-    slice, so a plain loss mostly teaches the network to copy its condition.
+    ``synthetic_slices`` > 0 adds the synthetic benchmark (:mod:`engine.synthetic`: the fold's held-out tasks on that
+    many validation slices, scored like real lesions) to every training check.
+
+    Two settings are not the paper's (their defaults switch them off):
+
+    * ``anomaly_loss_weight``: the loss on pixels inside a synthetic anomaly counts ``1 + anomaly_loss_weight`` times
+      (0 is the paper's plain loss). Anomalies cover a few per cent of a slice, so a plain loss mostly teaches the
+      network to copy its condition.
+    * ``condition_noise``: standard deviation of coarse Gaussian noise added to the training condition inside the
+      brain (model intensity units; 0 = none). The noise is drawn on a ``condition_noise_cells`` square grid and
+      upsampled smoothly to the canvas, as the denoising autoencoders of Kascenas et al. (MIDL 2022) corrupt their
+      input, so the condition's local intensities cannot simply be copied. Validation and check pairs get none.
     """
 
     batch_size: int = 16
@@ -115,7 +147,18 @@ class TrainConfig:
     checkpoint_every: int = 250
     check_every: int = 1000
     check_slices: int = 16
+    synthetic_slices: int = 0
     anomaly_loss_weight: float = 0.0
+    condition_noise: float = 0.0
+    condition_noise_cells: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.anomaly_loss_weight >= 0:
+            raise ValueError(f"anomaly_loss_weight must be >= 0, got {self.anomaly_loss_weight}")
+        if not self.condition_noise >= 0:
+            raise ValueError(f"condition_noise must be >= 0, got {self.condition_noise}")
+        if self.condition_noise_cells < 1:
+            raise ValueError(f"condition_noise_cells must be at least 1, got {self.condition_noise_cells}")
 
 
 INFERENCE_ONLY_KEYS = ("description", "default_sampler", "default_steps")
@@ -189,7 +232,7 @@ PRESETS: dict[str, Preset] = {
         preprocess=PreprocessSpec(size=32, spacing_mm=6.0),
         diffusion=DiffusionConfig(prediction_type="v_prediction"),
         train=TrainConfig(batch_size=4, validate_every=10, validation_slices=8, checkpoint_every=10,
-                          check_every=10, check_slices=4),
+                          check_every=10, check_slices=4, synthetic_slices=16),
         default_sampler="ddim",
         default_steps=2,
     ),
@@ -208,7 +251,7 @@ PRESETS: dict[str, Preset] = {
         preprocess=PreprocessSpec(size=64, spacing_mm=3.0, normalisation="percentile", percentile=99.5),
         diffusion=DiffusionConfig(prediction_type="v_prediction", snr_gamma=None),
         train=TrainConfig(batch_size=16, learning_rate=3e-4, validate_every=250, validation_slices=64,
-                          checkpoint_every=250, check_every=500, check_slices=16),
+                          checkpoint_every=250, check_every=500, check_slices=16, synthetic_slices=128),
         default_sampler="ddim",
         default_steps=5,
     ),

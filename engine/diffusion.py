@@ -159,6 +159,15 @@ def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float,
     return clipped
 
 
+def training_timestep_grid(config: DiffusionConfig) -> torch.Tensor | None:
+    """The timesteps training draws from: None for all T (the paper), else those of the
+    ``config.train_timesteps``-step DDIM sampler (the same trailing spacing :func:`make_sampler` uses)."""
+    if not config.train_timesteps:
+        return None
+    scheduler, _ = make_sampler("ddim", config, config.train_timesteps)
+    return torch.as_tensor(scheduler.timesteps, dtype=torch.long).clone()
+
+
 def draw_timesteps_and_noise(
     shape: Sequence[int], seeds: Sequence[int], config: DiffusionConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,16 +179,20 @@ def draw_timesteps_and_noise(
     Args:
         shape: ``(C, H, W)`` of one image.
         seeds: one seed per image.
-        config: diffusion settings (T and the offset-noise strength).
+        config: diffusion settings (T, the training timestep grid and the offset-noise strength).
 
     Returns:
         ``timesteps`` of shape ``(B,)`` (int64) and ``noise`` of shape ``(B, C, H, W)``, both on the CPU.
     """
+    grid = training_timestep_grid(config)
     timesteps = torch.empty(len(seeds), dtype=torch.long)
     noise = torch.empty((len(seeds), *shape), dtype=torch.float32)
     for i, seed in enumerate(seeds):
         gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-        timesteps[i] = int(torch.randint(0, config.num_train_timesteps, (1,), generator=gen))
+        if grid is None:
+            timesteps[i] = int(torch.randint(0, config.num_train_timesteps, (1,), generator=gen))
+        else:
+            timesteps[i] = grid[int(torch.randint(0, len(grid), (1,), generator=gen))]
         eps = torch.randn(tuple(shape), generator=gen)
         if config.offset_noise > 0:
             eps = eps + config.offset_noise * torch.randn((shape[0], 1, 1), generator=gen)

@@ -277,7 +277,7 @@ class Ensemble:
         data = np.asarray(volume.data, dtype=np.float32)
         amap = from_model_space(result.mean_map, ms, fill=0.0)
         spread = from_model_space(result.spread, ms, fill=0.0)
-        restored_model = from_model_space(result.restored * np.float32(ms.scale), ms, fill=np.nan)
+        restored_model = from_model_space(ms.to_native_intensity(result.restored), ms, fill=np.nan)
         n_native = volume.shape[ms.slice_axis]
         analysed = np.zeros(n_native, dtype=bool)
         analysed[ms.native_index[chosen]] = True

@@ -17,7 +17,9 @@ Going there (:func:`to_model_space`):
    volume, so every slice of a volume shares one offset. The offset is a whole number of model pixels, so with
    ``spacing_mm`` equal to the native voxel size the model pixels are the native voxels.
 5. **Normalise**: ``"max"`` divides by the brain's maximum intensity in the volume (the paper), ``"percentile"``
-   by the given percentile of brain voxels; both clip to [0, 1]. The divisor is :attr:`ModelSpace.scale`.
+   by the given percentile of brain voxels, ``"landmarks"`` maps the brain's intensity percentiles piecewise
+   linearly onto reference values fitted on the training scans (:func:`fit_landmarks`); all clip to [0, 1]. The
+   mapping is kept in :class:`ModelSpace` (:meth:`ModelSpace.to_native_intensity` inverts it).
 6. The brain mask goes through the same geometry and is thresholded at 0.5; pixels outside it are zeroed.
 7. Slices whose brain covers less than ``min_brain_fraction`` of the canvas are dropped (unless ``keep_empty``,
    or unless the caller asks for them through ``slices``).
@@ -55,10 +57,13 @@ __all__ = [
     "ROBUST_PERCENTILE",
     "ModelSpace",
     "axial_axis",
+    "brain_landmarks",
     "brain_slice_fraction",
+    "fit_landmarks",
     "foreground_mask",
     "from_model_space",
     "native_to_model",
+    "piecewise_linear",
     "to_model_space",
 ]
 
@@ -83,7 +88,7 @@ class ModelSpace:
         brain: bool ``(N, size, size)`` brain (foreground) mask in model space.
         slice_axis: native array axis used as the axial (inferior-superior) axis.
         native_index: int ``(N,)`` native index along ``slice_axis`` of each model slice.
-        scale: the intensity divisor: native intensity = model value * scale (inside the brain, before clipping).
+        scale: the native intensity that becomes model value 1 (for ``"max"`` and ``"percentile"`` the divisor).
         brain_fraction: float ``(N,)`` share of the canvas covered by the brain in each model slice.
         native_shape: shape of the native volume.
         spacing_mm: model pixel size in mm.
@@ -107,6 +112,17 @@ class ModelSpace:
     _factors: tuple[float, float] = field(default=(1.0, 1.0), repr=False)
     _offsets: tuple[int, int] = field(default=(0, 0), repr=False)
     _model_k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    # Intensity mapping: native values at these points become these model values (piecewise linear, extended
+    # linearly beyond both ends); None means native / scale.
+    _intensity: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def to_native_intensity(self, model_values: np.ndarray) -> np.ndarray:
+        """Native intensities of model-space values (the inverse of the normalisation, before its clipping)."""
+        values = np.asarray(model_values, dtype=np.float32)
+        if self._intensity is None:
+            return values * np.float32(self.scale)
+        native, model = self._intensity
+        return piecewise_linear(values, model, native).astype(np.float32)
 
     @property
     def size(self) -> int:
@@ -145,10 +161,49 @@ def brain_slice_fraction(brain: np.ndarray) -> np.ndarray:
 
 def _scale_of(values: np.ndarray, spec: PreprocessSpec) -> float:
     top = float(values.max())
-    if spec.normalisation == "percentile":
+    if spec.normalisation in ("percentile", "landmarks"):
         pct = float(np.percentile(values, spec.percentile))
         return pct if pct > 0 else top
     return top
+
+
+def piecewise_linear(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp`` through the points ``(xp, fp)`` (``xp`` increasing), extended linearly beyond both ends."""
+    x = np.asarray(x)
+    y = np.interp(x, xp, fp)
+    low, high = x < xp[0], x > xp[-1]
+    if low.any():
+        y[low] = fp[0] + (x[low] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
+    if high.any():
+        y[high] = fp[-1] + (x[high] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    return y
+
+
+def _landmark_points(values: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """Native and model points of the ``"landmarks"`` mapping for a brain's intensities (0 stays 0), or None when
+    the landmarks are not strictly increasing (a near-constant brain) and the percentile scale must do."""
+    native = np.concatenate([[0.0], np.percentile(values, spec.landmark_percentiles)])
+    model = np.concatenate([[0.0], np.asarray(spec.landmark_values, dtype=np.float64)])
+    if np.any(np.diff(native) <= 0):
+        return None
+    return native, model
+
+
+def brain_landmarks(values: np.ndarray, percentiles: Sequence[float], percentile: float) -> np.ndarray:
+    """A brain's intensity percentiles in units of its ``percentile``-th percentile (what :func:`fit_landmarks`
+    averages over training scans)."""
+    values = np.asarray(values, dtype=np.float64)
+    scale = float(np.percentile(values, percentile))
+    return np.percentile(values, percentiles) / (scale if scale > 0 else float(values.max()))
+
+
+def fit_landmarks(brains: Sequence[np.ndarray], percentiles: Sequence[float], percentile: float) -> tuple[float, ...]:
+    """Reference landmark values: the mean over training brains (arrays of brain intensities) of
+    :func:`brain_landmarks`, so a training scan moves little and other scanners are brought to it."""
+    if not brains:
+        raise ValueError("fitting landmarks needs at least one brain")
+    mean = np.mean([brain_landmarks(b, percentiles, percentile) for b in brains], axis=0)
+    return tuple(round(float(v), 4) for v in mean)
 
 
 def _blur_matrix(n: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -252,6 +307,9 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
     if float(values.max()) <= 0:
         raise VolumeError(f"{volume.name}: the {what} holds no positive intensity")
     scale = _scale_of(values, spec)
+    points = _landmark_points(values, spec) if spec.normalisation == "landmarks" else None
+    if points is not None:
+        scale = float(piecewise_linear(np.array([1.0]), points[1], points[0])[0])
     stripped = np.where(brain, data, np.float32(0.0))
 
     native_ornt = nib.io_orientation(np.asarray(volume.affine, dtype=np.float64))
@@ -291,7 +349,11 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
         keep = fraction >= spec.min_brain_fraction
         model_k, brain_canvas, fraction = model_k[keep], brain_canvas[keep], fraction[keep]
 
-    image_canvas = _apply_in_plane(model_img[:, :, model_k], row_matrix, col_matrix) / np.float32(scale)
+    image_canvas = _apply_in_plane(model_img[:, :, model_k], row_matrix, col_matrix)
+    if points is None:
+        image_canvas /= np.float32(scale)
+    else:
+        image_canvas = piecewise_linear(image_canvas, *points).astype(np.float32)
     image_canvas = np.clip(image_canvas, 0.0, 1.0, out=image_canvas)
     image_canvas[~brain_canvas] = 0.0
 
@@ -311,6 +373,7 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
         _factors=(float(factors[0]), float(factors[1])),
         _offsets=offsets,
         _model_k=model_k.astype(np.int64),
+        _intensity=points,
     )
 
 

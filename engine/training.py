@@ -46,6 +46,8 @@ from engine.diffusion import (
 from engine.errors import DataError
 from engine.network import build_unet
 from engine.progress import CancelToken, Progress, check_cancel
+from engine.seeding import derive_seed as _seed
+from engine.synthetic import make_synthetic_set, score_synthetic
 from engine.tasks.base import SliceSource
 from engine.tasks.registry import build_tasks, corrupt, fold_tasks
 
@@ -94,6 +96,11 @@ class CheckResult:
     anomaly_mae_to_input: float
     sampler: str = ""  # the sampler and step count the restorations used ("" / 0: not recorded, older runs)
     sampler_steps: int = 0
+    # The synthetic benchmark on the fold's held-out tasks (engine.synthetic); NaN when not run.
+    synthetic_ap_pixel: float = math.nan
+    synthetic_max_dice: float = math.nan
+    synthetic_ap_image: float = math.nan
+    synthetic_auroc_image: float = math.nan
 
     @property
     def removes_anomalies(self) -> bool:
@@ -138,10 +145,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (stable across runs and platforms)."""
-    words = [w for p in parts for w in (int(p) & 0xFFFF_FFFF, (int(p) >> 32) & 0xFFFF_FFFF)]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
+def coarse_noise(shape: tuple[int, int], std: float, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Smooth low-frequency noise: a ``cells x cells`` grid of N(0, std) values upsampled bilinearly to ``shape``
+    (interpolation averages neighbouring grid values, so single pixels spread about 0.7 ``std``)."""
+    from skimage.transform import resize  # noqa: PLC0415
+
+    grid = rng.normal(0.0, std, size=(cells, cells))
+    return resize(grid, shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
 
 
 def make_pairs(
@@ -150,8 +160,14 @@ def make_pairs(
     indices: Sequence[int],
     seeds: Sequence[int],
     p_no_task: float,
+    *,
+    condition_noise: float = 0.0,
+    condition_noise_cells: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Build (condition, clean, anomaly mask) arrays for the given slices, one generator per image.
+
+    With ``condition_noise > 0``, coarse noise (:func:`coarse_noise`) is added to each condition inside the slice's
+    foreground after its corruption, drawn from the same generator (the clean target is untouched).
 
     Returns:
         ``condition`` and ``clean`` float32 ``(B, 1, H, W)``, ``mask`` bool ``(B, 1, H, W)``.
@@ -161,7 +177,12 @@ def make_pairs(
         image, foreground = source.get(int(index))
         rng = np.random.default_rng(seed)
         result = corrupt(image, foreground, tasks, rng, p_no_task=p_no_task)
-        conditions.append(result.image)
+        condition = result.image
+        if condition_noise > 0:
+            inside = foreground if foreground is not None else image > 0
+            noise = coarse_noise(condition.shape, condition_noise, condition_noise_cells, rng)
+            condition = np.where(inside, np.clip(condition + noise, 0.0, 1.0), condition).astype(np.float32)
+        conditions.append(condition)
         cleans.append(image)
         masks.append(result.mask)
     return (np.stack(conditions)[:, None].astype(np.float32), np.stack(cleans)[:, None].astype(np.float32),
@@ -199,6 +220,8 @@ class _StepBatches:
     fold: int
     p_no_task: float
     diffusion: DiffusionConfig
+    condition_noise: float = 0.0
+    condition_noise_cells: int = 8
 
     def __call__(self, step: int) -> Batch:
         base = _seed(self.seed, self.fold, 4, step)
@@ -206,7 +229,9 @@ class _StepBatches:
         indices = rng.integers(0, len(self.slices), size=self.batch_size)
         share = range(self.rank, self.batch_size, self.world_size)
         seeds = [_seed(base, i) for i in share]
-        condition, clean, mask = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task)
+        condition, clean, mask = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task,
+                                            condition_noise=self.condition_noise,
+                                            condition_noise_cells=self.condition_noise_cells)
         timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, 10_000 + i) for i in share],
                                                     self.diffusion)
         return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise, torch.from_numpy(mask)
@@ -262,7 +287,7 @@ class Trainer:
         self.val_tasks = build_tasks(self.val_ids, same_source=val_slices, external_source=external_source)
         self.batches = _StepBatches(train_slices, self.train_tasks, self.batch_size, self.dist.rank,
                                     self.dist.world_size, request.seed, request.fold, self.cfg.p_no_task,
-                                    self.preset.diffusion)
+                                    self.preset.diffusion, self.cfg.condition_noise, self.cfg.condition_noise_cells)
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
 
         torch.manual_seed(_seed(request.seed, request.fold, 1))
@@ -288,6 +313,9 @@ class Trainer:
         self.stopped_early = False
         self.validation = self._validation_set()
         self.check_pairs = self._check_set()
+        self.synthetic = (make_synthetic_set(val_slices, self.val_ids, seed=_seed(request.seed, request.fold, 6),
+                                             n_slices=self.cfg.synthetic_slices, external_source=external_source)
+                          if self.cfg.synthetic_slices else None)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _device(self) -> torch.device:
@@ -462,7 +490,17 @@ class Trainer:
             mask = pairs["mask"]
             to_truth = float((restored_anom - pairs["clean"]).abs()[mask].mean()) if mask.any() else float("nan")
             to_input = float((restored_anom - pairs["condition"]).abs()[mask].mean()) if mask.any() else float("nan")
-            return CheckResult(self.step, healthy_dssim, healthy_mae, to_truth, to_input, sampler, steps)
+            synthetic: dict[str, float] = {}
+            if self.synthetic is not None:
+                sset = self.synthetic
+                condition = torch.from_numpy(sset.condition)[:, None]
+                restored_syn = restore_all(condition).clamp(0, 1)
+                maps = anomaly_map(restored_syn, condition, convention="standard",
+                                   foreground=torch.from_numpy(sset.brain)[:, None])
+                report = score_synthetic(sset, restored_syn[:, 0].numpy(), maps[:, 0].numpy())
+                synthetic = {f"synthetic_{k}": float(report[k])
+                             for k in ("ap_pixel", "max_dice", "ap_image", "auroc_image")}
+            return CheckResult(self.step, healthy_dssim, healthy_mae, to_truth, to_input, sampler, steps, **synthetic)
 
         result = self._with_ema(run)
         self.checks.append(result)
@@ -513,8 +551,10 @@ class Trainer:
                 if self.step % cfg.check_every == 0 or self.step == max_steps:
                     c = self.run_checks()
                     logger.info("fold %d step %d: healthy 1-SSIM %.3f MAE %.4f; anomaly MAE to truth %.4f, "
-                                "to input %.4f", self.request.fold, self.step, c.healthy_dssim, c.healthy_mae,
-                                c.anomaly_mae_to_truth, c.anomaly_mae_to_input)
+                                "to input %.4f; synthetic AP_p %.3f max Dice %.3f AP_i %.3f AUROC %.3f",
+                                self.request.fold, self.step, c.healthy_dssim, c.healthy_mae,
+                                c.anomaly_mae_to_truth, c.anomaly_mae_to_input, c.synthetic_ap_pixel,
+                                c.synthetic_max_dice, c.synthetic_ap_image, c.synthetic_auroc_image)
             self.elapsed = time.monotonic() - start_time
             if self._should_stop():
                 self.stopped_early = True

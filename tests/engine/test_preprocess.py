@@ -252,6 +252,70 @@ def test_percentile_normalisation(require_data: Path) -> None:
     assert 0.001 < saturated < 0.05
 
 
+LANDMARKS = PreprocessSpec(size=64, spacing_mm=3.0, normalisation="landmarks",
+                           landmark_percentiles=(2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0),
+                           landmark_values=(0.16, 0.31, 0.48, 0.63, 0.77, 0.86, 0.955))
+
+
+def test_landmark_normalisation_undoes_a_scanner_s_contrast_change(require_data: Path) -> None:
+    """A scan whose intensities went through a monotone change (offset, compressed contrast, a gamma) comes out
+    the same in model space: the landmarks follow the change."""
+    vol, mask = _load(require_data, "ixi-PSR")
+    ms = to_model_space(vol, LANDMARKS, mask)
+    brain_pixels = ms.slices[ms.brain]
+    # Native percentiles of the brain land near the reference values (resampling blurs them a little).
+    got = np.percentile(brain_pixels, [25, 50, 75])
+    assert got == pytest.approx([0.48, 0.63, 0.77], abs=0.03)
+    data = np.asarray(vol.data, dtype=np.float64)
+    top = float(np.percentile(data[mask], 99.5))
+    changed = np.where(mask, 2.0 * top * (0.3 + 0.7 * (np.clip(data, 0, None) / top) ** 1.3), 0.0)
+    ms_changed = to_model_space(_volume_like(vol, changed), LANDMARKS, mask)
+    moved = np.abs(ms_changed.slices - ms.slices)[ms.brain].mean()
+    assert moved < 0.02
+    # With a plain percentile division the same change moves the brain far more.
+    pct = PreprocessSpec(size=64, spacing_mm=3.0, normalisation="percentile")
+    shifted = np.abs(to_model_space(_volume_like(vol, changed), pct, mask).slices
+                     - to_model_space(vol, pct, mask).slices)[ms.brain].mean()
+    assert shifted > 0.05
+    assert shifted > 3 * moved
+
+
+def test_landmark_normalisation_inverts_exactly(require_data: Path) -> None:
+    vol, mask = _load(require_data, "ixi-PSR")
+    ms = to_model_space(vol, LANDMARKS, mask)
+    inside = ms.brain & (ms.slices > 0) & (ms.slices < 1)
+    native = ms.to_native_intensity(ms.slices)
+    # Back through the forward mapping (its points are the ModelSpace's) gives the model values again.
+    from engine.preprocess import piecewise_linear
+
+    native_points, model_points = ms._intensity
+    assert piecewise_linear(native[inside], native_points, model_points) == pytest.approx(ms.slices[inside],
+                                                                                       abs=1e-5)
+    assert ms.to_native_intensity(np.array([1.0], np.float32))[0] == pytest.approx(ms.scale, rel=1e-5)
+    # Linear normalisations invert by the scale.
+    ms_pct = to_model_space(vol, PreprocessSpec(size=64, spacing_mm=3.0, normalisation="percentile"), mask)
+    assert ms_pct.to_native_intensity(np.array([0.5], np.float32))[0] == pytest.approx(0.5 * ms_pct.scale)
+
+
+def test_landmark_spec_is_checked() -> None:
+    with pytest.raises(ValueError, match="landmark"):
+        PreprocessSpec(normalisation="landmarks")
+    with pytest.raises(ValueError, match="increase"):
+        PreprocessSpec(normalisation="landmarks", landmark_percentiles=(50.0, 10.0), landmark_values=(0.2, 0.6))
+    with pytest.raises(ValueError, match="increase"):
+        PreprocessSpec(normalisation="landmarks", landmark_percentiles=(10.0, 50.0), landmark_values=(0.6, 0.2))
+
+
+def test_fit_landmarks_averages_brains_in_percentile_units() -> None:
+    from engine.preprocess import fit_landmarks
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 100, 100_000)
+    b = 3.0 * rng.uniform(0, 100, 100_000)  # the same brain, another scanner gain
+    values = fit_landmarks([a, b], (25.0, 50.0, 75.0), 99.5)
+    assert values == pytest.approx((0.25 / 0.995, 0.5 / 0.995, 0.75 / 0.995), abs=0.01)
+
+
 def test_slice_selection(require_data: Path) -> None:
     vol, mask = _load(require_data, "ixi-PSR")
     n_native = vol.shape[1]

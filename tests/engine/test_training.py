@@ -30,10 +30,14 @@ def slices(require_data: Path):  # noqa: ANN201 - an ArraySource
 
 
 def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int = 0,  # noqa: ANN001
-             workers: int = 0, anomaly_weight: float = 0.0) -> Trainer:
+             workers: int = 0, anomaly_weight: float = 0.0, condition_noise: float = 0.0,
+             train_timesteps: int = 0) -> Trainer:
     preset = get_preset("tiny")
-    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, learning_rate=lr,
-                                                                   anomaly_loss_weight=anomaly_weight))
+    preset = dataclasses.replace(
+        preset,
+        train=dataclasses.replace(preset.train, learning_rate=lr, anomaly_loss_weight=anomaly_weight,
+                                  condition_noise=condition_noise),
+        diffusion=dataclasses.replace(preset.diffusion, train_timesteps=train_timesteps))
     init_model_folder(tmp_path, preset, name="t")
     request = TrainRequest(preset=preset, fold=0, model_dir=tmp_path, max_steps=steps, seed=seed, device="cpu",
                            loader_workers=workers)
@@ -90,6 +94,61 @@ def test_anomaly_weight_raises_the_loss_of_corrupted_images_only(tmp_path: Path,
     assert fresh_plain.train_step(cleared) == pytest.approx(fresh_weighted.train_step(cleared), rel=1e-6)
     stored = read_model_json(tmp_path / "weighted")["preset"]["train"]["anomaly_loss_weight"]
     assert stored == 4.0
+
+
+def test_condition_noise_changes_the_condition_inside_the_brain_only(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    plain = _trainer(tmp_path / "plain", slices, steps=1)
+    noisy = _trainer(tmp_path / "noisy", slices, steps=1, condition_noise=0.2)
+    for step in range(3):
+        a, b = plain.batch_for_step(step), noisy.batch_for_step(step)
+        assert torch.equal(a[1], b[1])  # the clean target is untouched
+        assert torch.equal(a[4], b[4])  # so is the anomaly mask
+        brain = a[1] > 0
+        changed = (a[0] - b[0]).abs() > 1e-6
+        assert changed[brain].float().mean() > 0.5  # most brain pixels move
+        assert not changed[~brain & (a[0] == 0)].any()  # empty background stays empty
+    stored = read_model_json(tmp_path / "noisy")["preset"]["train"]
+    assert stored["condition_noise"] == 0.2
+    assert stored["condition_noise_cells"] == get_preset("tiny").train.condition_noise_cells
+
+
+def test_coarse_noise_is_smooth_and_has_the_asked_spread() -> None:
+    import numpy as np
+
+    from engine.training import coarse_noise
+
+    noise = np.stack([coarse_noise((64, 64), 0.2, 8, np.random.default_rng(i)) for i in range(50)])
+    assert noise.shape == (50, 64, 64)
+    # The grid values have the asked spread; bilinear upsampling averages neighbours, so pixels spread less.
+    assert 0.1 < float(noise.std()) < 0.2
+    neighbours = np.corrcoef(noise[:, :, :-1].ravel(), noise[:, :, 1:].ravel())[0, 1]
+    assert neighbours > 0.9  # coarse: adjacent pixels move together
+    assert np.array_equal(coarse_noise((64, 64), 0.2, 8, np.random.default_rng(3)), noise[3])
+
+
+def test_train_timesteps_draw_only_the_sampler_timesteps(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    from engine.diffusion import make_sampler, training_timestep_grid
+
+    trainer = _trainer(tmp_path, slices, steps=1, train_timesteps=5)
+    scheduler, _ = make_sampler("ddim", trainer.preset.diffusion, 5)
+    grid = set(int(t) for t in scheduler.timesteps)
+    assert grid == {999, 799, 599, 399, 199}
+    assert set(training_timestep_grid(trainer.preset.diffusion).tolist()) == grid
+    seen = torch.cat([trainer.batch_for_step(step)[2] for step in range(40)])
+    assert set(seen.tolist()) == grid  # every grid timestep is drawn, and nothing else
+    assert training_timestep_grid(get_preset("tiny").diffusion) is None  # the paper's default: all of T
+    with pytest.raises(ValueError, match="train_timesteps"):
+        dataclasses.replace(get_preset("tiny").diffusion, train_timesteps=-1)
+
+
+def test_training_checks_include_the_synthetic_benchmark(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    trainer = _trainer(tmp_path, slices, steps=1)
+    assert trainer.synthetic is not None
+    assert set(trainer.synthetic.task_ids) == set(trainer.val_ids)
+    check = trainer.run_checks()
+    for value in (check.synthetic_ap_pixel, check.synthetic_max_dice, check.synthetic_ap_image,
+                  check.synthetic_auroc_image):
+        assert 0.0 <= value <= 1.0
 
 
 def test_same_seed_same_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
