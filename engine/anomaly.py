@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 SSIMConvention = Literal["paper", "standard"]
-SliceScoreMode = Literal["canvas", "brain"]
+SliceScoreMode = Literal["canvas", "brain", "topk"]
+TOPK_PIXELS = 32
+"""Pixels averaged by the ``"topk"`` slice score (about 3 cm^2 at 3 mm: a small lesion's worth)."""
 
 _K1 = 0.01
 _K2 = 0.03
@@ -163,6 +165,7 @@ def slice_scores(
     foreground: torch.Tensor | None = None,
     *,
     mode: SliceScoreMode = "canvas",
+    k: int = TOPK_PIXELS,
 ) -> torch.Tensor:
     """One anomaly score per image.
 
@@ -172,7 +175,9 @@ def slice_scores(
             ``"canvas"``.
         mode: ``"canvas"`` averages over all C*H*W pixels, background included (the paper's score, so it
             scales with brain area); ``"brain"`` averages over foreground pixels only (0 for an image with
-            none).
+            none); ``"topk"`` averages the ``k`` highest foreground values (fewer when the foreground is smaller; 0
+            for none), a score that does not grow with the brain's area.
+        k: pixels of the ``"topk"`` score.
 
     Returns:
         float32 tensor of shape (B,).
@@ -182,11 +187,20 @@ def slice_scores(
     maps = maps.to(torch.float32)
     if mode == "canvas":
         return maps.mean(dim=(1, 2, 3))
-    if mode != "brain":
-        raise ValueError(f"mode must be 'canvas' or 'brain', got {mode!r}")
+    if mode not in ("brain", "topk"):
+        raise ValueError(f"mode must be 'canvas', 'brain' or 'topk', got {mode!r}")
     if foreground is None:
-        raise ValueError("slice_scores(mode='brain') needs a foreground mask")
+        raise ValueError(f"slice_scores(mode={mode!r}) needs a foreground mask")
     mask = torch.broadcast_to(foreground.to(device=maps.device, dtype=torch.bool), maps.shape)
+    if mode == "topk":
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        flat = torch.where(mask, maps, torch.full((), -1.0, device=maps.device)).flatten(1)
+        top = torch.topk(flat, min(k, flat.shape[1]), dim=1).values
+        valid = top >= 0
+        counts = valid.sum(dim=1)
+        totals = torch.where(valid, top, torch.zeros((), device=maps.device)).sum(dim=1)
+        return torch.where(counts > 0, totals / counts.clamp(min=1).to(torch.float32), torch.zeros_like(totals))
     totals = torch.where(mask, maps, torch.zeros((), dtype=maps.dtype, device=maps.device)).sum(dim=(1, 2, 3))
     counts = mask.sum(dim=(1, 2, 3))
     return torch.where(counts > 0, totals / counts.clamp(min=1).to(torch.float32), torch.zeros_like(totals))

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from engine.anomaly import anomaly_map as ssim_anomaly_map
+from engine.anomaly import slice_scores
 from engine.checkpoints import update_model_json
 from engine.data import ScanPair
 from engine.ensemble import Ensemble, ModelSpaceResult
-from engine.errors import DataError, VolumeError
+from engine.errors import ConfigError, DataError, VolumeError
 from engine.evaluation import PixelAccumulator, SliceAccumulator, random_baseline
 from engine.preprocess import native_to_model
 from engine.progress import CancelToken, Progress, check_cancel
@@ -129,13 +130,14 @@ class Scoreboard:
     pixels: PixelAccumulator
     slices_canvas: SliceAccumulator
     slices_brain: SliceAccumulator
+    slices_topk: SliceAccumulator
     brain_pixels: int = 0
     lesion_pixels_in_brain: int = 0
 
     @classmethod
     def new(cls) -> Scoreboard:
         """An empty scoreboard."""
-        return cls(PixelAccumulator(), SliceAccumulator(), SliceAccumulator())
+        return cls(PixelAccumulator(), SliceAccumulator(), SliceAccumulator(), SliceAccumulator())
 
     def add(self, maps: np.ndarray, brain: np.ndarray, labels: np.ndarray) -> None:
         """Add float ``(N, H, W)`` maps with their bool brain masks and lesion labels."""
@@ -147,11 +149,15 @@ class Scoreboard:
         counts = brain.reshape(brain.shape[0], -1).sum(axis=1)
         sums = (maps * brain).reshape(maps.shape[0], -1).sum(axis=1)
         self.slices_brain.add(np.where(counts > 0, sums / np.maximum(counts, 1), 0.0), slice_labels)
+        topk = slice_scores(torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None],
+                            torch.from_numpy(np.ascontiguousarray(brain))[:, None], mode="topk")
+        self.slices_topk.add(topk.numpy(), slice_labels)
 
     def result(self) -> dict[str, Any]:
         pixel = self.pixels.result()
         canvas = self.slices_canvas.result()
         brain = self.slices_brain.result()
+        topk = self.slices_topk.result()
         return {
             "ap_image": canvas.ap,
             "auroc_image": canvas.auroc,
@@ -160,6 +166,8 @@ class Scoreboard:
             "best_threshold": pixel.best_threshold,
             "ap_image_brain_mean": brain.ap,
             "auroc_image_brain_mean": brain.auroc,
+            "ap_image_topk": topk.ap,
+            "auroc_image_topk": topk.auroc,
         }
 
 
@@ -261,7 +269,8 @@ def evaluate(
         "brain_area": {"ap_image": area_metrics.ap, "auroc_image": area_metrics.auroc},
         "at_threshold": at_threshold.result(threshold),
         "counts": {"cases": len(cases), "slices": slice_metrics.n_slices, "lesion_slices": slice_metrics.n_positive,
-                   "pixels": pixels.n_pixels, "lesion_pixels": pixels.n_positive},
+                   "pixels": pixels.n_pixels, "lesion_pixels": pixels.n_positive,
+                   "brain_pixels": model.brain_pixels, "lesion_pixels_in_brain": model.lesion_pixels_in_brain},
         "counting": "model space: every brain slice of each scan on the model canvas "
                     f"({ensemble.preset.preprocess.size}x{ensemble.preset.preprocess.size} pixels of "
                     f"{ensemble.preset.preprocess.spacing_mm} mm, background included); lesion = label > 0 resampled "
@@ -341,7 +350,7 @@ def calibrate(
     """Measure the healthy distribution of map values and slice scores, and the threshold flagging ``fpr`` of
     healthy brain pixels (model space). Pixels and scores of all scans are pooled."""
     if not 0 < fpr < 1:
-        raise ValueError(f"fpr must be in (0, 1), got {fpr}")
+        raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
     if not scans:
         raise DataError("calibration needs at least one healthy scan")
     start = time.monotonic()

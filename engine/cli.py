@@ -177,6 +177,30 @@ def _fitted_landmarks(spec: Any, scans: Sequence[Any]) -> Any:
                    landmark_values=values)
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _open_fraction(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -478,8 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small")
     p.add_argument("--fold", type=_folds, default=[0], help="fold 0..9, a list like 0,3,7, or 'all' (default 0)")
     p.add_argument("--out", type=Path, required=True, help="model folder to create or add members to")
-    p.add_argument("--max-steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, help="global batch size (default: the preset's)")
+    p.add_argument("--max-steps", type=_positive, default=3000)
+    p.add_argument("--batch-size", type=_positive, help="global batch size (default: the preset's)")
     p.add_argument("--anomaly-weight", type=_non_negative, metavar="W",
                    help="extra loss weight inside synthetic anomalies: they count 1 + W times (default: the "
                    "preset's, 0 = the paper's loss); recorded in model.json, members of one folder must share it")
@@ -501,8 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-suffix", default="_brainmask.nii.gz",
                    help="brain mask beside each scan: the scan's suffix replaced by this ('' for none)")
     p.add_argument("--external-images", type=Path, help="folder of PNG/JPEG images for task 1 (default: bundled)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--threads", type=_positive, help="torch CPU threads")
+    p.add_argument("--workers", type=_count, default=0,
                    help="processes making the training batches ahead (same batches; worth it on a GPU; default 0)")
     p.set_defaults(func=cmd_train)
 
@@ -510,25 +534,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", type=Path, help="model folder (default: the bundled condiff-t1-small)")
         p.add_argument("--sampler", choices=["fast", "ddim", "dpm", "paper"], default="fast",
                        help="fast = the model's few-step default; paper = 50-step DDPM as in Baugh et al.")
-        p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+        p.add_argument("--steps", type=_positive, help="sampler steps (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-        p.add_argument("--batch-size", type=int, default=64, help="slices per network call")
-        p.add_argument("--threads", type=int, help="torch CPU threads")
+        p.add_argument("--batch-size", type=_positive, default=64, help="slices per network call")
+        p.add_argument("--threads", type=_positive, help="torch CPU threads")
 
     p = sub.add_parser("infer", help="analyse a scan and write mask, map, restoration and sidecar")
     p.add_argument("scan", type=Path, help="NIfTI file, DICOM folder, NRRD or MHA")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--threshold", type=float, help="anomaly-map threshold (default: the model's calibrated one)")
+    p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
-    p.add_argument("--slice-stride", type=int, help="analyse every k-th axial slice (default: from the spacing)")
+    p.add_argument("--slice-stride", type=_positive, help="analyse every k-th axial slice (default: from the spacing)")
     analysis_options(p)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("calibrate", help="store a healthy-scan calibration (default threshold) in model.json")
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans with brain masks")
-    p.add_argument("--fpr", type=float, default=0.01, help="share of healthy brain pixels the threshold flags")
-    p.add_argument("--max-scans", type=int)
+    p.add_argument("--fpr", type=_open_fraction, default=0.01, help="share of healthy brain pixels the threshold flags")
+    p.add_argument("--max-scans", type=_positive)
     p.add_argument("--image-pattern", default="*_T1.nii.gz")
     p.add_argument("--mask-suffix", default="_brainmask.nii.gz")
     analysis_options(p)
@@ -542,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "masks, corrupted by synthetic tasks with fixed seeds and scored like lesions")
     p.add_argument("--tasks", type=_task_list, default=[0, 1, 2, 3, 4], help="with --synthetic: task ids "
                    "(default 0,1,2,3,4)")
-    p.add_argument("--synthetic-slices", type=int, metavar="N", help="with --synthetic: a seeded subset of N slices "
+    p.add_argument("--synthetic-slices", type=_positive, metavar="N", help="with --synthetic: a seeded subset of N slices "
                    "(default: all brain slices)")
     p.add_argument("--members", type=_folds, metavar="FOLDS", help="only these members (e.g. 2 or 0,3)")
     p.add_argument("--modality", default="t1")
@@ -550,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
     p.add_argument("--record", metavar="NAME", help="also keep a summary in the model's model.json under "
                    "evaluations.NAME (the model card)")
-    p.add_argument("--max-cases", type=int)
+    p.add_argument("--max-cases", type=_positive)
     analysis_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -559,9 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="also time a whole-volume analysis with this model folder")
     p.add_argument("--scan", type=Path, help="scan for the whole-volume timing (default: a BraTS-size synthetic)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--train-steps", type=_positive, default=5)
     p.add_argument("--no-volume", action="store_true", help="skip the whole-volume timing")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=_positive)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser
@@ -572,8 +596,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "max_steps", 1) is not None and getattr(args, "max_steps", 1) < 1:
-        parser.error("--max-steps must be at least 1")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from engine.errors import ConfigError
+
 Normalisation = Literal["max", "percentile", "landmarks"]
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
@@ -43,24 +45,24 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.size % 8:
-            raise ValueError(f"size must be a multiple of 8 and at least 8, got {self.size}")
+            raise ConfigError(f"size must be a multiple of 8 and at least 8, got {self.size}")
         if self.spacing_mm <= 0:
-            raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
+            raise ConfigError(f"spacing_mm must be positive, got {self.spacing_mm}")
         if self.normalisation not in ("max", "percentile", "landmarks"):
-            raise ValueError(f"normalisation must be 'max', 'percentile' or 'landmarks', got {self.normalisation!r}")
+            raise ConfigError(f"normalisation must be 'max', 'percentile' or 'landmarks', got {self.normalisation!r}")
         if self.normalisation == "landmarks":
             pcts, vals = self.landmark_percentiles, self.landmark_values
             if len(pcts) < 2 or len(pcts) != len(vals):
-                raise ValueError("landmarks normalisation needs at least 2 landmark_percentiles and as many "
+                raise ConfigError("landmarks normalisation needs at least 2 landmark_percentiles and as many "
                                  "landmark_values")
             if any(b <= a for a, b in zip(pcts, pcts[1:], strict=False)) or not (pcts[0] > 0 and pcts[-1] <= 100):
-                raise ValueError(f"landmark_percentiles must increase strictly within (0, 100], got {pcts}")
+                raise ConfigError(f"landmark_percentiles must increase strictly within (0, 100], got {pcts}")
             if any(b <= a for a, b in zip(vals, vals[1:], strict=False)) or vals[0] <= 0:
-                raise ValueError(f"landmark_values must be positive and increase strictly, got {vals}")
+                raise ConfigError(f"landmark_values must be positive and increase strictly, got {vals}")
         if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
         if not 0.0 <= self.min_brain_fraction < 1.0:
-            raise ValueError(f"min_brain_fraction must be in [0, 1), got {self.min_brain_fraction}")
+            raise ConfigError(f"min_brain_fraction must be in [0, 1), got {self.min_brain_fraction}")
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,9 @@ class UNetConfig:
     def __post_init__(self) -> None:
         n = len(self.block_out_channels)
         if len(self.down_block_types) != n or len(self.up_block_types) != n:
-            raise ValueError("block_out_channels, down_block_types and up_block_types must have the same length")
+            raise ConfigError("block_out_channels, down_block_types and up_block_types must have the same length")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
-            raise ValueError(f"every block width must be divisible by norm_num_groups={self.norm_num_groups}")
+            raise ConfigError(f"every block width must be divisible by norm_num_groups={self.norm_num_groups}")
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,9 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+            raise ConfigError(f"unknown prediction_type {self.prediction_type!r}")
         if not 0 <= self.train_timesteps <= self.num_train_timesteps:
-            raise ValueError(f"train_timesteps must be in 0..{self.num_train_timesteps}, got {self.train_timesteps}")
+            raise ConfigError(f"train_timesteps must be in 0..{self.num_train_timesteps}, got {self.train_timesteps}")
 
 
 @dataclass(frozen=True)
@@ -154,11 +156,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not self.anomaly_loss_weight >= 0:
-            raise ValueError(f"anomaly_loss_weight must be >= 0, got {self.anomaly_loss_weight}")
+            raise ConfigError(f"anomaly_loss_weight must be >= 0, got {self.anomaly_loss_weight}")
         if not self.condition_noise >= 0:
-            raise ValueError(f"condition_noise must be >= 0, got {self.condition_noise}")
+            raise ConfigError(f"condition_noise must be >= 0, got {self.condition_noise}")
         if self.condition_noise_cells < 1:
-            raise ValueError(f"condition_noise_cells must be at least 1, got {self.condition_noise_cells}")
+            raise ConfigError(f"condition_noise_cells must be at least 1, got {self.condition_noise_cells}")
 
 
 INFERENCE_ONLY_KEYS = ("description", "default_sampler", "default_steps")
@@ -195,7 +197,7 @@ class Preset:
             names = {f.name for f in fields(klass)}
             unknown = set(values) - names
             if unknown:
-                raise ValueError(f"unknown {klass.__name__} keys: {sorted(unknown)}")
+                raise ConfigError(f"unknown {klass.__name__} keys: {sorted(unknown)}")
             out = {}
             for f in fields(klass):
                 if f.name not in values:
@@ -281,4 +283,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -22,6 +22,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from engine.config import DiffusionConfig
+from engine.errors import ConfigError
 from engine.network import denoise
 from engine.progress import CancelToken, check_cancel
 
@@ -74,9 +75,9 @@ def make_sampler(name: SamplerName, config: DiffusionConfig, steps: int | None =
             thresholding=False, lower_order_final=True,
         )
     else:
-        raise ValueError(f"unknown sampler {name!r}; choose 'paper', 'ddim' or 'dpm'")
+        raise ConfigError(f"unknown sampler {name!r}; choose 'paper', 'ddim' or 'dpm'")
     if steps is None or steps < 1:
-        raise ValueError(f"the {name} sampler needs a positive number of steps, got {steps}")
+        raise ConfigError(f"the {name} sampler needs a positive number of steps, got {steps}")
     scheduler.set_timesteps(steps)
     return scheduler, len(scheduler.timesteps)
 

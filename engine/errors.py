@@ -19,6 +19,10 @@ class DataError(EngineError, ValueError):
     """A training or evaluation data folder is unusable (no scans, no brain slices)."""
 
 
+class ConfigError(EngineError, ValueError):
+    """A setting is out of its range or unknown (a preset field, an analysis setting, a sampler's step count)."""
+
+
 class ModelLoadError(EngineError):
     """A model folder is missing, incomplete, or altered (hash mismatch)."""
 

@@ -11,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 
+from engine.errors import ConfigError
+
 Sampler = Literal["ddim", "dpm", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -41,15 +43,15 @@ class AnalysisSettings:
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddim", "dpm", "paper"):
-            raise ValueError(f"sampler must be 'ddim', 'dpm' or 'paper', got {self.sampler!r}")
+            raise ConfigError(f"sampler must be 'ddim', 'dpm' or 'paper', got {self.sampler!r}")
         if self.steps is not None and not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+            raise ConfigError(f"steps must be between 1 and 1000, got {self.steps}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.slice_stride is not None and self.slice_stride < 1:
-            raise ValueError(f"slice_stride must be positive, got {self.slice_stride}")
+            raise ConfigError(f"slice_stride must be positive, got {self.slice_stride}")
 
 
 @dataclass(frozen=True)

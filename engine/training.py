@@ -43,7 +43,7 @@ from engine.diffusion import (
     restore,
     training_loss,
 )
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError
 from engine.network import build_unet
 from engine.progress import CancelToken, Progress, check_cancel
 from engine.seeding import derive_seed as _seed
@@ -279,7 +279,7 @@ class Trainer:
         self.device = self._device()
         self.batch_size = request.batch_size or self.cfg.batch_size
         if self.batch_size % self.dist.world_size:
-            raise ValueError(f"batch size {self.batch_size} is not divisible by {self.dist.world_size} processes")
+            raise ConfigError(f"batch size {self.batch_size} is not divisible by {self.dist.world_size} processes")
         self.train_slices = train_slices
         self.val_slices = val_slices
         self.train_ids, self.val_ids = fold_tasks(request.fold)

@@ -138,8 +138,71 @@ def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path,
     assert counts["cases"] == 2
     assert 0 < counts["lesion_slices"] < counts["slices"]
     assert counts["pixels"] == counts["slices"] * 32 * 32
-    assert report["random"]["ap_pixel"] == pytest.approx(counts["lesion_pixels"] / counts["pixels"])
+    # The random control is, like every map, zero outside the brain: chance is the lesion share of brain pixels.
+    assert report["random"]["ap_pixel"] == pytest.approx(counts["lesion_pixels_in_brain"] / counts["brain_pixels"])
+    assert counts["lesion_pixels_in_brain"] <= counts["lesion_pixels"]
+    assert counts["brain_pixels"] < counts["pixels"]
+    assert {"ap_image_topk", "auroc_image_topk", "ap_image_brain_mean"} <= set(report)
+    assert set(report["at_threshold"]) == {"threshold", "lesion_sensitivity", "dice", "healthy_brain_flagged"}
     assert "AP_p" in capsys.readouterr().out
+
+
+def test_evaluate_synthetic_scores_held_out_tasks_on_healthy_scans(tmp_path: Path, tiny_model: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    report_path = tmp_path / "syn.json"
+    argv = ["evaluate", "--model", str(model), "--synthetic", str(IXI_VAL), "--tasks", "2,3", "--members", "1",
+            "--max-cases", "2", "--synthetic-slices", "30", "--steps", "1", "--threads", "1", "--json",
+            str(report_path), "--record", "syn"]
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["members"] == [1]
+    assert report["tasks"] == [2, 3]
+    assert report["counts"]["slices"] == 30
+    assert 0 < report["counts"]["anomalous_slices"] < 30
+    for key in ("ap_pixel", "max_dice", "ap_image", "auroc_image", "healthy_dssim"):
+        assert 0.0 <= report[key] <= 1.0
+    recorded = json.loads((model / "model.json").read_text())["evaluations"]["syn"]
+    assert recorded["removal"]["mae_to_truth"] == pytest.approx(report["mae_to_truth"])
+    assert "removal:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["infer", "scan.nii.gz", "--out", "o", "--steps", "0"],
+    ["infer", "scan.nii.gz", "--out", "o", "--batch-size", "0"],
+    ["infer", "scan.nii.gz", "--out", "o", "--slice-stride", "-2"],
+    ["infer", "scan.nii.gz", "--out", "o", "--threshold", "nan"],
+    ["calibrate", "--data", "d", "--fpr", "2"],
+    ["calibrate", "--data", "d", "--fpr", "0"],
+    ["evaluate", "--dataset", "d", "--max-cases", "0"],
+    ["evaluate", "--synthetic", "d", "--tasks", "7"],
+    ["train", "--data", "d", "--out", "o", "--max-steps", "0"],
+    ["train", "--data", "d", "--out", "o", "--threads", "0"],
+    ["train", "--data", "d", "--out", "o", "--train-timesteps", "-1"],
+    ["train", "--data", "d", "--out", "o", "--condition-noise", "nan"],
+    ["bench", "--train-steps", "0"],
+])
+def test_out_of_range_values_are_one_line_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("condiff-engine")
+
+
+def test_settings_the_engine_refuses_are_one_line_errors(tiny_model: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    scan = DATA_DIR / "ixi-t1" / "val" / "IXI056-HH-1327_T1.nii.gz"
+    if not scan.exists():
+        pytest.skip(f"real MRI data not found at {scan}")
+    # 2000 DDIM steps is more than the 1000 timesteps the model has: a ConfigError, shown as one line.
+    assert main(["infer", str(scan), "--model", str(tiny_model), "--out", "unused", "--steps", "2000",
+                 "--threshold", "0.5"]) == 1
+    assert "steps" in _error_line(capsys)
+    assert main(["evaluate", "--model", str(tiny_model)]) == 1
+    assert "--dataset" in _error_line(capsys)
 
 
 def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_model: Path,

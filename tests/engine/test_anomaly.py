@@ -158,6 +158,34 @@ def test_slice_scores_canvas_and_brain() -> None:
         slice_scores(maps, mode="brain")
 
 
+def test_topk_slice_score_does_not_grow_with_brain_area() -> None:
+    maps = torch.zeros((3, 1, 4, 4))
+    maps[0, 0, 0, :3] = torch.tensor([0.9, 0.6, 0.3])
+    maps[1, 0, :, :] = 0.2
+    maps[1, 0, 3, 3] = 0.8
+    fg = torch.ones((3, 1, 4, 4), dtype=torch.bool)
+    fg[0, 0, 0, 0] = False  # the 0.9 lies outside the brain: not counted
+    fg[2] = False
+    top = slice_scores(maps, fg, mode="topk", k=2)
+    torch.testing.assert_close(top, torch.tensor([(0.6 + 0.3) / 2, (0.8 + 0.2) / 2, 0.0]))
+    # A small brain with fewer than k pixels averages what it has.
+    small = torch.zeros((1, 1, 4, 4), dtype=torch.bool)
+    small[0, 0, 3, 3] = True
+    torch.testing.assert_close(slice_scores(maps[1:2], small, mode="topk", k=5), torch.tensor([0.8]))
+    # Twice the brain with the same values: the canvas mean doubles, the top-k score does not move.
+    half = torch.zeros((1, 1, 8, 8))
+    half[0, 0, :4] = 0.1
+    half[0, 0, 0, 0] = 0.5
+    whole = half.clone()
+    whole[0, 0, 4:] = 0.1
+    assert float(slice_scores(whole)) > 1.5 * float(slice_scores(half))
+    fg_half, fg_whole = half > 0, whole > 0
+    torch.testing.assert_close(slice_scores(half, fg_half, mode="topk", k=4),
+                               slice_scores(whole, fg_whole, mode="topk", k=4))
+    with pytest.raises(ValueError, match="k must"):
+        slice_scores(maps, fg, mode="topk", k=0)
+
+
 def test_canvas_score_is_the_reference_mean() -> None:
     x, y = _noise_pair(9, shape=(2, 1, 16, 16))
     maps = anomaly_map(y, x)
