@@ -344,38 +344,56 @@ def calibrate(
     settings: AnalysisSettings,
     *,
     fpr: float = 0.01,
+    hold_out: int = 0,
     cancel: CancelToken | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Calibration:
     """Measure the healthy distribution of map values and slice scores, and the threshold flagging ``fpr`` of
-    healthy brain pixels (model space). Pixels and scores of all scans are pooled."""
+    healthy brain pixels (model space). Pixels and scores of all calibration scans are pooled.
+
+    With ``hold_out = n``, the last ``n`` scans do not take part in choosing the threshold; the share of their brain
+    voxels it flags is recorded as :attr:`Calibration.heldout_fpr` (a threshold that holds on other healthy scans
+    stays near ``fpr`` there).
+    """
     if not 0 < fpr < 1:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
-    if not scans:
-        raise DataError("calibration needs at least one healthy scan")
+    if hold_out < 0 or hold_out >= len(scans):
+        raise DataError(f"calibration needs at least one healthy scan besides the {hold_out} held out, "
+                        f"got {len(scans)}")
     start = time.monotonic()
     values, scores, fidelity = [], [], []
+    heldout_values, heldout_fidelity = [], []
+    n_fit = len(scans) - hold_out
     for i, (ms, result) in enumerate(_healthy_model_space(ensemble, scans, settings, cancel)):
-        values.append(result.mean_map[ms.brain].astype(np.float32))
-        scores.append(result.scores.astype(np.float32))
-        fidelity.append(_fidelity(ms, result))
+        brain_values = result.mean_map[ms.brain].astype(np.float32)
+        if i < n_fit:
+            values.append(brain_values)
+            scores.append(result.scores.astype(np.float32))
+            fidelity.append(_fidelity(ms, result))
+        else:
+            heldout_values.append(brain_values)
+            heldout_fidelity.append(_fidelity(ms, result))
         if on_progress is not None:
             on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
     pooled = np.concatenate(values)
     pooled_scores = np.concatenate(scores)
     threshold = threshold_for_fpr(pooled, fpr)
     dssim, mae = np.mean(fidelity, axis=0)
+    heldout = np.concatenate(heldout_values) if heldout_values else None
     return Calibration(
         threshold=threshold,
         healthy_fpr=float((pooled >= threshold).mean()),
         display_max=float(min(1.0, max(2.0 * threshold, np.quantile(pooled, 0.9999)))),
         healthy_percentiles={f"{p:g}": float(np.percentile(pooled, p)) for p in HEALTHY_PERCENTILES},
         slice_score_percentiles={f"{p:g}": float(np.percentile(pooled_scores, p)) for p in HEALTHY_PERCENTILES},
-        scans=len(scans),
+        scans=n_fit,
         sampler=settings.sampler,
         steps=ensemble.steps_for(settings),
         restoration_dssim_in_brain=float(dssim),
         restoration_mae_in_brain=float(mae),
+        heldout_scans=hold_out,
+        heldout_fpr=float((heldout >= threshold).mean()) if heldout is not None else None,
+        heldout_dssim_in_brain=float(np.mean([f[0] for f in heldout_fidelity])) if heldout_fidelity else None,
     )
 
 

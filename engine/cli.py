@@ -345,7 +345,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         scans = scans[: args.max_scans]
     bar = _BarCallback(len(scans), "calibrate", "scan")
     try:
-        calibration = calibrate(ensemble, scans, _settings(args, ensemble), fpr=args.fpr, on_progress=bar)
+        calibration = calibrate(ensemble, scans, _settings(args, ensemble), fpr=args.fpr, hold_out=args.hold_out,
+                                on_progress=bar)
     finally:
         bar.close()
     store_calibration(ensemble.path, calibration)
@@ -553,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans with brain masks")
     p.add_argument("--fpr", type=_open_fraction, default=0.01, help="share of healthy brain pixels the threshold flags")
     p.add_argument("--max-scans", type=_positive)
+    p.add_argument("--hold-out", type=_count, default=0, metavar="N",
+                   help="keep the last N scans out of the threshold's choice and report what it flags on them")
     p.add_argument("--image-pattern", default="*_T1.nii.gz")
     p.add_argument("--mask-suffix", default="_brainmask.nii.gz")
     analysis_options(p)
@@ -566,8 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "masks, corrupted by synthetic tasks with fixed seeds and scored like lesions")
     p.add_argument("--tasks", type=_task_list, default=[0, 1, 2, 3, 4], help="with --synthetic: task ids "
                    "(default 0,1,2,3,4)")
-    p.add_argument("--synthetic-slices", type=_positive, metavar="N", help="with --synthetic: a seeded subset of N slices "
-                   "(default: all brain slices)")
+    p.add_argument("--synthetic-slices", type=_positive, metavar="N",
+                   help="with --synthetic: a seeded subset of N slices (default: all brain slices)")
     p.add_argument("--members", type=_folds, metavar="FOLDS", help="only these members (e.g. 2 or 0,3)")
     p.add_argument("--modality", default="t1")
     p.add_argument("--json", type=Path, help="write the full report here")

@@ -72,6 +72,9 @@ class Calibration:
         sampler / steps: the sampler settings the calibration was measured with (maps of other settings differ).
         restoration_dssim_in_brain / restoration_mae_in_brain: how faithfully the calibration scans were restored
             (mean over scans of 1 - SSIM and of the absolute error inside the brain; None in older calibrations).
+        heldout_scans / heldout_fpr: healthy scans kept out of the threshold's choice, and the share of their brain
+            voxels the threshold flags (the calibration's honest check; 0 / None when none were held out).
+        heldout_dssim_in_brain: how faithfully those held-out scans were restored (1 - SSIM inside the brain).
     """
 
     threshold: float
@@ -85,6 +88,9 @@ class Calibration:
     steps: int = 0
     restoration_dssim_in_brain: float | None = None
     restoration_mae_in_brain: float | None = None
+    heldout_scans: int = 0
+    heldout_fpr: float | None = None
+    heldout_dssim_in_brain: float | None = None
 
 
 @dataclass(frozen=True)

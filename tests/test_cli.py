@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.errors import EngineError
 from tests.conftest import DATA_DIR
 
 IXI_VAL = DATA_DIR / "ixi-t1" / "val"
@@ -232,6 +233,30 @@ def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_
     sidecar = json.loads(next(out.glob("*.json")).read_text())
     assert sidecar["Threshold"] == pytest.approx(calibration["threshold"])
     assert sidecar["ThresholdSource"] == "model calibration"
+
+
+def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, tiny_model: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert main(["calibrate", "--model", str(model), "--data", str(IXI_VAL), "--max-scans", "3", "--hold-out", "1",
+                 "--steps", "1", "--fpr", "0.05", "--threads", "1"]) == 0
+    calibration = json.loads((model / "model.json").read_text())["calibration"]
+    assert (calibration["scans"], calibration["heldout_scans"]) == (2, 1)
+    # The held-out scan's flagged share is measured, not chosen: it may differ from the target, but it is a share.
+    assert 0.0 <= calibration["heldout_fpr"] <= 1.0
+    assert 0.0 < calibration["heldout_dssim_in_brain"] < 1.0
+    from engine.assessment import calibrate
+    from engine.data import find_scans
+    from engine.ensemble import load_ensemble
+    from engine.results import AnalysisSettings
+
+    ensemble = load_ensemble(model, device="cpu")
+    scans = find_scans(IXI_VAL)[:3]
+    settings = AnalysisSettings(steps=1, device="cpu")
+    fitted = calibrate(ensemble, scans[:2], settings, fpr=0.05)
+    assert fitted.threshold == pytest.approx(calibration["threshold"])  # the held-out scan did not move it
+    with pytest.raises(EngineError, match="besides"):
+        calibrate(ensemble, scans[:2], settings, hold_out=2)
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
