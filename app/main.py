@@ -24,19 +24,17 @@ SCREENSHOT_SIZE = (1700, 1200)  # window size for headless rendering; the image 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="condiff-viewer", description="View brain MRI and its anomaly maps.")
-    parser.add_argument("scan", nargs="?", help="scan to open: .nii/.nii.gz, .nrrd, .mha, or a DICOM folder")
-    parser.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
-    parser.add_argument("--brain-mask", metavar="MASK", help="brain mask on the scan's grid, for scans with skull")
+    parser = argparse.ArgumentParser(prog="condiff-viewer", description=text.CLI_DESCRIPTION)
+    parser.add_argument("scan", nargs="?", help=text.CLI_SCAN)
+    parser.add_argument("--model", metavar="DIR", help=text.CLI_MODEL)
+    parser.add_argument("--brain-mask", metavar="MASK", help=text.CLI_BRAIN_MASK)
     parser.add_argument("--analyze", "--analyse", nargs="?", const="slice", choices=("slice", "volume"),
-                        help="analyse the shown slice (default) or the whole volume after opening")
-    parser.add_argument("--screenshot", metavar="PNG", help="render the view to PNG and exit (headless)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device for the analysis")
-    parser.add_argument("--slice", type=int, metavar="K", help="axial slice to show (native index along the scan's "
-                        "inferior-superior axis; default: the middle one)")
-    parser.add_argument("--threshold", type=float, metavar="T",
-                        help="anomaly threshold to show (default: the model's calibrated one)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+                        help=text.CLI_ANALYZE)
+    parser.add_argument("--screenshot", metavar="PNG", help=text.CLI_SCREENSHOT)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help=text.CLI_DEVICE)
+    parser.add_argument("--slice", type=int, metavar="K", help=text.CLI_SLICE)
+    parser.add_argument("--threshold", type=float, metavar="T", help=text.CLI_THRESHOLD)
+    parser.add_argument("-v", "--verbose", action="store_true", help=text.CLI_VERBOSE)
     return parser
 
 
@@ -94,8 +92,9 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     window = MainWindow(backend, settings, args.model, interactive=not headless,
                         autoload_model=not headless or bool(args.analyze))
-    if args.device and window.device_combo.findText(args.device) >= 0:
-        window.device_combo.setCurrentText(args.device)
+    controller = window.controller
+    if args.device and args.device in controller.devices:
+        controller.set_settings(device=args.device)
     install_excepthook(lambda: window)
     try:
         if headless:
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
             logger.info("first image %.2f s after launch", time.perf_counter() - launched)
         if args.analyze and args.scan:
             window.state.set_plane("axial")
-            window._request_analysis(args.analyze)
+            controller.request_analysis(args.analyze)
         return int(app.exec())
     finally:
         sys.excepthook = sys.__excepthook__
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
         if window.isVisible():
             window.close()
         else:
-            window.runner.shutdown()
+            controller.shutdown()
         _delete_now(window)
 
 
@@ -139,7 +138,7 @@ def _show_slice(window: Any, index: int | None) -> None:
     volume = window.state.volume
     if index is None or volume is None:
         return
-    axis = int(window.backend.axial_axis(volume.affine))
+    axis = window.controller.analysis_axis
     cursor = list(window.state.cursor)
     cursor[axis] = max(0, min(int(index), volume.shape[axis] - 1))
     window.state.set_cursor(tuple(cursor))
@@ -151,7 +150,7 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     window.show()
     app.processEvents()
     if not args.scan:
-        print(text.ERR_CLI_SCAN.format(message="--screenshot needs a scan"), file=sys.stderr)
+        print(text.ERR_CLI_SCAN.format(message=text.ERR_CLI_NEEDS_SCAN), file=sys.stderr)
         return 2
     if not window.open_scan(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)):
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
@@ -161,14 +160,15 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     app.processEvents()
     logger.debug("first image %.2f s after launch", time.perf_counter() - launched)
     if args.analyze:
-        window.wait_idle()
-        if window.model is None:
-            print(text.ERR_CLI_MODEL.format(message=window.model_error), file=sys.stderr)
+        controller = window.controller
+        controller.wait_idle()
+        if controller.model is None:
+            print(text.ERR_CLI_MODEL.format(message=controller.model_error), file=sys.stderr)
             return 3
-        window._request_analysis(args.analyze)
-        window.wait_idle()
+        controller.request_analysis(args.analyze)
+        controller.wait_idle()
         if window.state.result is None:
-            reason = window.errors[-1] if window.errors else "no result"
+            reason = controller.errors[-1] if controller.errors else text.REASON_NO_RESULT
             print(text.ERR_CLI_ANALYSIS.format(message=reason), file=sys.stderr)
             return 4
         if args.threshold is not None:

@@ -18,6 +18,10 @@ guard_bool_refcounts()  # before any signal is emitted (PySide6 6.12.0 emit bug,
 
 BASE_LAYERS = ("scan", "restored", "difference")
 OVERLAYS = ("heat", "mask", "spread")
+"""Overlay layers, bottom to top of the list as the panel shows them."""
+DEFAULT_VISIBLE = {"heat": True, "mask": True, "spread": False}
+DEFAULT_OPACITY = 0.6
+DEFAULT_MASK_FILL = False
 
 
 class ViewerState(QObject):
@@ -52,9 +56,9 @@ class ViewerState(QObject):
         self._auto_window = (0.0, 1.0)
         self._threshold = 0.1
         self._display_max = 0.3
-        self._opacity = 0.7
-        self._visible = {"heat": True, "mask": True, "spread": False}
-        self._mask_fill = False
+        self._opacity = DEFAULT_OPACITY
+        self._visible = dict(DEFAULT_VISIBLE)
+        self._mask_fill = DEFAULT_MASK_FILL
         self._base_layer = "scan"
         self._side_by_side = False
 

@@ -60,10 +60,15 @@ CHK_MASK = "Mask contour"
 CHK_FILL = "Fill mask"
 CHK_SPREAD = "Member disagreement"
 CHK_SIDE_BY_SIDE = "Restored side by side"
+OVERLAY_LABELS = {"heat": CHK_HEAT, "mask": CHK_MASK, "spread": CHK_SPREAD}
+BASE_LAYER_LABELS = {"scan": BASE_SCAN, "restored": BASE_RESTORED, "difference": BASE_DIFFERENCE}
 LBL_THRESHOLD = "Threshold"
 LBL_OPACITY = "Opacity"
 TIP_THRESHOLD = "Map values below the threshold are transparent. Units: {units}. Calibrated default: {default}"
+THRESHOLD_UNITS_UNCALIBRATED = "1 - SSIM"
+THRESHOLD_DEFAULT_UNCALIBRATED = "none (uncalibrated model)"
 LBL_PLANE = "Plane"
+TIP_PLANE = "{plane} ({key})"
 PLANE_NAMES = {"axial": "Axial", "coronal": "Coronal", "sagittal": "Sagittal"}
 CHK_RADIOLOGICAL = "Radiological (patient's left on screen right)"
 LBL_DEVICE = "Device"
@@ -125,37 +130,72 @@ ERR_NO_SCAN = "Open a scan first."
 ERR_NO_RESULT = "Analyse the scan first: there is nothing to export."
 ERR_NO_MODEL = "No model is loaded ({reason}). Choose a model folder in File > Choose model folder."
 ERR_VERIFY = "{path}: reloaded mask does not match the scan's grid ({problem})"
+VERIFY_UNREADABLE = "cannot reload: {error}"
+VERIFY_SHAPE = "shape {shape} != scan {expected}"
+VERIFY_AFFINE = "affine differs from the scan's"
+VERIFY_DTYPE = "dtype {dtype}, expected uint8"
+ERR_PNG = "{path}: cannot write the PNG file"
+ERR_NOT_3D = "{path}: expected a 3-D volume, got shape {shape}"
+ERR_READ = "{path}: {kind}: {message}"
+ERR_WRITE = "{path}: {message}"
+ERR_MODEL_FOLDER_MISSING = "{path}: model folder not found"
+ERR_DEVICE_UNAVAILABLE = "device {device!r} is not available here (have {devices})"
+REASON_NONE_CHOSEN = "none chosen"
+REASON_NO_RESULT = "no result"
 ERR_OVERWRITE_SCAN = "Refusing to write over the scan itself: {path}"
 ASK_OVERWRITE = "{count} output file(s) already exist in {folder}. Replace them?"
 ERR_CLI_SCAN = "condiff-viewer: {message}"
 ERR_CLI_MODEL = "condiff-viewer: model unavailable: {message}"
 ERR_CLI_ANALYSIS = "condiff-viewer: analysis failed: {message}"
+ERR_CLI_NEEDS_SCAN = "--screenshot needs a scan"
+
+# Command line help
+CLI_DESCRIPTION = "View brain MRI and its anomaly maps."
+CLI_SCAN = "scan to open: .nii/.nii.gz, .nrrd, .mha, or a DICOM folder"
+CLI_MODEL = "model folder (default: the bundled model)"
+CLI_BRAIN_MASK = "brain mask on the scan's grid, for scans with skull"
+CLI_ANALYZE = "analyse the shown slice (default) or the whole volume after opening"
+CLI_SCREENSHOT = "render the view to PNG and exit (headless)"
+CLI_DEVICE = "device for the analysis"
+CLI_SLICE = "axial slice to show (native index along the scan's inferior-superior axis; default: the middle one)"
+CLI_THRESHOLD = "anomaly threshold to show (default: the model's calibrated one)"
+CLI_VERBOSE = "log debug messages"
 
 SHORTCUTS_TITLE = "Keyboard and mouse"
-SHORTCUTS_HTML = """
-<table cellspacing=4>
-<tr><td><b>Up / Down</b>, mouse wheel</td><td>next / previous slice</td></tr>
-<tr><td><b>Page Up / Page Down</b></td><td>10 slices up / down</td></tr>
-<tr><td><b>Home / End</b></td><td>first / last slice</td></tr>
-<tr><td><b>1 / 2 / 3</b></td><td>axial / coronal / sagittal</td></tr>
-<tr><td><b>Ctrl + wheel</b>, <b>+ / -</b></td><td>zoom</td></tr>
-<tr><td><b>Left-drag</b></td><td>pan</td></tr>
-<tr><td><b>Right-drag</b></td><td>window (left/right) and level (up/down)</td></tr>
-<tr><td><b>Click</b></td><td>place the cursor (kept when switching planes)</td></tr>
-<tr><td><b>0</b></td><td>reset zoom and pan</td></tr>
-<tr><td><b>W</b></td><td>auto contrast</td></tr>
-<tr><td><b>R</b></td><td>swap scan and pseudo-healthy image</td></tr>
-<tr><td><b>D</b></td><td>difference image on / off</td></tr>
-<tr><td><b>H</b></td><td>anomaly map on / off</td></tr>
-<tr><td><b>M</b></td><td>mask contour on / off</td></tr>
-<tr><td><b>N</b></td><td>radiological / neurological</td></tr>
-<tr><td><b>Ctrl+O</b></td><td>open scan</td></tr>
-<tr><td><b>Ctrl+Return</b> / <b>Ctrl+Shift+Return</b></td><td>analyse slice / volume</td></tr>
-<tr><td><b>Esc</b></td><td>cancel analysis</td></tr>
-<tr><td><b>Ctrl+E</b> / <b>Ctrl+Shift+E</b></td><td>export beside the scan / to a folder</td></tr>
-<tr><td><b>Ctrl+Shift+S</b></td><td>save screenshot</td></tr>
-</table>
-"""
+# One help line per key binding (the keys themselves come from app.keymap)
+KEY_SLICE_NEXT = "next slice (superior, anterior or right)"
+KEY_SLICE_PREVIOUS = "previous slice"
+KEY_SLICE_UP_10 = "10 slices up"
+KEY_SLICE_DOWN_10 = "10 slices down"
+KEY_SLICE_FIRST = "first slice"
+KEY_SLICE_LAST = "last slice"
+KEY_PLANE = "{plane} plane"
+KEY_ZOOM_IN = "zoom in"
+KEY_ZOOM_OUT = "zoom out"
+KEY_ZOOM_RESET = "reset zoom and pan"
+KEY_AUTO_CONTRAST = "auto contrast"
+KEY_TOGGLE_RESTORED = "swap scan and pseudo-healthy image"
+KEY_TOGGLE_DIFFERENCE = "difference image on / off"
+KEY_TOGGLE_HEAT = "anomaly map on / off"
+KEY_TOGGLE_MASK = "mask contour on / off"
+KEY_TOGGLE_CONVENTION = "radiological / neurological"
+KEY_OPEN = "open scan"
+KEY_ANALYSE_SLICE = "analyse the shown slice"
+KEY_ANALYSE_VOLUME = "analyse the whole volume"
+KEY_CANCEL = "cancel the analysis"
+KEY_EXPORT = "export beside the scan"
+KEY_EXPORT_TO = "export to a folder"
+KEY_SCREENSHOT = "save screenshot"
+KEY_SHORTCUTS = "this help"
+KEY_QUIT = "quit"
+MOUSE_HELP = (
+    ("Mouse wheel", "next / previous slice"),
+    ("Ctrl + wheel", "zoom"),
+    ("Left-drag", "pan"),
+    ("Right-drag", "window (left/right) and level (up/down)"),
+    ("Click", "place the cursor (kept when switching planes)"),
+)
+
 ABOUT_TEXT = (
     "condiff viewer {version}\n\nBrain MRI anomaly detection with image-conditioned diffusion ensembles "
     "(after Baugh et al. 2024). For research use; not a medical device."

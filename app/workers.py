@@ -1,7 +1,8 @@
 """Long engine calls (model loading, analysis) off the GUI thread: a worker QObject living in one QThread.
 
-The GUI thread submits a job (a callable taking ``on_progress`` and ``cancel``); the worker runs it in its thread and
-reports back through queued signals carrying plain Python / numpy objects. Widgets are never touched from the worker.
+The GUI thread submits a job (a callable taking ``on_progress`` and ``cancel``, and a typed *task* describing it); the
+worker runs it in its thread and reports back through queued signals carrying plain Python / numpy objects. Widgets
+are never touched from the worker.
 Cancellation is cooperative: the job's ``engine.CancelToken`` is set and the engine stops at its next sampler step.
 """
 
@@ -27,17 +28,16 @@ class Job:
 
     Attributes:
         job_id: unique number, echoed in every signal about this job.
-        kind: what it is (``"model"``, ``"analysis"``), for the receiver.
+        task: what the job is and what the submitter needs back with its result (a frozen dataclass of the
+            submitter's, e.g. ``app.controller.ModelLoad``); receivers dispatch on its type.
         function: ``function(on_progress, cancel) -> result``.
         cancel: the ``engine.CancelToken`` handed to the function.
-        context: anything the submitter wants back with the result.
     """
 
     job_id: int
-    kind: str
+    task: Any
     function: JobFunction
     cancel: Any
-    context: Any = None
 
 
 class _Worker(QObject):
@@ -62,7 +62,7 @@ class _Worker(QObject):
         except self._cancelled_type:
             self.cancelled.emit(job)
         except Exception as error:  # relayed to the GUI thread, which shows it
-            logger.exception("background %s job failed", job.kind)
+            logger.exception("background job %s failed", type(job.task).__name__)
             self.failed.emit(job, error)
         else:
             self.finished.emit(job, result, time.monotonic() - start)
@@ -107,11 +107,11 @@ class BackgroundRunner(QObject):
     def current(self) -> Job | None:
         return self._current
 
-    def submit(self, kind: str, function: JobFunction, context: Any = None) -> Job:
-        """Start a job in the worker thread; raises RuntimeError if one is already running."""
+    def submit(self, task: Any, function: JobFunction) -> Job:
+        """Start ``function`` for ``task`` in the worker thread; raises RuntimeError if a job is already running."""
         if self._current is not None:
             raise RuntimeError("a background job is already running")
-        job = Job(next(self._ids), kind, function, self._token_factory(), context)
+        job = Job(next(self._ids), task, function, self._token_factory())
         self._current = job
         self.busy_changed.emit(True)
         self._submit.emit(job)

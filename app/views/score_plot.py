@@ -8,7 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 
-from app import text
+from app import slicing, text
 
 
 class SliceScorePlot(pg.PlotWidget):
@@ -72,3 +72,46 @@ class SliceScorePlot(pg.PlotWidget):
             return
         x = viewbox.mapSceneToView(event.scenePos()).x()
         self.slice_clicked.emit(int(np.clip(round(x), 0, self._n_slices - 1)))
+
+
+class ScoreStrip(SliceScorePlot):
+    """The slice-score plot bound to the viewer: scores of the shown result, the current slice marked, and a click
+    that moves the cursor to that axial slice."""
+
+    def __init__(self, state: Any, controller: Any, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.controller = controller
+        state.result_changed.connect(self._on_result_changed)
+        state.cursor_changed.connect(self._on_cursor_changed)
+        self.slice_clicked.connect(self._go_to_slice)
+
+    def _axis(self) -> int | None:
+        result = self.state.result
+        return result.slice_axis if result is not None else self.controller.analysis_axis
+
+    def _on_result_changed(self) -> None:
+        result, volume = self.state.result, self.state.volume
+        if result is None or volume is None:
+            axis = self.controller.analysis_axis
+            self.set_scores(None, np.shape(volume.data)[axis] if volume is not None and axis is not None else 0)
+        else:
+            self.set_scores(result.slice_scores, len(result.slice_scores), self.controller.reference_slice_score())
+        self._on_cursor_changed()
+
+    def _on_cursor_changed(self, *_: Any) -> None:
+        axis = self._axis()
+        self.set_current(self.state.cursor[axis] if axis is not None else None)
+
+    def _go_to_slice(self, index: int) -> None:
+        axis = self._axis()
+        if axis is None or self.state.volume is None:
+            return
+        voxel = list(self.state.cursor)
+        voxel[axis] = index
+        for plane in slicing.PLANES:
+            layout = self.state.layout(plane)
+            if layout is not None and layout.slice_axis == axis:
+                self.state.set_plane(plane)
+                break
+        self.state.set_cursor(tuple(voxel))

@@ -37,8 +37,8 @@ def test_open_scan_shows_middle_axial_slice_with_letters(qtbot, make_window) -> 
     assert [window.view.letters[k].textItem.toPlainText() for k in ("left", "right", "top", "bottom")] == [
         "R", "L", "A", "P"]
     assert "RADIOLOGICAL" in window.view.convention_label.textItem.toPlainText()
-    assert window.model is not None
-    assert "fake-t1" in window.model_label.text()
+    assert window.controller.model is not None
+    assert "fake-t1" in window.analysis_panel.model_label.text()
     assert window.recent_files()[0].endswith("flair.nii.gz")
 
 
@@ -75,14 +75,14 @@ def test_slider_radiological_switch_and_window_fields(qtbot, make_window) -> Non
     window.slice_slider.setValue(30)
     assert window.state.slice_index == 30
     before = window.view.base_item.image.copy()
-    window.radiological_check.setChecked(False)
+    window.plane_bar.radiological_check.setChecked(False)
     assert window.view.letters["left"].textItem.toPlainText() == "L"
     np.testing.assert_array_equal(window.view.base_item.image, before[:, ::-1])
-    window.window_spin.setValue(200.0)
-    window.level_spin.setValue(300.0)
+    window.contrast_panel.window_spin.setValue(200.0)
+    window.contrast_panel.level_spin.setValue(300.0)
     assert window.state.window == pytest.approx((200.0, 400.0))
     assert tuple(window.view.base_item.levels) == pytest.approx((200.0, 400.0))
-    window.auto_button.click()
+    window.contrast_panel.auto_button.click()
     assert window.state.window == window.state.auto_window
 
 
@@ -100,11 +100,11 @@ def test_right_drag_changes_window_level(qtbot, make_window) -> None:
 
 
 def analyse(qtbot, window, mode: str = "slice", timeout: int = 10000) -> None:
-    with qtbot.waitSignal(window.analysis_done, timeout=timeout):
+    with qtbot.waitSignal(window.controller.analysis_done, timeout=timeout):
         if mode == "slice":
-            window.analyse_slice_button.click()
+            window.analysis_panel.analyse_slice_button.click()
         else:
-            window.analyse_volume_button.click()
+            window.analysis_panel.analyse_volume_button.click()
 
 
 def test_analyse_slice_then_another_keeps_both_and_caches(qtbot, make_window) -> None:
@@ -132,9 +132,9 @@ def test_analyse_slice_then_another_keeps_both_and_caches(qtbot, make_window) ->
     assert len(ensemble.calls) == calls
     assert np.isfinite(window.score_plot.curve.yData).sum() == 2
     assert window.score_plot.current_line.value() == k
-    window.seed_spin.setValue(5)  # other settings: not cached
+    window.analysis_panel.seed_spin.setValue(5)  # other settings: not cached
     assert window.state.result is None
-    window.seed_spin.setValue(0)
+    window.analysis_panel.seed_spin.setValue(0)
     assert window.state.result is not None
     assert window.state.result.analysed.sum() == 2
 
@@ -146,23 +146,23 @@ def test_threshold_and_opacity_sliders_change_the_overlay(qtbot, make_window) ->
     view = window.view
     assert window.state.threshold == pytest.approx(0.1)
     assert window.state.display_max == pytest.approx(0.3)
-    assert window.threshold_slider.value() == 333
+    assert window.overlay_panel.threshold_slider.value() == 333
     lut_before = view.heat_item.lut.copy()
     mask_before = int((view.mask_item.image[..., 3] > 0).sum())
-    window.threshold_slider.setValue(600)
+    window.overlay_panel.threshold_slider.setValue(600)
     assert window.state.threshold == pytest.approx(0.18)
-    assert window.threshold_spin.value() == pytest.approx(0.18)
+    assert window.overlay_panel.threshold_spin.value() == pytest.approx(0.18)
     lut = view.heat_item.lut
     assert (lut[:, 3] == 0).sum() > (lut_before[:, 3] == 0).sum()
     assert int((view.mask_item.image[..., 3] > 0).sum()) < mask_before
     assert view.threshold_line.value() == pytest.approx(0.18)
-    window.opacity_slider.setValue(30)
+    window.overlay_panel.opacity_slider.setValue(30)
     assert view.heat_item.opacity() == pytest.approx(0.3)
-    window.overlay_checks["heat"].setChecked(False)
+    window.overlay_panel.overlay_checks["heat"].setChecked(False)
     assert not view.heat_item.isVisible()
-    window.fill_check.setChecked(True)
+    window.overlay_panel.fill_check.setChecked(True)
     assert (view.mask_item.image[..., 3] == 90).any()
-    window.overlay_checks["spread"].setChecked(True)
+    window.overlay_panel.overlay_checks["spread"].setChecked(True)
     assert view.spread_item.isVisible()
     assert view.spread_item.image is not None
     qtbot.keyClick(view, Qt.Key.Key_R)
@@ -173,7 +173,7 @@ def test_threshold_and_opacity_sliders_change_the_overlay(qtbot, make_window) ->
     qtbot.keyClick(view, Qt.Key.Key_D)
     assert window.state.base_layer == "difference"
     assert view.base_item.levels[0] < 0
-    window.side_check.setChecked(True)
+    window.overlay_panel.side_check.setChecked(True)
     assert view.side_widget.isVisible()
     assert view.side_item.image is not None
 
@@ -194,18 +194,18 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
     window = make_window(delay_s=0.03)
     open_scan(qtbot, window, "ixi")
     progress_values = []
-    window.runner.progress.connect(lambda job, p: progress_values.append(p.done))
-    window.analyse_volume_button.click()
-    assert window.cancel_button.isEnabled()
+    window.controller.runner.progress.connect(lambda job, p: progress_values.append(p.done))
+    window.analysis_panel.analyse_volume_button.click()
+    assert window.analysis_panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: len(progress_values) >= 3, timeout=5000)
     assert window.progress.isVisible()
     assert "slices" in window.progress.format()
     start = time.monotonic()
-    with qtbot.waitSignal(window.runner.cancelled, timeout=5000):
-        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(window.controller.runner.cancelled, timeout=5000):
+        qtbot.mouseClick(window.analysis_panel.cancel_button, Qt.MouseButton.LeftButton)
     assert time.monotonic() - start < 1.0
     assert window.state.result is None
-    assert not window.cancel_button.isEnabled()
+    assert not window.analysis_panel.cancel_button.isEnabled()
     assert not window.progress.isVisible()
     assert "cancelled" in window.statusBar().currentMessage().lower()
 
@@ -213,12 +213,12 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
 def test_closing_during_analysis_stops_the_worker(qtbot, make_window) -> None:
     window = make_window(delay_s=0.05)
     open_scan(qtbot, window, "ixi")
-    window.analyse_volume_button.click()
+    window.analysis_panel.analyse_volume_button.click()
     qtbot.waitUntil(lambda: window.progress.value() >= 2, timeout=5000)
     start = time.monotonic()
     window.close()
     assert time.monotonic() - start < 2.0
-    assert not window.runner._thread.isRunning()
+    assert not window.controller.runner._thread.isRunning()
 
 
 def test_engine_error_in_analysis_is_shown(qtbot, make_window) -> None:
@@ -234,10 +234,10 @@ def test_engine_error_in_analysis_is_shown(qtbot, make_window) -> None:
 
 def test_missing_model_is_reported_when_analysing(qtbot, make_window) -> None:
     window = make_window(model_error="weights hash mismatch")
-    assert window.model is None
-    assert "hash mismatch" in window.model_label.text()
+    assert window.controller.model is None
+    assert "hash mismatch" in window.analysis_panel.model_label.text()
     open_scan(qtbot, window, "ixi")
-    window.analyse_slice_button.click()
+    window.analysis_panel.analyse_slice_button.click()
     assert window.error_dialog is not None
     assert "No model" in window.error_dialog.text()
 
@@ -302,16 +302,16 @@ def test_uncaught_exception_in_a_slot_shows_a_dialog(qtbot, make_window) -> None
 
 def test_settings_are_remembered(qtbot, make_window, settings) -> None:
     window = make_window()
-    window.radiological_check.setChecked(False)
-    window.opacity_slider.setValue(35)
-    window.sampler_combo.setCurrentText("dpm")
+    window.plane_bar.radiological_check.setChecked(False)
+    window.overlay_panel.opacity_slider.setValue(35)
+    window.analysis_panel.sampler_combo.setCurrentText("dpm")
     window.close()
     again = make_window()
     assert again.settings is settings
     assert not again.state.radiological
-    assert not again.radiological_check.isChecked()
+    assert not again.plane_bar.radiological_check.isChecked()
     assert again.state.opacity == pytest.approx(0.35)
-    assert again.sampler_combo.currentText() == "dpm"
+    assert again.analysis_panel.sampler_combo.currentText() == "dpm"
 
 
 @pytest.mark.parametrize("name", ["brats", "ms", "ixi", "stroke"])
@@ -409,13 +409,13 @@ def test_real_tiny_model_analyses_a_slice(qtbot, settings, tiny_model: Path) -> 
     window = MainWindow(None, settings, model_path=tiny_model)
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(window.is_idle, timeout=120000)
-    window.device_combo.setCurrentText("cpu")
-    assert window.model is not None, window.model_error
-    assert window.model.info.model_id == "tiny-test-v1.0.0"
+    qtbot.waitUntil(window.controller.is_idle, timeout=120000)
+    window.analysis_panel.device_combo.setCurrentText("cpu")
+    assert window.controller.model is not None, window.controller.model_error
+    assert window.controller.model.info.model_id == "tiny-test-v1.0.0"
     assert window.open_scan(scan_path("ixi"))
-    with qtbot.waitSignal(window.analysis_done, timeout=300000):
-        window.analyse_slice()
+    with qtbot.waitSignal(window.controller.analysis_done, timeout=300000):
+        window.controller.request_analysis("slice")
     result = window.state.result
     assert result is not None
     assert result.anomaly_map.shape == window.state.volume.shape
@@ -458,7 +458,7 @@ def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window,
     assert np.take(without.anomaly_map, k, axis=axis)[outside].any()  # the skull is scored without a mask
 
     assert window.open_brain_mask(mask_path), window.errors
-    assert window.brain_mask_label.text() == mask_path.name
+    assert window.analysis_panel.brain_mask_label.text() == mask_path.name
     assert "Brain mask" in window.statusBar().currentMessage()
     assert window.state.result is None  # results made without the mask are not shown for it
     analyse(qtbot, window)
@@ -471,8 +471,8 @@ def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window,
     assert json.loads(written["sidecar"].read_text())["BrainMask"] == str(mask_path)
 
     calls = len(ensemble.calls)
-    window.clear_brain_mask()
-    assert window.brain_mask is None
+    window.controller.clear_brain_mask()
+    assert window.controller.brain_mask is None
     assert window.state.result is without
     assert window.open_brain_mask(mask_path)
     assert window.state.result is with_mask
@@ -489,8 +489,8 @@ def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window,
     nib.save(nib.Nifti1Image(np.zeros(brain.shape, np.uint8), nib.load(str(mask_path)).affine), str(empty))
     assert not window.open_brain_mask(empty)
     assert "empty" in window.errors[-1]
-    assert window.brain_mask_path == mask_path
+    assert window.controller.brain_mask_path == mask_path
 
     open_scan(qtbot, window, "brats")  # another scan: the mask does not carry over
-    assert window.brain_mask is None
-    assert window.brain_mask_label.text() == text.BRAIN_MASK_NONE
+    assert window.controller.brain_mask is None
+    assert window.analysis_panel.brain_mask_label.text() == text.BRAIN_MASK_NONE

@@ -1,0 +1,97 @@
+"""Analysis controls: model, brain mask, device, sampler, steps, seed, and the Analyse buttons (bound to the
+analysis controller, which holds these choices)."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
+
+from app import text
+from app.controller import SAMPLERS, AnalysisController, AnalysisMode
+from app.views.binding import set_quietly
+
+
+class AnalysisPanel(QGroupBox):
+    """What will analyse the scan and how; the choices are written to the controller as they change."""
+
+    def __init__(self, controller: AnalysisController, parent: QWidget | None = None) -> None:
+        super().__init__(text.PANEL_ANALYSIS, parent)
+        self.controller = controller
+        form = QFormLayout(self)
+        self.model_label = QLabel(text.MODEL_NONE)
+        self.model_label.setWordWrap(True)
+        form.addRow(text.PANEL_MODEL, self.model_label)
+        self.brain_mask_label = QLabel(text.BRAIN_MASK_NONE)
+        self.brain_mask_label.setWordWrap(True)
+        form.addRow(text.LBL_BRAIN_MASK, self.brain_mask_label)
+        self.device_combo = QComboBox()
+        form.addRow(text.LBL_DEVICE, self.device_combo)
+        self.sampler_combo = QComboBox()
+        self.sampler_combo.addItems(SAMPLERS)
+        form.addRow(text.LBL_SAMPLER, self.sampler_combo)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 1000)
+        self.steps_spin.setSpecialValueText(text.STEPS_DEFAULT)
+        form.addRow(text.LBL_STEPS, self.steps_spin)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        form.addRow(text.LBL_SEED, self.seed_spin)
+        self.device_combo.currentTextChanged.connect(lambda v: v and controller.set_settings(device=v))
+        self.sampler_combo.currentTextChanged.connect(lambda v: controller.set_settings(sampler=v))
+        self.steps_spin.valueChanged.connect(lambda v: controller.set_settings(steps=v))
+        self.seed_spin.valueChanged.connect(lambda v: controller.set_settings(seed=v))
+        self.analyse_slice_button = QPushButton(text.ACT_ANALYSE_SLICE.replace("&", ""))
+        self.analyse_slice_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.SLICE))
+        self.analyse_volume_button = QPushButton(text.ACT_ANALYSE_VOLUME.replace("&", ""))
+        self.analyse_volume_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.VOLUME))
+        self.cancel_button = QPushButton(text.ACT_CANCEL.replace("&", ""))
+        self.cancel_button.clicked.connect(controller.cancel_analysis)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.analyse_slice_button)
+        buttons.addWidget(self.analyse_volume_button)
+        form.addRow(buttons)
+        form.addRow(self.cancel_button)
+
+        controller.devices_changed.connect(self._on_devices_changed)
+        controller.settings_changed.connect(self._on_settings_changed)
+        controller.model_changed.connect(self._on_model_changed)
+        controller.brain_mask_changed.connect(self._on_brain_mask_changed)
+        controller.busy_changed.connect(self._on_busy_changed)
+        self._on_devices_changed(controller.devices)
+        self._on_settings_changed()
+        self._on_model_changed()
+        self._on_brain_mask_changed()
+        self._on_busy_changed(controller.runner.busy)
+
+    def _on_devices_changed(self, devices: list[str]) -> None:
+        self.device_combo.blockSignals(True)
+        self.device_combo.clear()
+        self.device_combo.addItems(devices)
+        self.device_combo.setCurrentText(self.controller.device)
+        self.device_combo.blockSignals(False)
+
+    def _on_settings_changed(self) -> None:
+        c = self.controller
+        self.device_combo.blockSignals(True)
+        self.device_combo.setCurrentText(c.device)
+        self.device_combo.blockSignals(False)
+        self.sampler_combo.blockSignals(True)
+        self.sampler_combo.setCurrentText(c.sampler)
+        self.sampler_combo.blockSignals(False)
+        set_quietly(self.steps_spin, c.steps)
+        set_quietly(self.seed_spin, c.seed)
+
+    def _on_model_changed(self) -> None:
+        self.model_label.setText(self.controller.describe_model())
+        model = self.controller.model
+        self.model_label.setToolTip(str(model.info.path) if model is not None else "")
+
+    def _on_brain_mask_changed(self) -> None:
+        path = self.controller.brain_mask_path
+        self.brain_mask_label.setText(path.name if path is not None else text.BRAIN_MASK_NONE)
+        self.brain_mask_label.setToolTip(str(path) if path is not None else text.TIP_BRAIN_MASK)
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        self.cancel_button.setEnabled(busy)
+        for widget in (self.device_combo, self.sampler_combo, self.steps_spin, self.seed_spin):
+            widget.setEnabled(not busy)
+

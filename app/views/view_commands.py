@@ -1,0 +1,47 @@
+"""What the image view's keys do: the view commands of :mod:`app.keymap`, applied to the state and the view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.keymap import Command
+from app.state import ViewerState
+
+_STEPS = {Command.SLICE_NEXT: 1, Command.SLICE_PREVIOUS: -1, Command.SLICE_UP_10: 10, Command.SLICE_DOWN_10: -10}
+_PLANES = {Command.PLANE_AXIAL: "axial", Command.PLANE_CORONAL: "coronal", Command.PLANE_SAGITTAL: "sagittal"}
+_BASE_SWAPS = {Command.TOGGLE_RESTORED: "restored", Command.TOGGLE_DIFFERENCE: "difference"}
+_OVERLAY_TOGGLES = {Command.TOGGLE_HEAT: "heat", Command.TOGGLE_MASK: "mask"}
+_ZOOMS = {Command.ZOOM_IN: 1.25, Command.ZOOM_OUT: 0.8}
+
+
+def run(command: Command, state: ViewerState, view: Any) -> bool:
+    """Apply a view command to an open scan; False if it does not apply (no scan, or no result to swap to)."""
+    layout = state.layout()
+    if layout is None:
+        return False
+    if command in _STEPS:
+        state.step_slice(_STEPS[command])
+    elif command in (Command.SLICE_FIRST, Command.SLICE_LAST):
+        low_end = 0 if layout.step_sign > 0 else layout.n_slices - 1
+        state.set_slice_index(low_end if command is Command.SLICE_FIRST else layout.n_slices - 1 - low_end)
+    elif command in _PLANES:
+        state.set_plane(_PLANES[command])
+    elif command in _ZOOMS:
+        view.zoom(_ZOOMS[command])
+    elif command is Command.ZOOM_RESET:
+        view.reset_zoom()
+    elif command is Command.AUTO_CONTRAST:
+        state.reset_window()
+    elif command in _BASE_SWAPS:
+        if state.result is None:
+            return False
+        other = _BASE_SWAPS[command]
+        state.set_base_layer("scan" if state.base_layer == other else other)
+    elif command in _OVERLAY_TOGGLES:
+        name = _OVERLAY_TOGGLES[command]
+        state.set_overlay_visible(name, not state.overlay_visible(name))
+    elif command is Command.TOGGLE_CONVENTION:
+        state.set_radiological(not state.radiological)
+    else:
+        return False
+    return True
