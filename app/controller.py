@@ -496,6 +496,7 @@ class AnalysisController(QObject):
         task = job.task
         if isinstance(task, ModelLoad):
             self.model, devices = result
+            logger.info("model %s loaded in %.1f s on %s", self.model.info.model_id, seconds, self.model.info.device)
             self.model_error = None
             self.model_loading = False
             self._set_devices(devices)

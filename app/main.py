@@ -20,6 +20,7 @@ from app import text
 
 logger = logging.getLogger(__name__)
 
+EXIT_NO_WINDOW = 6  # Qt could not open a window here (missing libraries, no display)
 SCREENSHOT_SIZE = (1700, 1200)  # window size for headless rendering; the image view is at least 1000x700
 
 
@@ -77,10 +78,18 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if headless and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    if backend is None:
-        import engine as backend  # before QApplication (torch + Qt import order)
-
     from PySide6.QtCore import QCoreApplication, qInstallMessageHandler
+
+    if QCoreApplication.instance() is None:
+        from app.platform_check import platform_problem  # noqa: PLC0415
+
+        problem = platform_problem()
+        if problem is not None:  # instead of Qt's "could not load the platform plugin" abort
+            print(problem, file=sys.stderr)
+            return EXIT_NO_WINDOW
+    if backend is None:
+        import engine as backend  # cheap: torch loads only with the model, in the background
+
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
@@ -90,25 +99,32 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
     QCoreApplication.setOrganizationName(text.ORG_NAME)
     QCoreApplication.setApplicationName("viewer")
     app = QApplication.instance() or QApplication([sys.argv[0]])
+    # Interactive: the model (torch and all) loads only once the scan is on screen; importing it alongside would
+    # hold the interpreter for seconds before the first image. Headless with --analyze: load it at once.
     window = MainWindow(backend, settings, args.model, interactive=not headless,
-                        autoload_model=not headless or bool(args.analyze))
+                        autoload_model=headless and bool(args.analyze))
     controller = window.controller
-    if args.device and args.device in controller.devices:
+    if args.device:
+        controller.offer_device(args.device)  # checked against the real list when the model loads
         controller.set_settings(device=args.device)
     install_excepthook(lambda: window)
     try:
         if headless:
             return _render(app, window, args, launched)
+
+        def on_first_image() -> None:
+            logger.info("first image %.2f s after launch", time.perf_counter() - launched)
+            controller.load_model()
+            if args.analyze:
+                window.state.set_plane("axial")
+                controller.request_analysis(args.analyze)
+
+        window.first_image_drawn.connect(on_first_image)
         window.show()
         if args.scan and window.open_scan(args.scan):
             if args.brain_mask:
                 window.open_brain_mask(args.brain_mask)
             _show_slice(window, args.slice)
-            app.processEvents()
-            logger.info("first image %.2f s after launch", time.perf_counter() - launched)
-        if args.analyze and args.scan:
-            window.state.set_plane("axial")
-            controller.request_analysis(args.analyze)
         return int(app.exec())
     finally:
         sys.excepthook = sys.__excepthook__

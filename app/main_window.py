@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -57,8 +57,11 @@ class MainWindow(QMainWindow):
         settings: where preferences and layout are kept (default: the user's INI file).
         model_path: model folder to use (default: ``backend.default_model_path()``).
         interactive: False for headless rendering: errors are collected in :attr:`errors` instead of dialogs.
-        autoload_model: load the model in the background right away.
+        autoload_model: load the model in the background right away (else: when :attr:`first_image_drawn` fires, or
+            when the first analysis is asked for).
     """
+
+    first_image_drawn = Signal()  # once: the first scan is on screen (then the model may load without delaying it)
 
     def __init__(self, backend: Any = None, settings: QSettings | None = None, model_path: str | Path | None = None,
                  *, interactive: bool = True, autoload_model: bool = True) -> None:
@@ -83,6 +86,8 @@ class MainWindow(QMainWindow):
         c.warnings_changed.connect(self._show_warnings)
         c.busy_changed.connect(lambda busy: self._actions[Command.CANCEL].setEnabled(busy))
         self._actions[Command.CANCEL].setEnabled(False)
+        self._awaiting_first_image = True
+        self.view.viewport().installEventFilter(self)
         self.restore_settings()
         if autoload_model:
             c.load_model()
@@ -353,6 +358,14 @@ class MainWindow(QMainWindow):
         """Viewer keys from the key map (slices, planes, zoom, layers); True if the key was used."""
         command = KEYS.command_for(event.key())
         return command is not None and view_commands.run(command, self.state, self.view)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        """Notice the first paint of the view with a scan in it (then announce it, once)."""
+        if (self._awaiting_first_image and event.type() == QEvent.Type.Paint and self.state.volume is not None
+                and watched is self.view.viewport()):
+            self._awaiting_first_image = False
+            QTimer.singleShot(0, self.first_image_drawn.emit)  # after this paint has finished
+        return False
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
         if not self.handle_key(event):

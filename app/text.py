@@ -148,6 +148,15 @@ ERR_CLI_SCAN = "condiff-viewer: {message}"
 ERR_CLI_MODEL = "condiff-viewer: model unavailable: {message}"
 ERR_CLI_ANALYSIS = "condiff-viewer: analysis failed: {message}"
 ERR_CLI_NEEDS_SCAN = "--screenshot needs a scan"
+# Before the first window (one line each, printed instead of Qt's abort)
+ERR_PLUGIN_LIBRARIES = ("condiff-viewer: cannot open a window: Qt's {platform} platform plugin needs {libraries}, "
+                        "which are not installed. On Debian/Ubuntu: sudo apt-get install {packages}")
+ERR_NO_PLUGIN = ("condiff-viewer: cannot open a window: Qt's {platform} platform plugin is not in {folder} "
+                 "(reinstall PySide6, or set QT_QPA_PLATFORM to a platform that is installed)")
+ERR_NO_DISPLAY = ("condiff-viewer: cannot open a window: no display (DISPLAY is not set). Run it in a desktop "
+                  "session or with ssh -X, or render without a window: --screenshot PNG")
+ERR_NO_X_SERVER = ("condiff-viewer: cannot open a window: no X server answers on DISPLAY={display}. Check DISPLAY, "
+                   "or render without a window: --screenshot PNG")
 
 # Command line help
 CLI_DESCRIPTION = "View brain MRI and its anomaly maps."
