@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QScrollArea,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -47,6 +49,8 @@ from app.views.slice_view import SliceView
 logger = logging.getLogger(__name__)
 
 KEYS = KeyMap()
+SCORE_STRIP_HEIGHT = 120  # pixels of the slice-score strip under the image, until the user drags the splitter
+SMALL_SCREEN = (1500, 900)  # below this the window starts maximised
 
 
 class MainWindow(QMainWindow):
@@ -108,6 +112,7 @@ class MainWindow(QMainWindow):
         return list(self.controller.warnings)
 
     def _build_central(self) -> None:
+        """Plane bar, warnings, then the image (most of the window) over the slice-score strip, then progress."""
         central = QWidget(self)
         outer = QVBoxLayout(central)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -118,8 +123,10 @@ class MainWindow(QMainWindow):
         self.banner.setStyleSheet("background:#5a4500; color:#ffe9a0; padding:4px; font-weight:bold;")
         self.banner.hide()
         outer.addWidget(self.banner)
-        row = QHBoxLayout()
-        self.view_panel = QWidget(central)  # what a screenshot shows: the view, the side view, the colour bar
+        image_row = QWidget()
+        row = QHBoxLayout(image_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.view_panel = QWidget(image_row)  # what a screenshot shows: the view, the side view, the colour bar
         panel_layout = QHBoxLayout(self.view_panel)
         panel_layout.setContentsMargins(0, 0, 0, 0)
         panel_layout.setSpacing(2)
@@ -130,37 +137,51 @@ class MainWindow(QMainWindow):
         row.addWidget(self.view_panel, 1)
         self.slice_slider = SliceSlider(self.state)
         row.addWidget(self.slice_slider)
-        outer.addLayout(row, 1)
+        self.score_plot = ScoreStrip(self.state, self.controller)
+        self.score_plot.hide()  # until there is a result
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("image_and_scores")
+        self.splitter.addWidget(image_row)
+        self.splitter.addWidget(self.score_plot)
+        self.splitter.setCollapsible(0, False)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setSizes([10_000, SCORE_STRIP_HEIGHT])
+        outer.addWidget(self.splitter, 1)
+        self.progress = ProgressPanel(self.controller)
+        outer.addWidget(self.progress)
         self.setCentralWidget(central)
         self.readout = Readout(self.state)
         self.view.hovered.connect(self.readout.show_voxel)
         self.statusBar().addPermanentWidget(self.readout, 1)
-        self.progress = ProgressPanel(self.controller)
-        self.statusBar().addPermanentWidget(self.progress)
+        self.state.result_changed.connect(self._update_score_strip)
 
     def _build_docks(self) -> None:
         panel = QWidget()
         layout = QVBoxLayout(panel)
+        layout.setContentsMargins(4, 4, 4, 4)
         self.contrast_panel = ContrastPanel(self.state)
         self.contrast_panel.reset_view_requested.connect(self.reset_view)
         self.overlay_panel = OverlayPanel(self.state, self.controller)
         self.analysis_panel = AnalysisPanel(self.controller)
-        for part in (self.contrast_panel, self.overlay_panel, self.analysis_panel):
+        for part in (self.analysis_panel, self.overlay_panel, self.contrast_panel):
             layout.addWidget(part)
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(panel)
         scroll.setWidgetResizable(True)
-        self.controls_dock = QDockWidget(text.PANEL_ANALYSIS, self)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.controls_dock = QDockWidget(text.PANEL_CONTROLS, self)
         self.controls_dock.setObjectName("controls")
         self.controls_dock.setWidget(scroll)
-        self.controls_dock.setMinimumWidth(300)
+        self.controls_dock.setMinimumWidth(panel.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.controls_dock)
-        self.score_plot = ScoreStrip(self.state, self.controller)
-        self.score_dock = QDockWidget(text.SLICE_PLOT_TITLE, self)
-        self.score_dock.setObjectName("slice_scores")
-        self.score_dock.setWidget(self.score_plot)
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.score_dock)
+
+    def _update_score_strip(self, *_: Any) -> None:
+        """The slice-score strip shows when there is a result, unless switched off in the View menu."""
+        wanted = self.state.result is not None and self._score_strip_action.isChecked()
+        self.score_plot.setVisible(wanted)
 
     def _build_menus(self) -> None:
         self._actions: dict[Command, QAction] = {}
@@ -184,7 +205,9 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu(text.MENU_VIEW)
         menu.addAction(self._action(text.ACT_RESET_VIEW, self.reset_view))
         menu.addAction(self.controls_dock.toggleViewAction())
-        menu.addAction(self.score_dock.toggleViewAction())
+        self._score_strip_action = QAction(text.ACT_SCORE_STRIP, self, checkable=True, checked=True)
+        self._score_strip_action.toggled.connect(self._update_score_strip)
+        menu.addAction(self._score_strip_action)
         menu = self.menuBar().addMenu(text.MENU_ANALYSIS)
         menu.addAction(self._action(text.ACT_ANALYSE_SLICE, lambda: c.request_analysis(AnalysisMode.SLICE),
                                     Command.ANALYSE_SLICE))
@@ -207,22 +230,44 @@ class MainWindow(QMainWindow):
     # ============================================================================================ preferences
     def restore_settings(self) -> None:
         """Window layout, view, overlay and analysis choices as the user left them."""
-        geometry = prefs.WINDOW_GEOMETRY.read(self.settings)
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1400, 900)
-        layout = prefs.WINDOW_STATE.read(self.settings)
+        st = self.settings
+        geometry = prefs.WINDOW_GEOMETRY.read(st)
+        if geometry is None or not self.restoreGeometry(geometry):
+            if self.interactive:
+                self._fit_to_screen()
+            else:
+                self.resize(1400, 900)
+        layout = prefs.WINDOW_STATE.read(st)
         if layout is not None:
-            self.restoreState(layout)
-        prefs.restore_viewer(self.settings, self.state, self.controller)
+            self.restoreState(layout, prefs.LAYOUT_VERSION)  # a layout from other docks is ignored
+        splitter = prefs.SPLITTER_STATE.read(st)
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+        self._score_strip_action.setChecked(prefs.SCORE_STRIP.read(st))
+        prefs.restore_viewer(st, self.state, self.controller)
+
+    def _fit_to_screen(self) -> None:
+        """First start: most of the screen, centred; maximised on a small screen."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            self.resize(1400, 900)
+            return
+        area = screen.availableGeometry()
+        size, maximised = start_size(area.size())
+        self.resize(size)
+        self.move(area.center() - self.rect().center())
+        if maximised:
+            self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
 
     def save_settings(self) -> None:
         """Write preferences and window layout to the settings store."""
-        prefs.WINDOW_GEOMETRY.write(self.settings, self.saveGeometry())
-        prefs.WINDOW_STATE.write(self.settings, self.saveState())
-        prefs.save_viewer(self.settings, self.state, self.controller)
-        self.settings.sync()
+        st = self.settings
+        prefs.WINDOW_GEOMETRY.write(st, self.saveGeometry())
+        prefs.WINDOW_STATE.write(st, self.saveState(prefs.LAYOUT_VERSION))
+        prefs.SPLITTER_STATE.write(st, self.splitter.saveState())
+        prefs.SCORE_STRIP.write(st, self._score_strip_action.isChecked())
+        prefs.save_viewer(st, self.state, self.controller)
+        st.sync()
 
     def recent_files(self) -> list[str]:
         return self.recent_menu.files()
@@ -396,6 +441,13 @@ class MainWindow(QMainWindow):
             logger.exception("could not save settings")
         self.controller.shutdown()
         super().closeEvent(event)
+
+
+def start_size(available: QSize) -> tuple[QSize, bool]:
+    """The window's first size on a screen with ``available`` room, and whether to maximise it."""
+    size = QSize(min(int(available.width() * 0.9), 1800), min(int(available.height() * 0.9), 1150))
+    small = available.width() < SMALL_SCREEN[0] or available.height() < SMALL_SCREEN[1]
+    return size, small
 
 
 def _stem(path: Path) -> str:

@@ -17,7 +17,7 @@ from app import slicing, state, text
 T = TypeVar("T")
 
 MAX_RECENT = 10
-LAYOUT_VERSION = 2  # bump when docks change, so an old saved layout is not forced onto new docks
+LAYOUT_VERSION = 2  # bump when the docks change: a layout saved with other docks is then not restored
 
 
 def default_settings() -> QSettings:
@@ -78,8 +78,8 @@ def _coerce(value: Any, default: Any) -> Any:
 # --- window --------------------------------------------------------------------------------------------------------
 WINDOW_GEOMETRY = BytesPref("window/geometry")
 WINDOW_STATE = BytesPref("window/state")  # docks and toolbars (QMainWindow.saveState)
-WINDOW_LAYOUT_VERSION = Pref("window/layout_version", 0)
 SPLITTER_STATE = BytesPref("window/splitter")  # image above, slice-score strip below
+SCORE_STRIP = Pref("window/score_strip", True)  # the strip shows with a result (View menu switches it off)
 # --- view ------------------------------------------------------------------------------------------------------------
 RADIOLOGICAL = Pref("view/radiological", True)
 PLANE = Pref("view/plane", "axial")
@@ -98,7 +98,7 @@ RECENT_FOLDER = Pref("recent/folder", "")
 EXPORT_FOLDER = Pref("recent/export_folder", "")
 
 ALL: tuple[Pref[Any] | BytesPref, ...] = (
-    WINDOW_GEOMETRY, WINDOW_STATE, WINDOW_LAYOUT_VERSION, SPLITTER_STATE, RADIOLOGICAL, PLANE, OPACITY,
+    WINDOW_GEOMETRY, WINDOW_STATE, SPLITTER_STATE, SCORE_STRIP, RADIOLOGICAL, PLANE, OPACITY,
     *OVERLAY_VISIBLE.values(), MASK_FILL, DEVICE, SAMPLER, STEPS, SEED, RECENT_FILES, RECENT_FOLDER, EXPORT_FOLDER,
 )
 

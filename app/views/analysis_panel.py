@@ -3,10 +3,22 @@ analysis controller, which holds these choices)."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import text
-from app.controller import SAMPLERS, AnalysisController, AnalysisMode
+from app.controller import AnalysisController, AnalysisMode
 from app.views.binding import set_quietly
 
 
@@ -16,17 +28,38 @@ class AnalysisPanel(QGroupBox):
     def __init__(self, controller: AnalysisController, parent: QWidget | None = None) -> None:
         super().__init__(text.PANEL_ANALYSIS, parent)
         self.controller = controller
-        form = QFormLayout(self)
+        outer = QVBoxLayout(self)
+        info = QFormLayout()
         self.model_label = QLabel(text.MODEL_NONE)
         self.model_label.setWordWrap(True)
-        form.addRow(text.PANEL_MODEL, self.model_label)
+        info.addRow(text.PANEL_MODEL, self.model_label)
         self.brain_mask_label = QLabel(text.BRAIN_MASK_NONE)
         self.brain_mask_label.setWordWrap(True)
-        form.addRow(text.LBL_BRAIN_MASK, self.brain_mask_label)
+        info.addRow(text.LBL_BRAIN_MASK, self.brain_mask_label)
+        outer.addLayout(info)
+        self.analyse_slice_button = QPushButton(text.ACT_ANALYSE_SLICE.replace("&", ""))
+        self.analyse_slice_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.SLICE))
+        self.analyse_volume_button = QPushButton(text.ACT_ANALYSE_VOLUME.replace("&", ""))
+        self.analyse_volume_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.VOLUME))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.analyse_slice_button)
+        buttons.addWidget(self.analyse_volume_button)
+        outer.addLayout(buttons)
+        # Sampler, steps, seed and device: folded away until asked for (the model's defaults suit most uses).
+        self.settings_toggle = QToolButton()
+        self.settings_toggle.setText(text.BTN_ANALYSIS_SETTINGS)
+        self.settings_toggle.setCheckable(True)
+        self.settings_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.settings_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.settings_toggle.setAutoRaise(True)
+        outer.addWidget(self.settings_toggle)
+        self.settings_box = QWidget()
+        form = QFormLayout(self.settings_box)
+        form.setContentsMargins(12, 0, 0, 0)
         self.device_combo = QComboBox()
         form.addRow(text.LBL_DEVICE, self.device_combo)
         self.sampler_combo = QComboBox()
-        self.sampler_combo.addItems(SAMPLERS)
+        self.sampler_combo.addItems(controller.samplers)
         form.addRow(text.LBL_SAMPLER, self.sampler_combo)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 1000)
@@ -35,21 +68,13 @@ class AnalysisPanel(QGroupBox):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         form.addRow(text.LBL_SEED, self.seed_spin)
+        outer.addWidget(self.settings_box)
+        self.settings_toggle.toggled.connect(self._show_settings)
+        self._show_settings(False)
         self.device_combo.currentTextChanged.connect(lambda v: v and controller.set_settings(device=v))
         self.sampler_combo.currentTextChanged.connect(lambda v: controller.set_settings(sampler=v))
         self.steps_spin.valueChanged.connect(lambda v: controller.set_settings(steps=v))
         self.seed_spin.valueChanged.connect(lambda v: controller.set_settings(seed=v))
-        self.analyse_slice_button = QPushButton(text.ACT_ANALYSE_SLICE.replace("&", ""))
-        self.analyse_slice_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.SLICE))
-        self.analyse_volume_button = QPushButton(text.ACT_ANALYSE_VOLUME.replace("&", ""))
-        self.analyse_volume_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.VOLUME))
-        self.cancel_button = QPushButton(text.ACT_CANCEL.replace("&", ""))
-        self.cancel_button.clicked.connect(controller.cancel_analysis)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.analyse_slice_button)
-        buttons.addWidget(self.analyse_volume_button)
-        form.addRow(buttons)
-        form.addRow(self.cancel_button)
 
         controller.devices_changed.connect(self._on_devices_changed)
         controller.settings_changed.connect(self._on_settings_changed)
@@ -90,8 +115,11 @@ class AnalysisPanel(QGroupBox):
         self.brain_mask_label.setText(path.name if path is not None else text.BRAIN_MASK_NONE)
         self.brain_mask_label.setToolTip(str(path) if path is not None else text.TIP_BRAIN_MASK)
 
+    def _show_settings(self, on: bool) -> None:
+        self.settings_box.setVisible(on)
+        self.settings_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
     def _on_busy_changed(self, busy: bool) -> None:
-        self.cancel_button.setEnabled(busy)
         for widget in (self.device_combo, self.sampler_combo, self.steps_spin, self.seed_spin):
             widget.setEnabled(not busy)
 

@@ -22,11 +22,13 @@ class SliceScorePlot(pg.PlotWidget):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setBackground("#111111")
-        self.setMinimumHeight(110)
+        self.setMinimumHeight(70)
+        self.setToolTip(text.SLICE_PLOT_TITLE)  # a strip: the title lives in the tooltip, the plot keeps the height
         item = self.getPlotItem()
-        item.setTitle(text.SLICE_PLOT_TITLE, color="#cccccc", size="9pt")
-        item.setLabel("bottom", text.SLICE_PLOT_X)
         item.setLabel("left", text.SLICE_PLOT_Y)
+        item.getAxis("left").setWidth(48)
+        item.getAxis("left").enableAutoSIPrefix(False)  # "(x0.001)" would not fit beside a strip
+        item.layout.setContentsMargins(2, 4, 8, 2)
         item.setMenuEnabled(False)
         item.hideButtons()
         item.setMouseEnabled(x=False, y=False)

@@ -196,16 +196,22 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
     progress_values = []
     window.controller.runner.progress.connect(lambda job, p: progress_values.append(p.done))
     window.analysis_panel.analyse_volume_button.click()
-    assert window.analysis_panel.cancel_button.isEnabled()
+    cancel = window.progress.cancel_button
+    assert cancel.isEnabled()
     qtbot.waitUntil(lambda: len(progress_values) >= 3, timeout=5000)
     assert window.progress.isVisible()
-    assert "slices" in window.progress.format()
+    assert cancel.isVisible()
+    n = window.state.volume.data.shape[window.controller.analysis_axis]
+    words = window.progress.label.text()
+    assert f"of {n} slices done" in words  # slices of this scan, not the engine's network calls
+    qtbot.waitUntil(lambda: "left" in window.progress.label.text(), timeout=5000)
+    assert 0 < window.progress.bar.value() < window.progress.bar.maximum()
     start = time.monotonic()
     with qtbot.waitSignal(window.controller.runner.cancelled, timeout=5000):
-        qtbot.mouseClick(window.analysis_panel.cancel_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)
     assert time.monotonic() - start < 1.0
     assert window.state.result is None
-    assert not window.analysis_panel.cancel_button.isEnabled()
+    assert not cancel.isEnabled()
     assert not window.progress.isVisible()
     assert "cancelled" in window.statusBar().currentMessage().lower()
 
@@ -214,7 +220,7 @@ def test_closing_during_analysis_stops_the_worker(qtbot, make_window) -> None:
     window = make_window(delay_s=0.05)
     open_scan(qtbot, window, "ixi")
     window.analysis_panel.analyse_volume_button.click()
-    qtbot.waitUntil(lambda: window.progress.value() >= 2, timeout=5000)
+    qtbot.waitUntil(lambda: window.progress.bar.value() >= 20, timeout=5000)
     start = time.monotonic()
     window.close()
     assert time.monotonic() - start < 2.0
@@ -494,3 +500,64 @@ def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window,
     open_scan(qtbot, window, "brats")  # another scan: the mask does not carry over
     assert window.controller.brain_mask is None
     assert window.analysis_panel.brain_mask_label.text() == text.BRAIN_MASK_NONE
+
+
+def test_the_image_takes_most_of_the_window_and_the_score_strip_waits_for_a_result(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "ixi")
+    QApplication.processEvents()
+    assert not window.score_plot.isVisible()  # nothing to plot yet: the image gets the room
+    analyse(qtbot, window, "volume")
+    QApplication.processEvents()
+    assert window.score_plot.isVisible()
+    central = window.centralWidget().size()
+    assert window.view_panel.height() > 0.7 * central.height()
+    assert window.score_plot.height() < 0.25 * central.height()
+    assert window.view_panel.width() > 0.6 * window.width()
+    window._score_strip_action.setChecked(False)  # View > Slice-score strip
+    assert not window.score_plot.isVisible()
+    window._score_strip_action.setChecked(True)
+    assert window.score_plot.isVisible()
+
+
+@pytest.mark.parametrize(("screen", "maximised"), [((1280, 770), True), ((1920, 1050), False), ((2560, 1400), False)])
+def test_first_start_fits_the_screen(screen: tuple[int, int], maximised: bool) -> None:
+    from PySide6.QtCore import QSize
+
+    from app.main_window import start_size
+
+    size, maximise = start_size(QSize(*screen))
+    assert maximise == maximised
+    assert size.width() <= screen[0]
+    assert size.height() <= screen[1]
+    assert size.width() >= min(0.85 * screen[0], 1700)
+
+
+def test_a_window_without_saved_layout_starts_at_the_fitted_size(qtbot, make_window) -> None:
+    window = make_window()
+    window.settings.clear()
+    window.showNormal()
+    window.restore_settings()
+    QApplication.processEvents()
+    available = window.screen().availableGeometry()
+    assert window.isMaximized() or window.width() <= available.width()
+
+
+def test_splitter_dock_and_strip_layout_are_remembered(qtbot, make_window) -> None:
+    window = make_window()
+    open_scan(qtbot, window, "ixi")
+    analyse(qtbot, window)
+    window.splitter.setSizes([300, 250])
+    sizes = window.splitter.sizes()
+    window.controls_dock.hide()
+    window._score_strip_action.setChecked(False)
+    window.close()
+    again = make_window()
+    assert not again.controls_dock.isVisible()
+    assert not again._score_strip_action.isChecked()
+    again._score_strip_action.setChecked(True)
+    open_scan(qtbot, again, "ixi")
+    analyse(qtbot, again)  # cached: the strip shows again, at the height it was left
+    QApplication.processEvents()
+    assert again.score_plot.isVisible()
+    assert abs(again.splitter.sizes()[1] - sizes[1]) <= 0.1 * sizes[1] + 5
