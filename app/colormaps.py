@@ -7,6 +7,8 @@ the threshold get alpha 0, so sub-threshold voxels are transparent.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 LUT_SIZE = 256
@@ -35,10 +37,16 @@ def _interpolate(points: tuple[tuple[float, tuple[int, int, int]], ...]) -> np.n
     return np.round(out).astype(np.uint8)
 
 
+def _frozen(lut: np.ndarray) -> np.ndarray:
+    lut.setflags(write=False)  # shared by every caller: one object, so pyqtgraph sees "same LUT" and skips work
+    return lut
+
+
+@functools.cache
 def grey_lut() -> np.ndarray:
-    """Opaque grey ramp, black to white."""
+    """Opaque grey ramp, black to white (one shared, read-only table)."""
     ramp = np.arange(LUT_SIZE, dtype=np.uint8)
-    return np.stack([ramp, ramp, ramp, np.full(LUT_SIZE, 255, np.uint8)], axis=1)
+    return _frozen(np.stack([ramp, ramp, ramp, np.full(LUT_SIZE, 255, np.uint8)], axis=1))
 
 
 def threshold_index(threshold: float, display_max: float) -> int:
@@ -71,21 +79,54 @@ def heat_bar_lut(threshold: float, display_max: float) -> np.ndarray:
     return lut
 
 
+@functools.cache
 def spread_lut() -> np.ndarray:
-    """Member-spread LUT: alpha ramps up with the value so low disagreement stays see-through."""
+    """Member-spread LUT: alpha ramps up with the value so low disagreement stays see-through (shared, read-only)."""
     lut = np.empty((LUT_SIZE, 4), dtype=np.uint8)
     lut[:, :3] = _interpolate(_SPREAD_POINTS)
     lut[:, 3] = np.clip(np.linspace(0, 255 * 1.6, LUT_SIZE), 0, 255).astype(np.uint8)
     lut[:8, 3] = 0
-    return lut
+    return _frozen(lut)
 
 
+@functools.cache
 def difference_lut() -> np.ndarray:
-    """Diverging opaque LUT for ``scan - restored`` drawn with symmetric levels ``(-w, +w)``."""
+    """Diverging opaque LUT for ``scan - restored`` drawn with symmetric levels ``(-w, +w)`` (shared, read-only)."""
     lut = np.empty((LUT_SIZE, 4), dtype=np.uint8)
     lut[:, :3] = _interpolate(_DIFF_POINTS)
     lut[:, 3] = 255
-    return lut
+    return _frozen(lut)
+
+
+MASK_OUTSIDE, MASK_INSIDE, MASK_EDGE = 0, 1, 2
+
+
+def mask_labels(mask: np.ndarray) -> np.ndarray:
+    """uint8 image of a binary 2-D mask: 0 outside, 1 inside, 2 on its one-pixel contour (draw with :func:`mask_lut`).
+
+    A small integer image with a lookup table takes pyqtgraph's fast path; no RGBA image is built per slice.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    labels = mask.view(np.uint8).copy() if mask.flags.c_contiguous else mask.astype(np.uint8)
+    if not labels.any():
+        return labels
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    labels[mask & ~inner] = MASK_EDGE
+    return labels
+
+
+@functools.cache
+def mask_lut(fill: bool, fill_alpha: int = 90, colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
+    """LUT for :func:`mask_labels`: opaque contour, translucent inside when ``fill`` (shared, read-only)."""
+    lut = np.zeros((LUT_SIZE, 4), dtype=np.uint8)
+    lut[MASK_INSIDE : MASK_EDGE + 1, :3] = colour
+    lut[MASK_INSIDE, 3] = fill_alpha if fill else 0
+    lut[MASK_EDGE, 3] = 255
+    return _frozen(lut)
 
 
 def mask_rgba(mask: np.ndarray, *, fill: bool, fill_alpha: int = 90,
@@ -99,20 +140,8 @@ def mask_rgba(mask: np.ndarray, *, fill: bool, fill_alpha: int = 90,
         colour: RGB of contour and fill.
 
     Returns:
-        uint8 array of shape ``mask.shape + (4,)``.
+        uint8 array of shape ``mask.shape + (4,)`` (what the view draws from :func:`mask_labels` and :func:`mask_lut`).
     """
-    mask = np.asarray(mask, dtype=bool)
-    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    if not mask.any():
-        return rgba
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    edge = mask & ~inner
-    rgba[..., :3] = colour
-    if fill:
-        rgba[mask, 3] = fill_alpha
-    rgba[edge, 3] = 255
+    rgba = mask_lut(fill, fill_alpha, colour)[mask_labels(mask)]
+    rgba[rgba[..., 3] == 0] = 0
     return rgba

@@ -151,9 +151,12 @@ def take_slice(data: np.ndarray, layout: PlaneLayout, index: int) -> np.ndarray:
 
     Returns:
         C-contiguous 2-D array of shape ``(n_rows, n_cols)``; row 0 is the top of the screen. Same dtype as ``data``.
+        When the slice needs no reordering it is a view of ``data`` (no copy): read it, do not write to it.
     """
     index = int(np.clip(index, 0, data.shape[layout.slice_axis] - 1))
-    cut = np.take(data, index, axis=layout.slice_axis)
+    where: list[int | slice] = [slice(None)] * 3
+    where[layout.slice_axis] = index
+    cut = data[tuple(where)]  # a view: the one copy is the contiguous one below
     # The two remaining axes keep their relative order; put the row axis first.
     remaining = [a for a in range(3) if a != layout.slice_axis]
     if remaining.index(layout.row_axis) != 0:

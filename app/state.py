@@ -61,6 +61,7 @@ class ViewerState(QObject):
         self._mask_fill = DEFAULT_MASK_FILL
         self._base_layer = "scan"
         self._side_by_side = False
+        self._layouts: dict[tuple[str, bool], slicing.PlaneLayout] = {}  # per volume: derived once, not per redraw
 
     # --- volume and result ---------------------------------------------------------------------------------
     @property
@@ -74,6 +75,7 @@ class ViewerState(QObject):
         if data.ndim != 3:
             raise ValueError(f"expected a 3-D volume, got shape {data.shape}")
         self._volume = volume
+        self._layouts = {}
         self._result = None
         self._cursor = tuple(int(s) // 2 for s in data.shape)  # type: ignore[assignment]
         self._auto_window = slicing.robust_window(data)
@@ -128,9 +130,13 @@ class ViewerState(QObject):
         """Screen layout of ``plane`` (default: the current plane), or None without a volume."""
         if self._volume is None:
             return None
-        return slicing.plane_layout(
-            self._volume.affine, np.shape(self._volume.data), plane or self._plane, radiological=self._radiological
-        )
+        key = (plane or self._plane, self._radiological)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = slicing.plane_layout(self._volume.affine, np.shape(self._volume.data), key[0],
+                                          radiological=key[1])
+            self._layouts[key] = layout
+        return layout
 
     @property
     def cursor(self) -> tuple[int, int, int]:

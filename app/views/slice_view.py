@@ -91,6 +91,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self._drag_start: tuple[float, float] | None = None
         self._difference_scale = 1.0
         self._shown_slice: tuple[str, int] | None = None
+        self._placed: dict[int, tuple[float, float, tuple[int, ...]]] = {}  # item -> the rect it was given
 
         self.viewbox = SliceViewBox()
         self.addItem(self.viewbox, row=0, col=0)
@@ -314,11 +315,21 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.slice_label.setText(
             text.SLICE_INFO.format(plane=text.PLANE_NAMES[layout.plane], index=index, last=layout.n_slices - 1)
         )
+        self._place_images()
+        self._draw_cursor()
+
+    def _place_images(self) -> None:
+        """Map each image's pixels to mm; only items whose image size or plane changed need it (a new rect makes
+        the view recompute its bounds)."""
+        layout = self._layout
         rect = QRectF(0, 0, layout.n_cols * layout.col_spacing, layout.n_rows * layout.row_spacing)
         for item in (self.base_item, self.spread_item, self.heat_item, self.mask_item, self.side_item):
-            if item.image is not None:
+            if item.image is None:
+                continue
+            placed = (rect.width(), rect.height(), item.image.shape[:2])
+            if self._placed.get(id(item)) != placed:
                 item.setRect(rect)  # after setImage: the rect maps the current image size to mm
-        self._draw_cursor()
+                self._placed[id(item)] = placed
 
     def _item(self, name: str) -> pg.ImageItem:
         return {"heat": self.heat_item, "spread": self.spread_item, "mask": self.mask_item}[name]
@@ -329,11 +340,15 @@ class SliceView(pg.GraphicsLayoutWidget):
             return
         mask = self._map_slice >= self.state.threshold
         mask &= self._map_slice > 0
-        self.mask_item.setImage(colormaps.mask_rgba(mask, fill=self.state.mask_fill), autoLevels=False,
-                                levels=(0, 255))
-        layout = self._layout
-        if layout is not None:
-            self.mask_item.setRect(QRectF(0, 0, layout.n_cols * layout.col_spacing, layout.n_rows * layout.row_spacing))
+        self.mask_item.setLookupTable(colormaps.mask_lut(self.state.mask_fill))
+        self.mask_item.setImage(colormaps.mask_labels(mask), autoLevels=False, levels=(0, colormaps.LUT_SIZE - 1))
+        if self._layout is not None:
+            self._place_images()
+
+    def mask_alpha(self) -> np.ndarray | None:
+        """Opacity (0-255) of each pixel of the drawn mask layer, or None when there is none."""
+        image = self.mask_item.image
+        return None if image is None else self.mask_item.lut[image][..., 3]
 
     def _draw_cursor(self) -> None:
         layout = self._layout

@@ -148,20 +148,20 @@ def test_threshold_and_opacity_sliders_change_the_overlay(qtbot, make_window) ->
     assert window.state.display_max == pytest.approx(0.3)
     assert window.overlay_panel.threshold_slider.value() == 333
     lut_before = view.heat_item.lut.copy()
-    mask_before = int((view.mask_item.image[..., 3] > 0).sum())
+    mask_before = int((view.mask_alpha() > 0).sum())
     window.overlay_panel.threshold_slider.setValue(600)
     assert window.state.threshold == pytest.approx(0.18)
     assert window.overlay_panel.threshold_spin.value() == pytest.approx(0.18)
     lut = view.heat_item.lut
     assert (lut[:, 3] == 0).sum() > (lut_before[:, 3] == 0).sum()
-    assert int((view.mask_item.image[..., 3] > 0).sum()) < mask_before
+    assert int((view.mask_alpha() > 0).sum()) < mask_before
     assert view.threshold_line.value() == pytest.approx(0.18)
     window.overlay_panel.opacity_slider.setValue(30)
     assert view.heat_item.opacity() == pytest.approx(0.3)
     window.overlay_panel.overlay_checks["heat"].setChecked(False)
     assert not view.heat_item.isVisible()
     window.overlay_panel.fill_check.setChecked(True)
-    assert (view.mask_item.image[..., 3] == 90).any()
+    assert (view.mask_alpha() == 90).any()
     window.overlay_panel.overlay_checks["spread"].setChecked(True)
     assert view.spread_item.isVisible()
     assert view.spread_item.image is not None
@@ -561,3 +561,33 @@ def test_splitter_dock_and_strip_layout_are_remembered(qtbot, make_window) -> No
     QApplication.processEvents()
     assert again.score_plot.isVisible()
     assert abs(again.splitter.sizes()[1] - sizes[1]) <= 0.1 * sizes[1] + 5
+
+
+def test_a_slice_change_reuses_tables_layout_and_placement(qtbot, make_window, monkeypatch) -> None:
+    """Browsing recomputes only the slices: no new lookup tables, plane layout, RGBA images or image rects."""
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    analyse(qtbot, window, "volume", timeout=60000)
+    state, view = window.state, window.view
+    for name in ("heat", "mask", "spread"):
+        state.set_overlay_visible(name, True)
+    state.set_mask_fill(True)
+    state.set_side_by_side(True)
+    QApplication.processEvents()
+    items = (view.base_item, view.heat_item, view.spread_item, view.mask_item, view.side_item)
+    luts = [item.lut for item in items]
+    layouts, rects = [], []
+    monkeypatch.setattr(slicing, "plane_layout", lambda *a, **k: layouts.append(a))
+    for item in items:
+        monkeypatch.setattr(item, "setRect", lambda *a, _rects=rects: _rects.append(a))
+    before = view.mask_item.image.copy()
+    for _ in range(5):
+        state.step_slice(1)
+        QApplication.processEvents()
+    assert all(item.lut is lut for item, lut in zip(items, luts, strict=True))  # the very same table objects
+    assert not layouts
+    assert not rects
+    mask = view.mask_item.image
+    assert mask.dtype == np.uint8
+    assert mask.ndim == 2  # labels drawn through a table, not an RGBA image per slice
+    assert not np.array_equal(mask, before)
