@@ -19,37 +19,23 @@ from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent
 from PySide6.QtWidgets import (
     QApplication,
-    QDockWidget,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
     QMainWindow,
     QMessageBox,
-    QScrollArea,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
 )
 
 from app import prefs, slicing, text
 from app.controller import AnalysisController, AnalysisMode
 from app.keymap import Command, KeyMap
 from app.state import ViewerState
-from app.views import view_commands
-from app.views.analysis_panel import AnalysisPanel
-from app.views.contrast_panel import ContrastPanel
-from app.views.navigation import PlaneBar, SliceSlider
-from app.views.overlay_panel import OverlayPanel
-from app.views.progress_panel import ProgressPanel
+from app.views import dialogs, view_commands
+from app.views.controls_dock import ControlsDock
+from app.views.image_area import ImageArea
 from app.views.readout import Readout
 from app.views.recent_menu import RecentMenu
-from app.views.score_plot import ScoreStrip
-from app.views.slice_view import SliceView
 
 logger = logging.getLogger(__name__)
 
 KEYS = KeyMap()
-SCORE_STRIP_HEIGHT = 120  # pixels of the slice-score strip under the image, until the user drags the splitter
 SMALL_SCREEN = (1500, 900)  # below this the window starts maximised
 
 
@@ -87,7 +73,6 @@ class MainWindow(QMainWindow):
         c = self.controller
         c.error_reported.connect(self._show_error_dialog)
         c.status.connect(self.statusBar().showMessage)
-        c.warnings_changed.connect(self._show_warnings)
         c.busy_changed.connect(lambda busy: self._actions[Command.CANCEL].setEnabled(busy))
         self._actions[Command.CANCEL].setEnabled(False)
         self._awaiting_first_image = True
@@ -112,76 +97,24 @@ class MainWindow(QMainWindow):
         return list(self.controller.warnings)
 
     def _build_central(self) -> None:
-        """Plane bar, warnings, then the image (most of the window) over the slice-score strip, then progress."""
-        central = QWidget(self)
-        outer = QVBoxLayout(central)
-        outer.setContentsMargins(4, 4, 4, 4)
-        self.plane_bar = PlaneBar(self.state)
-        outer.addWidget(self.plane_bar)
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("background:#5a4500; color:#ffe9a0; padding:4px; font-weight:bold;")
-        self.banner.hide()
-        outer.addWidget(self.banner)
-        image_row = QWidget()
-        row = QHBoxLayout(image_row)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.view_panel = QWidget(image_row)  # what a screenshot shows: the view, the side view, the colour bar
-        panel_layout = QHBoxLayout(self.view_panel)
-        panel_layout.setContentsMargins(0, 0, 0, 0)
-        panel_layout.setSpacing(2)
-        self.view = SliceView(self.state, self.view_panel)
-        self.view.key_handler = self.handle_key
-        panel_layout.addWidget(self.view.side_widget, 1)
-        panel_layout.addWidget(self.view, 1)
-        row.addWidget(self.view_panel, 1)
-        self.slice_slider = SliceSlider(self.state)
-        row.addWidget(self.slice_slider)
-        self.score_plot = ScoreStrip(self.state, self.controller)
-        self.score_plot.hide()  # until there is a result
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.setObjectName("image_and_scores")
-        self.splitter.addWidget(image_row)
-        self.splitter.addWidget(self.score_plot)
-        self.splitter.setCollapsible(0, False)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 0)
-        self.splitter.setSizes([10_000, SCORE_STRIP_HEIGHT])
-        outer.addWidget(self.splitter, 1)
-        self.progress = ProgressPanel(self.controller)
-        outer.addWidget(self.progress)
-        self.setCentralWidget(central)
+        self.image_area = ImageArea(self.state, self.controller, self.handle_key, self)
+        self.setCentralWidget(self.image_area)
+        area = self.image_area  # short names for the parts tests and the headless renderer reach
+        self.plane_bar, self.banner, self.view = area.plane_bar, area.banner, area.view
+        self.view_panel = area.view_panel
+        self.slice_slider, self.score_plot, self.splitter = area.slice_slider, area.score_plot, area.splitter
+        self.progress = area.progress
         self.readout = Readout(self.state)
         self.view.hovered.connect(self.readout.show_voxel)
         self.statusBar().addPermanentWidget(self.readout, 1)
-        self.state.result_changed.connect(self._update_score_strip)
 
     def _build_docks(self) -> None:
-        panel = QWidget()
-        layout = QVBoxLayout(panel)
-        layout.setContentsMargins(4, 4, 4, 4)
-        self.contrast_panel = ContrastPanel(self.state)
-        self.contrast_panel.reset_view_requested.connect(self.reset_view)
-        self.overlay_panel = OverlayPanel(self.state, self.controller)
-        self.analysis_panel = AnalysisPanel(self.controller)
-        for part in (self.analysis_panel, self.overlay_panel, self.contrast_panel):
-            layout.addWidget(part)
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(panel)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.controls_dock = QDockWidget(text.PANEL_CONTROLS, self)
-        self.controls_dock.setObjectName("controls")
-        self.controls_dock.setWidget(scroll)
-        self.controls_dock.setMinimumWidth(panel.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+        self.controls_dock = ControlsDock(self.state, self.controller, self)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.controls_dock)
-
-    def _update_score_strip(self, *_: Any) -> None:
-        """The slice-score strip shows when there is a result, unless switched off in the View menu."""
-        wanted = self.state.result is not None and self._score_strip_action.isChecked()
-        self.score_plot.setVisible(wanted)
+        dock = self.controls_dock
+        self.analysis_panel, self.overlay_panel, self.contrast_panel = (dock.analysis_panel, dock.overlay_panel,
+                                                                        dock.contrast_panel)
+        self.contrast_panel.reset_view_requested.connect(self.reset_view)
 
     def _build_menus(self) -> None:
         self._actions: dict[Command, QAction] = {}
@@ -206,7 +139,7 @@ class MainWindow(QMainWindow):
         menu.addAction(self._action(text.ACT_RESET_VIEW, self.reset_view))
         menu.addAction(self.controls_dock.toggleViewAction())
         self._score_strip_action = QAction(text.ACT_SCORE_STRIP, self, checkable=True, checked=True)
-        self._score_strip_action.toggled.connect(self._update_score_strip)
+        self._score_strip_action.toggled.connect(self.image_area.set_score_strip_wanted)
         menu.addAction(self._score_strip_action)
         menu = self.menuBar().addMenu(text.MENU_ANALYSIS)
         menu.addAction(self._action(text.ACT_ANALYSE_SLICE, lambda: c.request_analysis(AnalysisMode.SLICE),
@@ -286,15 +219,7 @@ class MainWindow(QMainWindow):
             return
         if self.error_dialog is not None:
             self.error_dialog.close()
-        box = QMessageBox(QMessageBox.Icon.Critical, title, line, QMessageBox.StandardButton.Ok, self)
-        box.setWindowModality(Qt.WindowModality.NonModal)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
-        self.error_dialog = box
-        box.show()
-
-    def _show_warnings(self, warnings: list[str]) -> None:
-        self.banner.setText("\n".join(warnings))
-        self.banner.setVisible(bool(warnings))
+        self.error_dialog = dialogs.non_modal(self, QMessageBox.Icon.Critical, title, line)
 
     # ============================================================================================ files
     def open_scan(self, path: str | Path) -> bool:
@@ -320,25 +245,23 @@ class MainWindow(QMainWindow):
         return self.controller.open_brain_mask(path)
 
     def _open_dialog(self) -> None:
-        folder = prefs.RECENT_FOLDER.read(self.settings)
-        path, _ = QFileDialog.getOpenFileName(self, text.OPEN_TITLE, folder, text.OPEN_FILTER)
+        path = dialogs.pick_scan(self, prefs.RECENT_FOLDER.read(self.settings))
         if path:
             self.open_scan(path)
 
     def _open_dicom_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, text.OPEN_DICOM_TITLE, prefs.RECENT_FOLDER.read(self.settings))
+        path = dialogs.pick_dicom_folder(self, prefs.RECENT_FOLDER.read(self.settings))
         if path:
             self.open_scan(path)
 
     def _open_brain_mask_dialog(self) -> None:
         volume = self.state.volume
-        folder = str(Path(volume.path).parent) if volume is not None and volume.path is not None else ""
-        path, _ = QFileDialog.getOpenFileName(self, text.OPEN_BRAIN_MASK_TITLE, folder, text.OPEN_FILTER)
+        path = dialogs.pick_brain_mask(self, str(Path(volume.path).parent) if volume and volume.path else "")
         if path:
             self.open_brain_mask(path)
 
     def _choose_model_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, text.MODEL_DIR_TITLE, str(self.controller.model_path or ""))
+        path = dialogs.pick_model_folder(self, str(self.controller.model_path or ""))
         if path:
             self.controller.load_model(path, explicit=True)
 
@@ -362,16 +285,11 @@ class MainWindow(QMainWindow):
         Returns:
             The written paths, or None after showing why nothing (or something wrong) was written.
         """
-        def confirm(count: int, out_dir: Path) -> bool:
-            if not self.interactive:
-                return True
-            answer = QMessageBox.question(self, text.ERR_TITLE, text.ASK_OVERWRITE.format(count=count, folder=out_dir))
-            return answer == QMessageBox.StandardButton.Yes
-
-        return self.controller.export(folder, confirm)
+        return self.controller.export(folder, lambda count, out_dir: not self.interactive or
+                                      dialogs.confirm_overwrite(self, count, out_dir))
 
     def _export_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, text.EXPORT_DIR_TITLE, prefs.EXPORT_FOLDER.read(self.settings))
+        folder = dialogs.pick_export_folder(self, prefs.EXPORT_FOLDER.read(self.settings))
         if folder:
             prefs.EXPORT_FOLDER.write(self.settings, folder)
             self.export_results(folder)
@@ -381,7 +299,7 @@ class MainWindow(QMainWindow):
         default = ""
         if volume is not None and volume.path is not None:
             default = str(Path(volume.path).parent / (_stem(Path(volume.path)) + "_viewer.png"))
-        path, _ = QFileDialog.getSaveFileName(self, text.SCREENSHOT_TITLE, default, text.SCREENSHOT_FILTER)
+        path = dialogs.pick_screenshot(self, default)
         if path:
             self.save_screenshot(path)
 
@@ -422,16 +340,11 @@ class MainWindow(QMainWindow):
         self.view.reset_zoom()
 
     def show_shortcuts(self) -> None:
-        box = QMessageBox(QMessageBox.Icon.Information, text.SHORTCUTS_TITLE, "", QMessageBox.StandardButton.Ok, self)
-        box.setTextFormat(Qt.TextFormat.RichText)
-        box.setText(KEYS.help_html())
-        box.setWindowModality(Qt.WindowModality.NonModal)
-        self.shortcuts_dialog = box
-        box.show()
+        self.shortcuts_dialog = dialogs.non_modal(self, QMessageBox.Icon.Information, text.SHORTCUTS_TITLE,
+                                                  KEYS.help_html(), rich=True)
 
     def _show_about(self) -> None:
-        version = getattr(self.backend, "__version__", "")
-        QMessageBox.about(self, text.APP_NAME, text.ABOUT_TEXT.format(version=version))
+        dialogs.about(self, getattr(self.backend, "__version__", ""))
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         """Save settings, cancel any analysis and stop the worker thread before closing."""
