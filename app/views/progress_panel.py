@@ -10,6 +10,8 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushBu
 from app import text
 from app.controller import AnalysisController, AnalysisProgress
 
+ETA_AFTER = 0.05  # share of the work done before the time left is shown
+
 
 def format_seconds(seconds: float) -> str:
     """``42 s`` or ``3:07``."""
@@ -25,8 +27,8 @@ def describe(progress: AnalysisProgress) -> str:
         what = text.PROGRESS_VOLUME.format(done=progress.slices_done, total=progress.slices)
     else:
         what = text.PROGRESS_SLICES.format(done=progress.slices_done, total=progress.slices, n=progress.n_slices)
-    if progress.eta_s is None:
-        return what + text.PROGRESS_STARTING
+    if progress.eta_s is None or progress.fraction < ETA_AFTER:
+        return what + text.PROGRESS_STARTING  # the first steps include start-up: an estimate from them misleads
     return what + text.PROGRESS_LEFT.format(eta=format_seconds(progress.eta_s))
 
 

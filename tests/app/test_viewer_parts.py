@@ -168,3 +168,15 @@ def test_shortcut_help_names_the_mouse_too() -> None:
     help_html = keymap.KeyMap().help_html()
     for gesture, _ in text.MOUSE_HELP:
         assert gesture in help_html
+
+
+def test_progress_sentences_count_slices_of_the_scan() -> None:
+    from app.controller import AnalysisProgress
+    from app.views.progress_panel import describe
+
+    whole = AnalysisProgress(slices=155, n_slices=155, first_slice=0, fraction=0.4, eta_s=95.0)
+    assert describe(whole) == "Analysing the whole scan: 62 of 155 slices done, about 1:35 left"
+    one = AnalysisProgress(slices=1, n_slices=155, first_slice=77, fraction=0.5, eta_s=2.2)
+    assert describe(one) == "Analysing axial slice 77/154, about 2 s left"
+    some = AnalysisProgress(slices=10, n_slices=155, first_slice=3, fraction=0.02, eta_s=400.0)
+    assert describe(some) == "Analysing 10 of the scan's 155 slices: 0 done, estimating the time..."

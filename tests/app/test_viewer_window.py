@@ -204,7 +204,7 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
     n = window.state.volume.data.shape[window.controller.analysis_axis]
     words = window.progress.label.text()
     assert f"of {n} slices done" in words  # slices of this scan, not the engine's network calls
-    qtbot.waitUntil(lambda: "left" in window.progress.label.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "left" in window.progress.label.text(), timeout=5000)  # after the first 5 %
     assert 0 < window.progress.bar.value() < window.progress.bar.maximum()
     start = time.monotonic()
     with qtbot.waitSignal(window.controller.runner.cancelled, timeout=5000):
