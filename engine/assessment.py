@@ -397,9 +397,11 @@ def calibrate(
     )
 
 
-def store_calibration(model_dir: str | Path, calibration: Calibration) -> None:
-    """Write ``calibration`` into the model folder's ``model.json``."""
+def store_calibration(model_dir: str | Path, calibration: Calibration, *, slice_score: str | None = None) -> None:
+    """Write ``calibration`` into the model folder's ``model.json`` (and the slice score it was measured with)."""
     def change(meta: dict[str, Any]) -> None:
         meta["calibration"] = asdict(calibration)
+        if slice_score is not None:
+            meta["slice_score"] = slice_score
 
     update_model_json(model_dir, change)

@@ -340,6 +340,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from engine.data import find_scans  # noqa: PLC0415
 
     ensemble = _load_model(args)
+    if args.slice_score is not None and args.slice_score != ensemble.info.slice_score:
+        from engine.checkpoints import update_model_json  # noqa: PLC0415
+
+        update_model_json(ensemble.path, lambda meta: meta.__setitem__("slice_score", args.slice_score))
+        ensemble = _load_model(args)  # the slice score is part of what the calibration measures
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix or None)
     if args.max_scans:
         scans = scans[: args.max_scans]
@@ -554,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans with brain masks")
     p.add_argument("--fpr", type=_open_fraction, default=0.01, help="share of healthy brain pixels the threshold flags")
     p.add_argument("--max-scans", type=_positive)
+    p.add_argument("--slice-score", choices=["canvas", "brain", "topk"],
+                   help="the slice score the model reports (stored in model.json; default: keep the model's)")
     p.add_argument("--hold-out", type=_count, default=0, metavar="N",
                    help="keep the last N scans out of the threshold's choice and report what it flags on them")
     p.add_argument("--image-pattern", default="*_T1.nii.gz")

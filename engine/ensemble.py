@@ -18,13 +18,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from engine import checkpoints
-from engine.anomaly import anomaly_map, slice_scores
+from engine.anomaly import SliceScoreMode, anomaly_map, slice_scores
 from engine.config import Preset
 from engine.diffusion import initial_noise, make_sampler, restore
 from engine.errors import ModelLoadError
@@ -89,7 +89,8 @@ class ModelSpaceResult:
     Attributes:
         mean_map / spread: float32 ``(N, H, W)`` ensemble mean and standard deviation of the members' maps.
         restored: float32 ``(N, H, W)`` mean restoration in model units (clamped to [0, 1]).
-        scores: float32 ``(N,)`` the paper's slice score (mean of the mean map over the canvas).
+        scores: float32 ``(N,)`` the model's slice score of the mean map (``ModelInfo.slice_score``: the paper's
+            canvas mean unless the model card names another).
         brain_scores: float32 ``(N,)`` mean of the mean map over brain pixels.
     """
 
@@ -111,6 +112,9 @@ class Ensemble:
         self.members = members
         self.device = device
         self.ssim_convention = meta.get("ssim_convention", "standard")
+        if meta.get("slice_score", "canvas") not in get_args(SliceScoreMode):
+            raise ModelLoadError(f"{path}: model.json names an unknown slice_score {meta.get('slice_score')!r}; "
+                                 f"known: {', '.join(get_args(SliceScoreMode))}")
         self.info = ModelInfo(
             name=meta["name"],
             version=str(meta["version"]),
@@ -126,6 +130,7 @@ class Ensemble:
             default_sampler=self.preset.default_sampler,
             default_steps=self.preset.default_steps,
             path=str(path),
+            slice_score=meta.get("slice_score", "canvas"),
         )
 
     # ------------------------------------------------------------------------------------------- model space
@@ -199,7 +204,7 @@ class Ensemble:
             mean_map=mean_f[:, 0].numpy(),
             spread=spread.float()[:, 0].numpy(),
             restored=(sum_restored / m)[:, 0].numpy(),
-            scores=slice_scores(mean_f).numpy(),
+            scores=slice_scores(mean_f, brain_all, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
             brain_scores=slice_scores(mean_f, brain_all, mode="brain").numpy(),
         )
 

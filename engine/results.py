@@ -109,6 +109,8 @@ class ModelInfo:
         calibration: healthy-scan calibration, or None for an uncalibrated model.
         default_sampler / default_steps: the settings used when the caller gives none.
         path: the model folder.
+        slice_score: how a slice's score is made from its map (:data:`engine.anomaly.SliceScoreMode`): ``"canvas"``
+            (the paper's mean over the canvas) or ``"topk"`` (the mean of the slice's highest brain values).
     """
 
     name: str
@@ -125,6 +127,7 @@ class ModelInfo:
     default_sampler: str
     default_steps: int
     path: str
+    slice_score: str = "canvas"
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,8 +141,8 @@ class AnomalyResult:
         anomaly_map: float32, ensemble mean of the members' ``1 - SSIM`` maps, zero in the background.
         member_spread: float32, standard deviation of the members' maps (disagreement).
         restored: float32, the pseudo-healthy restoration in the input's intensity units.
-        slice_scores: float32 of length ``n_slices`` along ``slice_axis``: mean of the model-space map over the
-            canvas (the paper's score); NaN for slices not analysed.
+        slice_scores: float32 of length ``n_slices`` along ``slice_axis``: the model's slice score
+            (``ModelInfo.slice_score``) of the model-space map; NaN for slices not analysed.
         analysed: bool of length ``n_slices``: which slices along ``slice_axis`` were restored by the model.
         covered: bool of length ``n_slices``: slices whose maps hold values, analysed or interpolated between
             analysed neighbours (see ``AnalysisSettings.slice_stride``).

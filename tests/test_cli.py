@@ -239,8 +239,10 @@ def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     assert main(["calibrate", "--model", str(model), "--data", str(IXI_VAL), "--max-scans", "3", "--hold-out", "1",
-                 "--steps", "1", "--fpr", "0.05", "--threads", "1"]) == 0
-    calibration = json.loads((model / "model.json").read_text())["calibration"]
+                 "--steps", "1", "--fpr", "0.05", "--threads", "1", "--slice-score", "topk"]) == 0
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["slice_score"] == "topk"  # the score the model reports, and whose healthy percentiles were measured
+    calibration = meta["calibration"]
     assert (calibration["scans"], calibration["heldout_scans"]) == (2, 1)
     # The held-out scan's flagged share is measured, not chosen: it may differ from the target, but it is a share.
     assert 0.0 <= calibration["heldout_fpr"] <= 1.0

@@ -221,3 +221,34 @@ def test_a_scan_with_skull_gets_a_warning(require_data: Path, oracle: Ensemble) 
     assert oracle.input_warnings(stripped, None) == ()
     mask = engine.load_mask(DATA_DIR / SCANS["IXI PSR"][1], skull_on)
     assert oracle.input_warnings(skull_on, mask) == ()
+
+
+def test_the_model_card_chooses_the_slice_score(require_data: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from engine.anomaly import slice_scores
+    from engine.errors import ModelLoadError
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    volume, _ = _load("BraTS LPS")
+    settings = engine.AnalysisSettings(steps=1, seed=0)
+    canvas = engine.load_ensemble(model_dir, device="cpu")
+    ms = canvas.to_model_space(volume, None, [70, 80])
+    plain = canvas.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings)
+    maps = torch.from_numpy(plain.mean_map)[:, None]
+    assert np.allclose(plain.scores, slice_scores(maps).numpy())  # the paper's canvas mean by default
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta["slice_score"] = "topk"
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    topk = engine.load_ensemble(model_dir, device="cpu")
+    assert topk.info.slice_score == "topk"
+    result = topk.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings)
+    brain = torch.from_numpy(ms.brain)[:, None]
+    assert np.allclose(result.scores, slice_scores(maps, brain, mode="topk").numpy())
+    assert np.array_equal(result.mean_map, plain.mean_map)  # only the score changes
+    meta["slice_score"] = "loudest"
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="slice_score"):
+        engine.load_ensemble(model_dir, device="cpu")
