@@ -104,7 +104,7 @@ def restore(
     scheduler: SchedulerMixin,
     noise: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     on_step: Callable[[int], None] | None = None,
     cancel: CancelToken | None = None,
     autocast_dtype: torch.dtype | None = None,
@@ -119,7 +119,8 @@ def restore(
         condition: the slices to restore, ``(B, C, H, W)`` in model units ([0, 1]).
         scheduler: a scheduler from :func:`make_sampler`.
         noise: the starting noise ``x_T``, same shape as ``condition``.
-        generator: randomness of stochastic samplers (``paper``); unused by DDIM and DPM-Solver++.
+        generator: randomness of stochastic samplers (``paper``): one generator, or one per image so that an
+            image's draws do not depend on its batch; unused by DDIM and DPM-Solver++.
         on_step: called after each step with the number of steps done.
         cancel: checked before every step; raises :class:`~engine.errors.Cancelled`.
         autocast_dtype: e.g. ``torch.bfloat16`` to run the network under CUDA autocast; None for fp32.

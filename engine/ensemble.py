@@ -32,6 +32,7 @@ from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
+from engine.seeding import derive_seed
 from engine.volumes import Volume
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,9 @@ class Ensemble:
                 seeds = [slice_seed(settings.seed, fold, int(k)) for k in native_index[start:stop]]
                 noise = initial_noise(condition.shape[1:], seeds, self.device)
                 scheduler, _ = make_sampler(settings.sampler, self.preset.diffusion, steps)
-                generator = torch.Generator(device=self.device).manual_seed(seeds[0])
+                # One generator per slice (CPU, like the starting noise): a stochastic sampler's draws for a slice
+                # depend on (seed, fold, slice) only, never on the batch the slice is in or on the device.
+                generator = [torch.Generator().manual_seed(derive_seed(s, 1)) for s in seeds]
                 base = done
 
                 def step_done(i: int, base: int = base, width: int = stop - start) -> None:
