@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "AnomalyResult": "engine.results",
     "Calibration": "engine.results",
     "ModelInfo": "engine.results",
+    "fill_between_slices": "engine.results",
     # volumes
     "Volume": "engine.volumes",
     "load_volume": "engine.volumes",
@@ -75,5 +76,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.outputs import modality_warning, output_paths, write_outputs
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
-    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
+    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices
     from engine.volumes import Volume, load_mask, load_volume, save_like

@@ -232,6 +232,24 @@ class Ensemble:
         thickness = float(volume.zooms[slice_axis])
         return max(1, int(round(self.preset.preprocess.spacing_mm / max(thickness, 1e-3))))
 
+    def _stride_choice(self, volume: Volume, ms: ModelSpace, settings: AnalysisSettings) -> np.ndarray:
+        """Model-slice positions a whole-volume analysis restores: every stride-th brain slice and the last."""
+        if len(ms) <= 2:
+            return np.arange(len(ms))
+        stride = settings.slice_stride or self.auto_stride(volume, ms.slice_axis)
+        order = np.argsort(ms.native_index)
+        return np.unique(np.concatenate([order[::stride], order[-1:]]))
+
+    def plan_slices(self, volume: Volume, brain_mask: np.ndarray | None = None,
+                    settings: AnalysisSettings | None = None) -> tuple[int, ...]:
+        """The native slice indices (along :func:`engine.axial_axis`) that a whole-volume :meth:`analyse` restores,
+        ascending: every ``slice_stride``-th brain slice and the last. A caller may analyse them in any order and in
+        any chunks (``analyse(volume, slices=chunk)`` gives each slice the same result), then fill the slices in
+        between with :func:`engine.fill_between_slices`."""
+        settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
+        ms = self.to_model_space(volume, brain_mask)
+        return tuple(sorted(int(k) for k in ms.native_index[self._stride_choice(volume, ms, settings)]))
+
     def analyse(
         self,
         volume: Volume,
@@ -260,11 +278,7 @@ class Ensemble:
         settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
         check_cancel(cancel)
         ms = self.to_model_space(volume, brain_mask, slices)
-        chosen = np.arange(len(ms))
-        if slices is None and len(ms) > 2:
-            stride = settings.slice_stride or self.auto_stride(volume, ms.slice_axis)
-            order = np.argsort(ms.native_index)
-            chosen = np.unique(np.concatenate([order[::stride], order[-1:]]))
+        chosen = np.arange(len(ms)) if slices is not None else self._stride_choice(volume, ms, settings)
         steps = self.steps_for(settings)
         total = len(chosen) * steps * len(self.members)
         throttle = ProgressThrottle(on_progress, total)
