@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "load_mask": "engine.volumes",
     "save_like": "engine.volumes",
     "axial_axis": "engine.preprocess",
+    "analysis_brain": "engine.brain",
     # models and analysis
     "Ensemble": "engine.ensemble",
     "load_ensemble": "engine.ensemble",
@@ -71,6 +72,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from engine.brain import analysis_brain
     from engine.ensemble import Ensemble, available_devices, default_model_path, load_ensemble
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
     from engine.outputs import modality_warning, output_paths, write_outputs
