@@ -26,6 +26,7 @@ from PySide6.QtCore import QEventLoop, QObject, QTimer, Signal
 from app import exporter, slicing, text
 from app.results_cache import ResultCache
 from app.state import ViewerState
+from app.volume_run import VolumeRun, merge_chunk
 from app.workers import BackgroundRunner, Job
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class AnalysisMode(StrEnum):
     """What an analysis covers."""
 
     SLICE = "slice"  # the axial slice under the cursor
-    VOLUME = "volume"  # every axial slice not analysed yet
+    VOLUME = "volume"  # the whole scan, in chunks nearest the cursor first (app.volume_run)
 
 
 # --- requests queued while the worker is busy ----------------------------------------------------------------------
@@ -71,16 +72,31 @@ class Analysis:
     volume: Any  # the scan it ran on (a result for a scan no longer shown is cached, not shown)
 
 
+@dataclass(frozen=True, eq=False)
+class VolumePlan:
+    run: VolumeRun  # asks the engine which slices a whole-volume analysis restores, and the brain it uses
+
+
+@dataclass(frozen=True, eq=False)
+class VolumeChunk:
+    run: VolumeRun
+    slices: tuple[int, ...]  # planned slices analysed by this chunk
+    last: bool  # the plan is done after it (the result is then filled between all analysed slices)
+
+
 @dataclass(frozen=True)
 class AnalysisProgress:
     """Progress of an analysis in the scan's own units.
 
     Attributes:
-        slices: how many slices of the scan the run covers.
+        slices: how many slices of the scan the run covers (for a whole-volume run: the slices that carry a map at
+            the end; 0 while the run is still finding them).
         n_slices: slices of the scan along the analysed axis.
         first_slice: the analysed slice when the run covers one slice.
         fraction: share done, in [0, 1].
         eta_s: estimated seconds left, or None before the first step is done.
+        done: slices that carry a map so far, when known (a whole-volume run); else taken from ``fraction``.
+        volume: True for a whole-volume run.
     """
 
     slices: int
@@ -88,9 +104,13 @@ class AnalysisProgress:
     first_slice: int
     fraction: float
     eta_s: float | None
+    done: int | None = None
+    volume: bool = False
 
     @property
     def slices_done(self) -> int:
+        if self.done is not None:
+            return min(self.slices, self.done)
         return min(self.slices, int(round(self.fraction * self.slices)))
 
 
@@ -148,13 +168,15 @@ class AnalysisController(QObject):
         self._brain_mask_key: Any = None
         self._scan_key: Any = None
         self._pending: deque[LoadModelRequest | AnalysisRequest] = deque()
+        self._run: VolumeRun | None = None  # the whole-volume analysis going on, between and during its chunks
+        self._busy = False
         self._closing = False
         state.result_changed.connect(self._on_result_changed)
         self.runner.progress.connect(self._on_job_progress)
         self.runner.finished.connect(self._on_job_finished)
         self.runner.failed.connect(self._on_job_failed)
         self.runner.cancelled.connect(self._on_job_cancelled)
-        self.runner.busy_changed.connect(self.busy_changed)
+        self.runner.busy_changed.connect(self._update_busy)
 
     # ============================================================================================ errors
     def report_error(self, title: str, message: str) -> None:
@@ -392,7 +414,7 @@ class AnalysisController(QObject):
         if self.state.volume is None:
             self.report_error(text.ERR_ANALYSIS, text.ERR_NO_SCAN)
             return
-        if self.runner.busy:
+        if self.busy:
             if self.runner.current is not None and isinstance(self.runner.current.task, ModelLoad):
                 self._pending.append(AnalysisRequest(mode))
             else:
@@ -415,9 +437,11 @@ class AnalysisController(QObject):
             return
         axis = self.analysis_axis if self.analysis_axis is not None else 2
         n = int(np.shape(self.state.volume.data)[axis])
-        wanted = [int(self.state.cursor[axis])] if mode is AnalysisMode.SLICE else list(range(n))
         key = self.result_key()
-        missing = self.cache.missing(key, wanted, count_interpolated=mode is AnalysisMode.VOLUME)
+        if mode is AnalysisMode.VOLUME:
+            self._start_volume_run(key, axis, n)
+            return
+        missing = self.cache.missing(key, [int(self.state.cursor[axis])])
         if not missing:
             self.show_cached_result()
             self.status.emit(text.STATUS_CACHED)
@@ -425,31 +449,112 @@ class AnalysisController(QObject):
             return
         task = Analysis(key, mode, tuple(missing), n, self.state.volume)
         model, settings, brain_mask = self.model, self.analysis_settings(), self.brain_mask
-        slices = None if len(missing) == n else list(missing)
 
         def run(on_progress: Any, cancel: Any) -> Any:
-            return model.analyse(task.volume, settings=settings, slices=slices, brain_mask=brain_mask,
+            return model.analyse(task.volume, settings=settings, slices=list(missing), brain_mask=brain_mask,
                                  on_progress=on_progress, cancel=cancel)
 
         self.status.emit(text.STATUS_ANALYSING.format(count=len(missing)))
         self.analysis_progress.emit(AnalysisProgress(len(missing), n, missing[0], 0.0, None))
         self.runner.submit(task, run)
 
+    # ------------------------------------------------------------------------------------ whole volume, in chunks
+    def _start_volume_run(self, key: Hashable, axis: int, n: int) -> None:
+        """Ask the engine for its plan (in the worker); the chunks follow in :meth:`_next_chunk`."""
+        run = VolumeRun(key, self.state.volume, n, axis)
+        model, settings, brain_mask, backend = self.model, self.analysis_settings(), self.brain_mask, self.backend
+
+        def plan(_on_progress: Any, _cancel: Any) -> Any:
+            planned = model.plan_slices(run.volume, brain_mask=brain_mask, settings=settings)
+            return planned, np.asarray(backend.analysis_brain(run.volume, brain_mask), dtype=bool)
+
+        self._run = run
+        self._update_busy()
+        self.status.emit(text.STATUS_PLANNING)
+        self.analysis_progress.emit(AnalysisProgress(0, n, int(self.state.cursor[axis]), 0.0, None, volume=True))
+        self.runner.submit(VolumePlan(run), plan)
+
+    def _next_chunk(self, run: VolumeRun) -> None:
+        """Submit the planned slices nearest the cursor *now*; or end the run when the scan or settings changed."""
+        if run.volume is not self.state.volume or run.key != self.result_key():
+            self._run = None
+            self.status.emit(text.STATUS_RUN_STOPPED)
+            return
+        chunk = run.next_chunk(int(self.state.cursor[run.axis]))
+        last = not run.todo
+        # The first chunk gets the user's mask as given (so the engine's input warnings come with it); later ones
+        # the brain the engine computed from it, which is the same mask without recomputing the foreground each time.
+        brain_mask = self.brain_mask if run.chunks == 1 else run.brain
+        base = self.cache.get(run.key)
+        model, settings, fill = self.model, self.analysis_settings(), self.backend.fill_between_slices
+
+        def analyse(on_progress: Any, cancel: Any) -> Any:
+            part = model.analyse(run.volume, settings=settings, slices=list(chunk), brain_mask=brain_mask,
+                                 on_progress=on_progress, cancel=cancel)
+            return merge_chunk(base, part, run.plan, run.brain, fill, last=last)
+
+        self.runner.submit(VolumeChunk(run, chunk, last), analyse)
+
+    def _run_progress(self, run: VolumeRun, fraction: float, first_slice: int) -> AnalysisProgress:
+        return AnalysisProgress(run.total, run.n_slices, first_slice, fraction, run.eta_s(fraction),
+                                done=run.slices_with_map(self.cache.get(run.key)), volume=True)
+
+    def _on_plan(self, run: VolumeRun, planned: Any) -> None:
+        slices, brain = planned
+        entry = self.cache.get(run.key)
+        run.set_plan(slices, brain, np.asarray(entry.analysed, dtype=bool) if entry is not None else None)
+        if run.todo:
+            self._next_chunk(run)
+            return
+        self._run = None  # every planned slice was analysed before: fill in between and show it
+        if entry is not None:
+            self.cache.put(run.key, self.backend.fill_between_slices(entry, brain))
+        self.show_cached_result()
+        self.status.emit(text.STATUS_CACHED_VOLUME)
+
+    def _on_chunk(self, task: VolumeChunk, result: Any) -> None:
+        run = task.run
+        self.cache.put(run.key, result)
+        if run.key == self.result_key() and run.volume is self.state.volume:
+            self.state.set_result(result)
+        if run is not self._run:  # cancelled while this chunk was finishing: keep what it brought, go no further
+            return
+        self.analysis_progress.emit(self._run_progress(run, run.fraction(0, 0.0), task.slices[0]))
+        if task.last:
+            self._run = None
+            self.status.emit(text.STATUS_VOLUME_DONE.format(count=run.slices_with_map(result), analysed=len(run.plan),
+                                                            seconds=time.monotonic() - run.started))
+            self.refresh_warnings()
+        else:
+            self._next_chunk(run)
+
+    @property
+    def busy(self) -> bool:
+        """A background job runs, or a whole-volume analysis is between two of its chunks."""
+        return self.runner.busy or self._run is not None
+
+    def _update_busy(self, *_: Any) -> None:
+        if self.busy != self._busy:
+            self._busy = self.busy
+            self.busy_changed.emit(self._busy)
+
     def cancel_analysis(self) -> None:
         """Stop the running analysis at the engine's next step and drop queued ones."""
         self._pending = deque(p for p in self._pending if not isinstance(p, AnalysisRequest))
+        self._run = None  # no further chunks
         current = self.runner.current
-        if current is not None and isinstance(current.task, Analysis):
+        if current is not None and isinstance(current.task, ANALYSIS_TASKS):
             self.runner.cancel()
+        self._update_busy()
 
     @property
     def analysing(self) -> bool:
         current = self.runner.current
-        return current is not None and isinstance(current.task, Analysis)
+        return self._run is not None or (current is not None and isinstance(current.task, ANALYSIS_TASKS))
 
     def is_idle(self) -> bool:
-        """No background job running or queued."""
-        return not self.runner.busy and not self._pending
+        """No background job running or queued, and no whole-volume analysis under way."""
+        return not self.runner.busy and not self._pending and self._run is None
 
     def wait_idle(self, timeout_s: float = 600.0) -> bool:
         """Process events until no background job runs or waits (for headless use); True if idle in time."""
@@ -483,6 +588,7 @@ class AnalysisController(QObject):
         """Drop queued requests, cancel the running job and stop the worker thread."""
         self._closing = True
         self._pending.clear()
+        self._run = None
         self.runner.shutdown()
 
     # ============================================================================================ job outcomes
@@ -491,6 +597,9 @@ class AnalysisController(QObject):
         if isinstance(task, Analysis):
             self.analysis_progress.emit(AnalysisProgress(len(task.slices), task.n_slices, task.slices[0],
                                                          float(progress.fraction), progress.eta_s))
+        elif isinstance(task, VolumeChunk) and task.run is self._run:
+            fraction = task.run.fraction(len(task.slices), float(progress.fraction))
+            self.analysis_progress.emit(self._run_progress(task.run, fraction, task.slices[0]))
 
     def _on_job_finished(self, job: Job, result: Any, seconds: float) -> None:
         task = job.task
@@ -512,9 +621,16 @@ class AnalysisController(QObject):
                 self.state.set_result(merged)
             self.status.emit(text.STATUS_DONE.format(count=len(task.slices), seconds=seconds))
             self.refresh_warnings()
+        elif isinstance(task, VolumePlan):
+            if task.run is self._run:
+                self._on_plan(task.run, result)
+        elif isinstance(task, VolumeChunk):
+            self._on_chunk(task, result)
         self._after_job(job)
 
     def _on_job_failed(self, job: Job, error: Any) -> None:
+        if isinstance(job.task, (VolumePlan, VolumeChunk)):
+            self._run = None
         if isinstance(job.task, ModelLoad):
             wanted_by_user = job.task.explicit or any(isinstance(p, AnalysisRequest) for p in self._pending)
             self._pending = deque(p for p in self._pending if not isinstance(p, AnalysisRequest))
@@ -526,6 +642,8 @@ class AnalysisController(QObject):
         self._after_job(job)
 
     def _on_job_cancelled(self, job: Job) -> None:
+        if isinstance(job.task, (VolumePlan, VolumeChunk)):
+            self._run = None
         if isinstance(job.task, ModelLoad):
             self.model_loading = False
             self.model_changed.emit()
@@ -533,7 +651,10 @@ class AnalysisController(QObject):
         self._after_job(job)
 
     def _after_job(self, job: Job) -> None:
-        ran_analysis = isinstance(job.task, Analysis)
+        if self._run is not None and self.runner.busy:  # a whole-volume analysis goes on with its next chunk
+            return
+        self._update_busy()
+        ran_analysis = isinstance(job.task, ANALYSIS_TASKS)
         if ran_analysis:
             self.analysis_stopped.emit()
         if self._closing:
@@ -548,6 +669,9 @@ class AnalysisController(QObject):
                 return
         if ran_analysis or not self._pending:
             self.analysis_done.emit()
+
+
+ANALYSIS_TASKS = (Analysis, VolumePlan, VolumeChunk)
 
 
 def _model_loader(backend: Any, task: ModelLoad) -> Callable[[Any, Any], Any]:

@@ -78,6 +78,13 @@ class ResultCache:
             self._entries.pop(next(iter(self._entries)))
         return merged
 
+    def put(self, key: Hashable, result: Any) -> None:
+        """Store ``result`` as the entry for ``key`` (it already holds whatever the entry held before)."""
+        self._entries.pop(key, None)
+        self._entries[key] = result
+        while len(self._entries) > self._max:
+            self._entries.pop(next(iter(self._entries)))
+
     def missing(self, key: Hashable, wanted: Sequence[int], *, count_interpolated: bool = False) -> list[int]:
         """Which of the ``wanted`` slice indices are not yet analysed (or covered, if asked) for ``key``."""
         entry = self._entries.get(key)

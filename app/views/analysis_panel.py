@@ -85,7 +85,7 @@ class AnalysisPanel(QGroupBox):
         self._on_settings_changed()
         self._on_model_changed()
         self._on_brain_mask_changed()
-        self._on_busy_changed(controller.runner.busy)
+        self._on_busy_changed(controller.busy)
 
     def _on_devices_changed(self, devices: list[str]) -> None:
         self.device_combo.blockSignals(True)

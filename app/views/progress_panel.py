@@ -20,11 +20,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def describe(progress: AnalysisProgress) -> str:
-    """One sentence in the scan's units, e.g. "Analysing the scan: 63 of 155 slices done, about 31 s left"."""
-    if progress.slices == 1:
+    """One sentence in the scan's units, e.g. "Analysing the whole scan: 63 of its 140 slices with brain have a map,
+    about 31 s left"."""
+    if progress.volume:
+        what = (text.PROGRESS_VOLUME.format(done=progress.slices_done, total=progress.slices) if progress.slices
+                else text.PROGRESS_PLANNING)
+    elif progress.slices == 1:
         what = text.PROGRESS_ONE_SLICE.format(index=progress.first_slice, last=progress.n_slices - 1)
-    elif progress.slices == progress.n_slices:
-        what = text.PROGRESS_VOLUME.format(done=progress.slices_done, total=progress.slices)
     else:
         what = text.PROGRESS_SLICES.format(done=progress.slices_done, total=progress.slices, n=progress.n_slices)
     if progress.eta_s is None or progress.fraction < ETA_AFTER:

@@ -2,11 +2,16 @@
 
 :func:`make_backend` returns an object with the names the viewer uses from ``engine`` (errors, progress, result
 types, ``load_volume``, ``load_mask``, ``axial_axis``, ``load_ensemble``, ``default_model_path``, ``available_devices``,
-``write_outputs``, ``output_paths``, ``modality_warning``). Data types and errors are the real ones from
-``engine``; scan loading uses the real ``engine.load_volume`` when it exists, else a small nibabel reader here.
+``write_outputs``, ``output_paths``, ``modality_warning``, ``analysis_brain``, ``fill_between_slices``). Data types and
+errors are the real ones from ``engine``; scan loading uses the real ``engine.load_volume`` when it exists, else a
+small nibabel reader here.
 :class:`FakeEnsemble` has the ``Ensemble`` interface and a cheap analysis: the anomaly map is the smoothed absolute
 difference between each axial slice and its median-filtered self, scaled to about [0, 0.3]; the "restored" image is
-the median-filtered slice; member spread is a tenth of the map.
+the median-filtered slice; member spread is a tenth of the map. Like the real ensemble, a whole-volume analysis
+restores every ``slice_stride``-th slice with brain (default :data:`FAKE_STRIDE`) and the last, which
+``plan_slices`` names, and fills the slices between with the real ``engine.fill_between_slices``; the brain is the
+brain mask, or the voxels above zero (``analysis_brain``). ``tests/app/test_engine_contract.py`` checks that the fake
+and the real engine keep the same contract.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from engine.errors import Cancelled, EngineError, ModelLoadError, OutputError, V
 from engine.progress import CancelToken, Progress
 from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
 
+FAKE_STRIDE = 2
+"""Slice stride of the fake's whole-volume analysis when the settings name none."""
 CALIBRATION = Calibration(threshold=0.1, healthy_fpr=0.01, display_max=0.3,
                           healthy_percentiles={"50": 0.02, "99": 0.1}, slice_score_percentiles={"99": 0.05},
                           scans=10)
@@ -95,6 +102,17 @@ def axial_axis(affine: np.ndarray) -> int:
     return int(np.flatnonzero(ornt[:, 0] == 2)[0])
 
 
+def analysis_brain(volume: Any, brain_mask: np.ndarray | None = None) -> np.ndarray:
+    """The fake's brain: the brain mask when given, else the voxels above zero."""
+    data = np.asarray(volume.data)
+    if brain_mask is None:
+        return data > 0
+    mask = np.asarray(brain_mask, dtype=bool)
+    if mask.shape != data.shape:
+        raise VolumeError(f"brain mask shape {mask.shape} differs from the scan's {data.shape}")
+    return mask
+
+
 # ------------------------------------------------------------------------------------------------ ensemble
 class FakeEnsemble:
     """The ``Ensemble`` interface with a cheap deterministic analysis.
@@ -112,6 +130,18 @@ class FakeEnsemble:
         self.calls: list[list[int]] = []
         self.brain_masks: list[np.ndarray | None] = []
 
+    def plan_slices(self, volume: Any, brain_mask: np.ndarray | None = None,
+                    settings: AnalysisSettings | None = None) -> tuple[int, ...]:
+        """Every stride-th slice with brain and the last one, ascending."""
+        settings = settings if settings is not None else AnalysisSettings()
+        axis = axial_axis(volume.affine)
+        brain = analysis_brain(volume, brain_mask)
+        with_brain = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        if with_brain.size <= 2:
+            return tuple(int(s) for s in with_brain)
+        stride = settings.slice_stride or FAKE_STRIDE
+        return tuple(sorted({int(s) for s in with_brain[::stride]} | {int(with_brain[-1])}))
+
     def analyse(self, volume: Any, *, settings: AnalysisSettings | None = None,
                 slices: Sequence[int] | None = None, brain_mask: np.ndarray | None = None,
                 on_progress: Callable[[Progress], None] | None = None,
@@ -122,7 +152,7 @@ class FakeEnsemble:
         data = np.asarray(volume.data, dtype=np.float32)
         axis = axial_axis(volume.affine)
         n = data.shape[axis]
-        todo = list(range(n)) if slices is None else [int(s) for s in slices]
+        todo = list(self.plan_slices(volume, brain_mask, settings)) if slices is None else [int(s) for s in slices]
         if any(not 0 <= s < n for s in todo):
             raise VolumeError(f"slice index out of range 0..{n - 1}")
         self.calls.append(todo)
@@ -154,11 +184,13 @@ class FakeEnsemble:
                 time.sleep(self.delay_s)
             if on_progress is not None:
                 on_progress(Progress(done + 1, len(todo), "fake", time.monotonic() - start))
-        extra = {"covered": analysed.copy()} if "covered" in AnomalyResult.__dataclass_fields__ else {}
-        return AnomalyResult(anomaly_map=amap, member_spread=(amap * 0.1).astype(np.float32), restored=restored,
-                             slice_scores=scores, analysed=analysed, slice_axis=axis, seed=settings.seed,
-                             sampler=settings.sampler, steps=settings.steps or 5, model_id=self.info.model_id,
-                             threshold=CALIBRATION.threshold, **extra)
+        result = AnomalyResult(anomaly_map=amap, member_spread=(amap * 0.1).astype(np.float32), restored=restored,
+                               slice_scores=scores, analysed=analysed, covered=analysed.copy(), slice_axis=axis,
+                               seed=settings.seed, sampler=settings.sampler, steps=settings.steps or 5,
+                               model_id=self.info.model_id, threshold=CALIBRATION.threshold)
+        if slices is None:
+            result = engine.fill_between_slices(result, analysis_brain(volume, brain_mask))
+        return result
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -229,7 +261,8 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         EngineError=EngineError, VolumeError=VolumeError, ModelLoadError=ModelLoadError, OutputError=OutputError,
         Cancelled=Cancelled, CancelToken=CancelToken, Progress=Progress, AnalysisSettings=AnalysisSettings,
         AnomalyResult=AnomalyResult, Calibration=Calibration, ModelInfo=ModelInfo,
-        load_volume=load_volume, load_mask=engine.load_mask, axial_axis=axial_axis,
+        load_volume=load_volume, load_mask=engine.load_mask, axial_axis=axial_axis, analysis_brain=analysis_brain,
+        fill_between_slices=engine.fill_between_slices,
         default_model_path=lambda: Path(tmp_model_dir),
         available_devices=lambda: list(devices), write_outputs=write_outputs, output_paths=output_paths,
         modality_warning=modality_warning, __version__="test",

@@ -127,9 +127,15 @@ def test_controller_volume_progress_counts_slices_of_the_scan(qtbot, model_dir: 
         with qtbot.waitSignal(controller.analysis_done, timeout=30000):
             controller.request_analysis("volume")
         n = volume.data.shape[controller.analysis_axis]
-        assert all(r.slices == n and r.n_slices == n for r in reports)
-        assert reports[-1].slices_done == n
+        result = controller.state.result
+        with_map = int(result.covered.sum())
+        assert all(r.volume and r.n_slices == n for r in reports)
+        assert reports[0].slices == 0  # while the engine plans the run
+        assert all(r.slices == with_map for r in reports[1:])  # then: the slices that carry a map at the end
+        assert reports[-1].slices_done == with_map
+        assert reports[-1].fraction == 1.0
         assert [r.slices_done for r in reports] == sorted(r.slices_done for r in reports)
+        assert [r.fraction for r in reports] == sorted(r.fraction for r in reports)
     finally:
         controller.shutdown()
 
@@ -174,8 +180,10 @@ def test_progress_sentences_count_slices_of_the_scan() -> None:
     from app.controller import AnalysisProgress
     from app.views.progress_panel import describe
 
-    whole = AnalysisProgress(slices=155, n_slices=155, first_slice=0, fraction=0.4, eta_s=95.0)
-    assert describe(whole) == "Analysing the whole scan: 62 of 155 slices done, about 1:35 left"
+    planning = AnalysisProgress(slices=0, n_slices=155, first_slice=77, fraction=0.0, eta_s=None, volume=True)
+    assert describe(planning) == "Analysing the whole scan: finding the slices with brain, estimating the time..."
+    whole = AnalysisProgress(slices=140, n_slices=155, first_slice=0, fraction=0.4, eta_s=95.0, done=62, volume=True)
+    assert describe(whole) == "Analysing the whole scan: 62 of its 140 slices with brain have a map, about 1:35 left"
     one = AnalysisProgress(slices=1, n_slices=155, first_slice=77, fraction=0.5, eta_s=2.2)
     assert describe(one) == "Analysing axial slice 77/154, about 2 s left"
     some = AnalysisProgress(slices=10, n_slices=155, first_slice=3, fraction=0.02, eta_s=400.0)

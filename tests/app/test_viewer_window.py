@@ -198,22 +198,91 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
     window.analysis_panel.analyse_volume_button.click()
     cancel = window.progress.cancel_button
     assert cancel.isEnabled()
-    qtbot.waitUntil(lambda: len(progress_values) >= 3, timeout=5000)
+    qtbot.waitUntil(lambda: window.state.result is not None and len(progress_values) >= 3, timeout=5000)
     assert window.progress.isVisible()
     assert cancel.isVisible()
-    n = window.state.volume.data.shape[window.controller.analysis_axis]
+    with_map = int(window.controller._run.total)
     words = window.progress.label.text()
-    assert f"of {n} slices done" in words  # slices of this scan, not the engine's network calls
+    assert f"of its {with_map} slices with brain have a map" in words  # slices of this scan, not network calls
     qtbot.waitUntil(lambda: "left" in window.progress.label.text(), timeout=5000)  # after the first 5 %
     assert 0 < window.progress.bar.value() < window.progress.bar.maximum()
+    ensemble = window.backend.ensembles[-1]
     start = time.monotonic()
     with qtbot.waitSignal(window.controller.runner.cancelled, timeout=5000):
         qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)
     assert time.monotonic() - start < 1.0
-    assert window.state.result is None
+    calls = len(ensemble.calls)
+    kept = window.state.result  # the chunks done before the cancel stay on screen
+    assert kept is not None
+    assert 0 < kept.analysed.sum() < len(ensemble.plan_slices(window.state.volume))
     assert not cancel.isEnabled()
     assert not window.progress.isVisible()
     assert "cancelled" in window.statusBar().currentMessage().lower()
+    assert window.controller.is_idle()
+    qtbot.wait(200)
+    assert len(ensemble.calls) == calls  # no chunk after the cancel
+
+
+def test_volume_analysis_shows_the_slice_on_screen_first_and_follows_the_user(qtbot, make_window) -> None:
+    window = make_window(delay_s=0.01)
+    open_scan(qtbot, window, "ixi")
+    state = window.state
+    ensemble = window.backend.ensembles[-1]
+    plan = ensemble.plan_slices(state.volume)
+    k = plan[len(plan) // 3] + 1  # between two planned slices
+    state.set_plane("axial")
+    state.set_slice_index(k)
+    m = plan[-5]  # where the user goes once the first maps are drawn
+    seen = []
+
+    def on_result() -> None:
+        result = state.result
+        if result is not None:
+            seen.append((np.isfinite(window.score_plot.curve.yData).sum(), bool(result.covered[k]),
+                         float(np.max(window.view.heat_item.image))))
+            if len(seen) == 1:
+                state.set_slice_index(m)  # before the controller chooses the next chunk
+
+    state.result_changed.connect(on_result)
+    analyse(qtbot, window, "volume")
+    # the first chunk: the planned slices nearest the one on screen, which is then filled in at once
+    assert ensemble.calls[0] == sorted(sorted(plan, key=lambda s: (abs(s - k), s))[:3])
+    assert seen[0][0] == 3  # three slice scores in the plot
+    assert seen[0][1]
+    assert seen[0][2] > 0  # the map of the slice on screen is drawn
+    # the next chunk follows the user
+    assert ensemble.calls[1] == sorted(sorted(set(plan) - set(ensemble.calls[0]), key=lambda s: (abs(s - m), s))[:6])
+    assert len(seen) == len(ensemble.calls)  # one redraw per chunk
+    assert [n for n, _, _ in seen] == sorted(n for n, _, _ in seen)  # the score plot fills as it goes
+    assert sorted(s for call in ensemble.calls for s in call) == list(plan)  # each planned slice once
+    # the end result is what a whole-volume analysis gives
+    whole = ensemble.analyse(state.volume)
+    result = state.result
+    np.testing.assert_array_equal(result.analysed, whole.analysed)
+    np.testing.assert_array_equal(result.covered, whole.covered)
+    np.testing.assert_allclose(result.anomaly_map, whole.anomaly_map, atol=1e-6)
+    np.testing.assert_allclose(result.restored, whole.restored, atol=1e-4)
+    np.testing.assert_array_equal(np.isnan(result.slice_scores), np.isnan(whole.slice_scores))
+    assert "carry a map" in window.statusBar().currentMessage()
+    calls = len(ensemble.calls)
+    analyse(qtbot, window, "volume")  # again: cached
+    assert len(ensemble.calls) == calls
+    assert window.state.result is result or np.array_equal(window.state.result.covered, result.covered)
+
+
+def test_opening_another_scan_stops_a_volume_analysis(qtbot, make_window) -> None:
+    window = make_window(delay_s=0.02)
+    open_scan(qtbot, window, "ixi")
+    ensemble = window.backend.ensembles[-1]
+    window.analysis_panel.analyse_volume_button.click()
+    qtbot.waitUntil(lambda: len(ensemble.calls) >= 2, timeout=5000)
+    open_scan(qtbot, window, "brats")
+    qtbot.waitUntil(window.controller.is_idle, timeout=5000)
+    calls = len(ensemble.calls)
+    assert calls < len(ensemble.plan_slices(window.backend.load_volume(scan_path("ixi")))) // 6
+    assert "stopped" in window.statusBar().currentMessage()
+    assert window.state.result is None  # the other scan has no result
+    assert window.analysis_panel.seed_spin.isEnabled()
 
 
 def test_closing_during_analysis_stops_the_worker(qtbot, make_window) -> None:
