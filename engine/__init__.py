@@ -53,6 +53,13 @@ _EXPORTS: dict[str, str] = {
     "write_outputs": "engine.outputs",
     "output_paths": "engine.outputs",
     "modality_warning": "engine.outputs",
+    # findings
+    "Finding": "engine.findings",
+    "Findings": "engine.findings",
+    "find_findings": "engine.findings",
+    "findings_paths": "engine.findings",
+    "format_findings": "engine.findings",
+    "write_findings": "engine.findings",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -75,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.brain import analysis_brain
     from engine.ensemble import Ensemble, available_devices, default_model_path, load_ensemble
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
+    from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
     from engine.outputs import modality_warning, output_paths, write_outputs
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback

@@ -24,6 +24,9 @@ from engine.errors import EngineError
 logger = logging.getLogger("engine.cli")
 
 PROG = "condiff-engine"
+MIN_FINDING_ML = 0.05
+"""Default of ``infer --min-finding-ml``: ``engine.findings.DEFAULT_MIN_VOLUME_ML`` (not imported, to keep start-up
+cheap; a test keeps the two equal)."""
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -246,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_slices = HealthySlices.cached(val_scans, preset.preprocess, cache)
     external = folder_source(args.external_images, size) if args.external_images else default_external_source(size)
     if env.is_main:
-        init_model_folder(out, preset, name=args.name, modality=args.modality, extra={
+        init_model_folder(out, preset, name=args.name, version=args.model_version, modality=args.modality, extra={
             "training_data": {"train": str(args.data), "val": str(args.val_data or f"{args.data} (held-out split)"),
                               "train_scans": len(train_scans), "val_scans": len(val_scans)},
         })
@@ -295,7 +298,8 @@ def _load_model(args: argparse.Namespace) -> Any:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Analyse one scan and write its mask, map, restoration and sidecar on the scan's own grid."""
+    """Analyse one scan and write its mask, map, restoration, sidecar and findings on the scan's own grid."""
+    from engine.findings import find_findings, format_findings, write_findings  # noqa: PLC0415
     from engine.outputs import modality_warning, write_outputs  # noqa: PLC0415
     from engine.volumes import load_mask, load_volume  # noqa: PLC0415
 
@@ -329,8 +333,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
     flagged = int((result.anomaly_map >= threshold).sum())
     logger.info("%s: %d slices analysed (%d covered) in %.1f s; %d voxels flagged at %.4g", volume.name,
                 int(result.analysed.sum()), int(result.covered.sum()), time.monotonic() - start, flagged, threshold)
+    findings = find_findings(result, volume.affine, threshold=threshold, min_volume_ml=args.min_finding_ml)
+    for kind, path in write_findings(findings, volume, args.out, extra={
+            "Model": result.model_id, "Sampler": result.sampler, "SamplerSteps": result.steps, "Seed": result.seed,
+            "ThresholdUnits": units}).items():
+        paths[f"findings_{kind}"] = path
     for kind, path in paths.items():
-        print(f"{kind:9s} {path}")
+        print(f"{kind:13s} {path}")
+    print(f"\n{len(findings.items)} finding(s) at threshold {threshold:.4g}, at least {args.min_finding_ml:g} mL "
+          f"({findings.left_out} smaller region(s) left out); ranked by {findings.rank_rule}:")
+    print(format_findings(findings))
     return 0
 
 
@@ -526,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
     p.add_argument("--name", default="condiff-model", help="model name written to model.json")
+    p.add_argument("--model-version", default="1.0.0", help="model version written to model.json (model id = "
+                   "<name>-v<version>)")
     p.add_argument("--modality", default="t1")
     p.add_argument("--image-pattern", default="*_T1.nii.gz", help="glob of the scans in --data")
     p.add_argument("--mask-suffix", default="_brainmask.nii.gz",
@@ -552,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
     p.add_argument("--slice-stride", type=_positive, help="analyse every k-th axial slice (default: from the spacing)")
+    p.add_argument("--min-finding-ml", type=_non_negative, default=MIN_FINDING_ML, metavar="ML",
+                   help=f"findings smaller than this many mL are left out of the findings table "
+                        f"(default: {MIN_FINDING_ML})")
     analysis_options(p)
     p.set_defaults(func=cmd_infer)
 

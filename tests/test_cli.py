@@ -103,7 +103,7 @@ def test_infer_writes_outputs_on_the_inputs_grid(tmp_path: Path, tiny_model: Pat
         img = nib.load(path)
         assert img.shape == reference.shape
         assert np.allclose(img.affine, reference.affine, atol=1e-5)
-    sidecar = json.loads(next(tmp_path.glob("*.json")).read_text())
+    sidecar = json.loads(next(tmp_path.glob("*_desc-anomaly_mask.json")).read_text())
     assert sidecar["Model"] == "tiny-test-v1.0.0"
     assert sidecar["Threshold"] == 0.5
     assert sidecar["ThresholdUnits"]
@@ -111,6 +111,33 @@ def test_infer_writes_outputs_on_the_inputs_grid(tmp_path: Path, tiny_model: Pat
     assert sidecar["SamplerSteps"] == 1
     assert "GeneratedBy" in sidecar
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # the findings: a table beside the mask, the same one printed
+    table = next(tmp_path.glob("*_desc-anomaly_findings.tsv")).read_text().splitlines()
+    assert table[0].split("\t")[:2] == ["id", "volume_ml"]
+    findings = json.loads(next(tmp_path.glob("*_desc-anomaly_findings.json")).read_text())
+    assert findings["threshold"] == 0.5
+    assert findings["Model"] == "tiny-test-v1.0.0"
+    assert len(findings["findings"]) == len(table) - 1
+    mask = np.asarray(nib.load(next(tmp_path.glob("*_desc-anomaly_mask.nii.gz"))).dataobj)
+    voxel_ml = float(np.prod(reference.header.get_zooms()[:3])) / 1000
+    assert sum(f["voxels"] for f in findings["findings"]) <= int(mask.sum())
+    assert all(f["volume_ml"] >= 0.05 for f in findings["findings"])
+    assert all(abs(f["volume_ml"] - f["voxels"] * voxel_ml) < 1e-3 for f in findings["findings"])
+    out = capsys.readouterr().out
+    assert f"{len(findings['findings'])} finding(s) at threshold 0.5" in out
+    printed = out.split("ranked by")[1].splitlines()[1:]
+    if findings["findings"]:
+        assert printed[0].split()[:2] == ["id", "volume_ml"]
+        assert printed[1].split()[:2] == table[1].split("\t")[:2]  # the same first row as the TSV
+    else:
+        assert "no findings" in printed[0]
+
+
+def test_infer_min_finding_default_is_the_engines() -> None:
+    from engine.cli import MIN_FINDING_ML
+    from engine.findings import DEFAULT_MIN_VOLUME_ML
+
+    assert MIN_FINDING_ML == DEFAULT_MIN_VOLUME_ML
 
 
 def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path,
