@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "Calibration": "engine.results",
     "ModelInfo": "engine.results",
     "fill_between_slices": "engine.results",
+    "SAMPLERS": "engine.samplers",
+    "SamplerSpec": "engine.samplers",
     # volumes
     "Volume": "engine.volumes",
     "load_volume": "engine.volumes",
@@ -87,4 +89,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices
+    from engine.samplers import SAMPLERS, SamplerSpec
     from engine.volumes import Volume, load_mask, load_volume, save_like

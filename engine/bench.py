@@ -23,6 +23,7 @@ from engine.diffusion import draw_timesteps_and_noise, make_train_scheduler, tra
 from engine.ensemble import Ensemble, load_ensemble
 from engine.network import build_unet, count_parameters
 from engine.results import AnalysisSettings
+from engine.samplers import PAPER_STEPS
 from engine.training import resolve_device
 from engine.volumes import Volume, load_volume
 
@@ -159,7 +160,7 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
         ensemble.analyse(vol, settings=AnalysisSettings(sampler="paper", device=device), slices=subset.tolist())
         paper = time.perf_counter() - start
         per_slice = paper / len(subset)
-        out["paper_ms_per_slice_step_member"] = round(1000 * per_slice / (50 * len(ensemble.members)), 2)
+        out["paper_ms_per_slice_step_member"] = round(1000 * per_slice / (PAPER_STEPS * len(ensemble.members)), 2)
         out["paper_volume_s_scaled"] = round(per_slice * analysed, 1)
         # Same members and slices: the paper's 50 DDPM steps against the default few-step sampler, per slice.
         out["speedup_fast_vs_paper"] = round(per_slice / (seconds / max(analysed, 1)), 1)

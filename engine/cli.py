@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.config import PRESETS
 from engine.errors import EngineError
+from engine.samplers import SAMPLERS
 
 logger = logging.getLogger("engine.cli")
 
@@ -509,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a preset or a model folder")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--preset", choices=["tiny", "small", "paper"])
+    group.add_argument("--preset", choices=list(PRESETS))
     group.add_argument("--model", type=Path, help="a model folder")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
@@ -517,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train ensemble members (one per task fold)")
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans (<id>_T1.nii.gz + masks)")
     p.add_argument("--val-data", type=Path, help="folder of healthy validation scans (default: 10%% of --data)")
-    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--preset", choices=list(PRESETS), default="small")
     p.add_argument("--fold", type=_folds, default=[0], help="fold 0..9, a list like 0,3,7, or 'all' (default 0)")
     p.add_argument("--out", type=Path, required=True, help="model folder to create or add members to")
     p.add_argument("--max-steps", type=_positive, default=3000)
@@ -552,8 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def analysis_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", type=Path, help="model folder (default: the bundled condiff-t1-small)")
-        p.add_argument("--sampler", choices=["fast", "ddim", "dpm", "paper"], default="fast",
-                       help="fast = the model's few-step default; paper = 50-step DDPM as in Baugh et al.")
+        p.add_argument("--sampler", choices=["fast", *SAMPLERS], default="fast",
+                       help="fast = the model's few-step default; " + "; ".join(
+                           f"{s.name} = {s.description}" for s in SAMPLERS.values()))
         p.add_argument("--steps", type=_positive, help="sampler steps (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -606,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure speed and memory on this machine")
-    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--preset", choices=list(PRESETS), default="small")
     p.add_argument("--model", type=Path, help="also time a whole-volume analysis with this model folder")
     p.add_argument("--scan", type=Path, help="scan for the whole-volume timing (default: a BraTS-size synthetic)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -15,7 +15,6 @@ Samplers:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -25,9 +24,7 @@ from engine.config import DiffusionConfig
 from engine.errors import ConfigError
 from engine.network import denoise
 from engine.progress import CancelToken, check_cancel
-
-SamplerName = Literal["paper", "ddim", "dpm"]
-PAPER_STEPS = 50
+from engine.samplers import SAMPLERS, SamplerName
 
 
 def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
@@ -43,39 +40,49 @@ def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
     )
 
 
+def _paper(common: dict[str, object]) -> SchedulerMixin:
+    return DDPMScheduler(**common, clip_sample=True, clip_sample_range=1.0, timestep_spacing="leading",
+                         variance_type="fixed_small")
+
+
+def _ddim(common: dict[str, object]) -> SchedulerMixin:
+    return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, timestep_spacing="trailing",
+                         set_alpha_to_one=True)
+
+
+def _dpm(common: dict[str, object]) -> SchedulerMixin:
+    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                       timestep_spacing="trailing", thresholding=False, lower_order_final=True)
+
+
+SCHEDULER_BUILDERS: dict[str, Callable[[dict[str, object]], SchedulerMixin]] = {
+    "paper": _paper, "ddim": _ddim, "dpm": _dpm,
+}
+"""The diffusers scheduler of each sampler in :data:`engine.samplers.SAMPLERS`, under the same name."""
+
+
 def make_sampler(name: SamplerName, config: DiffusionConfig, steps: int | None = None) -> tuple[SchedulerMixin, int]:
     """Build the scheduler of a sampler and set its timesteps.
 
     Args:
-        name: ``"paper"``, ``"ddim"`` or ``"dpm"``.
+        name: a key of :data:`engine.samplers.SAMPLERS` (``"paper"``, ``"ddim"`` or ``"dpm"``).
         config: the model's diffusion settings (betas and prediction target must match training).
-        steps: number of sampler steps; ``"paper"`` always uses 50.
+        steps: number of sampler steps; a sampler with fixed steps (``"paper"``: 50) ignores it.
 
     Returns:
         The scheduler (timesteps set) and the number of steps it will run.
     """
-    common = {
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    common: dict[str, object] = {
         "num_train_timesteps": config.num_train_timesteps,
         "beta_start": config.beta_start,
         "beta_end": config.beta_end,
         "beta_schedule": "linear",
         "prediction_type": config.prediction_type,
     }
-    if name == "paper":
-        scheduler: SchedulerMixin = DDPMScheduler(
-            **common, clip_sample=True, clip_sample_range=1.0, timestep_spacing="leading", variance_type="fixed_small"
-        )
-        steps = PAPER_STEPS
-    elif name == "ddim":
-        scheduler = DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, timestep_spacing="trailing",
-                                  set_alpha_to_one=True)
-    elif name == "dpm":
-        scheduler = DPMSolverMultistepScheduler(
-            **common, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
-            thresholding=False, lower_order_final=True,
-        )
-    else:
-        raise ConfigError(f"unknown sampler {name!r}; choose 'paper', 'ddim' or 'dpm'")
+    scheduler = SCHEDULER_BUILDERS[name](common)
+    steps = SAMPLERS[name].fixed_steps or steps
     if steps is None or steps < 1:
         raise ConfigError(f"the {name} sampler needs a positive number of steps, got {steps}")
     scheduler.set_timesteps(steps)

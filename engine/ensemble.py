@@ -32,7 +32,9 @@ from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
+from engine.samplers import steps_for
 from engine.seeding import derive_seed
+from engine.tasks.registry import fold_tasks
 from engine.volumes import Volume
 
 logger = logging.getLogger(__name__)
@@ -137,9 +139,7 @@ class Ensemble:
     # ------------------------------------------------------------------------------------------- model space
     def steps_for(self, settings: AnalysisSettings) -> int:
         """Number of sampler steps ``settings`` will run."""
-        if settings.sampler == "paper":
-            return 50
-        return settings.steps or self.preset.default_steps
+        return steps_for(settings.sampler, settings.steps, self.preset.default_steps)
 
     @torch.no_grad()
     def analyse_model_space(
@@ -397,6 +397,12 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     missing = sorted(set(chosen) - set(available))
     if missing:
         raise ModelLoadError(f"{path}: has no member for fold(s) {missing}")
+    for fold in chosen:
+        recorded = meta["members"][str(fold)].get("training", {}).get("train_tasks")
+        expected = list(fold_tasks(fold)[0])
+        if recorded is not None and list(recorded) != expected:
+            raise ModelLoadError(f"{path}: member {fold} was trained on tasks {list(recorded)}, but fold {fold} is "
+                                 f"tasks {expected}; the fold table changed since it was trained")
     torch_device = _resolve_device(device)
     members = []
     for fold in chosen:

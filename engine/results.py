@@ -13,8 +13,9 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import ConfigError
+from engine.samplers import SAMPLERS, SamplerName
 
-Sampler = Literal["ddim", "dpm", "paper"]
+Sampler = SamplerName
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -43,8 +44,8 @@ class AnalysisSettings:
     slice_stride: int | None = None
 
     def __post_init__(self) -> None:
-        if self.sampler not in ("ddim", "dpm", "paper"):
-            raise ConfigError(f"sampler must be 'ddim', 'dpm' or 'paper', got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps is not None and not 1 <= self.steps <= 1000:
             raise ConfigError(f"steps must be between 1 and 1000, got {self.steps}")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -1,13 +1,15 @@
 """Task ids, the 10 folds of Baugh et al., task construction and the 80/20 corruption rule (§1.4-1.5).
 
-Fold ``f`` trains on ``itertools.combinations(range(5), 3)[f]`` and validates on the two remaining tasks. A training
+Fold ``f`` trains on ``itertools.combinations(range(5), 3)[f]`` (written out in :data:`FOLDS`) and validates on the
+two remaining tasks. A training
 (or validation) pair is the identity ``(x, x)`` with probability ``p_no_task`` (0.2 in the paper), otherwise one task
 drawn uniformly from the fold's tasks is applied.
 """
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,15 +19,59 @@ from engine.tasks.deformation import RadialDeformationTask
 from engine.tasks.external import default_external_source
 from engine.tasks.intensity import SmoothIntensityTask
 
-TASK_NAMES: dict[int, str] = {
-    0: "same_dataset_blend",
-    1: "other_dataset_blend",
-    2: "sink_deformation",
-    3: "source_deformation",
-    4: "smooth_intensity",
+
+@dataclass(frozen=True)
+class TaskSources:
+    """What tasks may draw patches from: the slices being trained on (task 0) and non-brain images (task 1)."""
+
+    same: SliceSource | None
+    external: SliceSource | None
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """One synthetic task in the registry: its id (as in the paper's code), name and how to build it."""
+
+    task_id: int
+    name: str
+    build: Callable[[TaskEntry, TaskSources], AnomalyTask]
+
+
+def _same_dataset_blend(entry: TaskEntry, sources: TaskSources) -> AnomalyTask:
+    if sources.same is None:
+        raise ValueError(f"task {entry.task_id} ({entry.name}) needs same_source: the training slices")
+    return PoissonBlendTask(entry.task_id, entry.name, sources.same)
+
+
+def _other_dataset_blend(entry: TaskEntry, sources: TaskSources) -> AnomalyTask:
+    external = sources.external if sources.external is not None else default_external_source()
+    return PoissonBlendTask(entry.task_id, entry.name, external)
+
+
+TASKS: dict[int, TaskEntry] = {
+    entry.task_id: entry
+    for entry in (
+        TaskEntry(0, "same_dataset_blend", _same_dataset_blend),
+        TaskEntry(1, "other_dataset_blend", _other_dataset_blend),
+        TaskEntry(2, "sink_deformation", lambda entry, _: RadialDeformationTask(sink=True)),
+        TaskEntry(3, "source_deformation", lambda entry, _: RadialDeformationTask(sink=False)),
+        TaskEntry(4, "smooth_intensity", lambda entry, _: SmoothIntensityTask()),
+    )
 }
-NUM_FOLDS = 10
-_FOLDS = tuple(itertools.combinations(range(len(TASK_NAMES)), 3))
+"""The synthetic tasks by id. A new task is one module under ``engine/tasks`` and one entry here; it changes no
+existing fold (the fold table below is literal)."""
+
+TASK_NAMES: dict[int, str] = {task_id: entry.name for task_id, entry in TASKS.items()}
+
+FOLDS: tuple[tuple[int, int, int], ...] = (
+    (0, 1, 2), (0, 1, 3), (0, 1, 4), (0, 2, 3), (0, 2, 4),
+    (0, 3, 4), (1, 2, 3), (1, 2, 4), (1, 3, 4), (2, 3, 4),
+)
+"""The paper's ten folds: the training tasks of fold ``f`` (``itertools.combinations(range(5), 3)[f]``), written out
+so that adding a task never moves what an existing fold trains on. A fold validates on the other tasks of
+:data:`PAPER_TASKS`."""
+PAPER_TASKS: tuple[int, ...] = (0, 1, 2, 3, 4)
+NUM_FOLDS = len(FOLDS)
 
 
 def fold_tasks(fold: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -36,8 +82,8 @@ def fold_tasks(fold: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """
     if not isinstance(fold, int | np.integer) or not 0 <= fold < NUM_FOLDS:
         raise ValueError(f"fold must be an integer in 0..{NUM_FOLDS - 1}, got {fold!r}")
-    train = _FOLDS[int(fold)]
-    return train, tuple(t for t in TASK_NAMES if t not in train)
+    train = FOLDS[int(fold)]
+    return train, tuple(t for t in PAPER_TASKS if t not in train)
 
 
 def build_tasks(
@@ -46,10 +92,10 @@ def build_tasks(
     same_source: SliceSource | None,
     external_source: SliceSource | None,
 ) -> dict[int, AnomalyTask]:
-    """Instantiate the given tasks.
+    """Instantiate the given tasks from the registry.
 
     Args:
-        task_ids: ids from :data:`TASK_NAMES`.
+        task_ids: ids from :data:`TASKS`.
         same_source: slices of the dataset being trained on (with brain masks), needed by task 0.
         external_source: non-brain slices for task 1; ``None`` means :func:`default_external_source`.
 
@@ -59,21 +105,13 @@ def build_tasks(
     Raises:
         ValueError: for an unknown id, or task 0 without ``same_source``.
     """
+    sources = TaskSources(same_source, external_source)
     tasks: dict[int, AnomalyTask] = {}
     for task_id in task_ids:
-        if task_id == 0:
-            if same_source is None:
-                raise ValueError("task 0 (same_dataset_blend) needs same_source: the training slices")
-            tasks[0] = PoissonBlendTask(0, TASK_NAMES[0], same_source)
-        elif task_id == 1:
-            source = external_source if external_source is not None else default_external_source()
-            tasks[1] = PoissonBlendTask(1, TASK_NAMES[1], source)
-        elif task_id in (2, 3):
-            tasks[task_id] = RadialDeformationTask(sink=task_id == 2)
-        elif task_id == 4:
-            tasks[4] = SmoothIntensityTask()
-        else:
-            raise ValueError(f"unknown task id {task_id!r}; known ids are {sorted(TASK_NAMES)}")
+        entry = TASKS.get(task_id)
+        if entry is None:
+            raise ValueError(f"unknown task id {task_id!r}; known ids are {sorted(TASKS)}")
+        tasks[task_id] = entry.build(entry, sources)
     return tasks
 
 

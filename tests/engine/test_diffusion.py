@@ -158,3 +158,21 @@ def test_pixel_weight_weights_each_squared_error() -> None:
     inside = loss(mask)
     assert torch.allclose(inside, (clean**2 * mask).mean(dim=(1, 2, 3)))
     assert torch.allclose(loss(1 + 4 * mask), plain + 4 * inside)
+
+
+def test_one_sampler_registry_feeds_the_types_the_schedulers_and_the_command_line() -> None:
+    from typing import get_args
+
+    from engine.cli import build_parser
+    from engine.diffusion import SCHEDULER_BUILDERS
+    from engine.results import AnalysisSettings
+    from engine.samplers import PAPER_STEPS, SAMPLERS, SamplerName, steps_for
+
+    assert set(SAMPLERS) == set(SCHEDULER_BUILDERS) == set(get_args(SamplerName))
+    assert PAPER_STEPS == SAMPLERS["paper"].fixed_steps == 50
+    assert steps_for("paper", 3, 5) == 50 and steps_for("ddim", None, 5) == 5 and steps_for("dpm", 2, 5) == 2
+    for name in SAMPLERS:
+        AnalysisSettings(sampler=name)  # every registered sampler is a valid setting
+    infer = build_parser()._subparsers._group_actions[0].choices["infer"]  # noqa: SLF001
+    sampler_choices = next(a.choices for a in infer._actions if a.dest == "sampler")  # noqa: SLF001
+    assert list(sampler_choices) == ["fast", *SAMPLERS]

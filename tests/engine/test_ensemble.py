@@ -305,3 +305,21 @@ def test_the_model_card_chooses_the_slice_score(require_data: Path, tiny_model: 
     (model_dir / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="slice_score"):
         engine.load_ensemble(model_dir, device="cpu")
+
+
+def test_a_member_trained_on_other_tasks_than_its_fold_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from engine.errors import ModelLoadError
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["members"]["1"]["training"]["train_tasks"] == [0, 1, 3]
+    engine.load_ensemble(model_dir, device="cpu")  # as trained: fine
+    meta["members"]["1"]["training"]["train_tasks"] = [0, 1, 4]
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="fold 1 is tasks"):
+        engine.load_ensemble(model_dir, device="cpu")
+    assert engine.load_ensemble(model_dir, device="cpu", folds=[0]).info.folds == (0,)

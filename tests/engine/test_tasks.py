@@ -198,6 +198,16 @@ def test_task_on_64_pixel_canvas(task_id: int, slices64: list[np.ndarray]) -> No
 def test_fold_table_matches_paper() -> None:
     assert {f: fold_tasks(f) for f in range(10)} == FOLD_TABLE
     assert [fold_tasks(f)[0] for f in range(10)] == list(itertools.combinations(range(5), 3))
+    # The table is literal: a sixth task in the registry changes no fold.
+    from engine.tasks import registry
+
+    extra = registry.TaskEntry(5, "sixth", lambda entry, _: registry.SmoothIntensityTask())
+    try:
+        registry.TASKS[5] = extra
+        assert {f: fold_tasks(f) for f in range(10)} == FOLD_TABLE
+        assert 5 in build_tasks([5], same_source=None, external_source=None)
+    finally:
+        del registry.TASKS[5]
     for bad in (-1, 10):
         with pytest.raises(ValueError, match="fold"):
             fold_tasks(bad)
