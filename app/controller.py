@@ -24,6 +24,7 @@ import numpy as np
 from PySide6.QtCore import QEventLoop, QObject, QTimer, Signal
 
 from app import exporter, slicing, text
+from app.findings_model import FindingsModel
 from app.results_cache import ResultCache
 from app.state import ViewerState
 from app.volume_run import VolumeRun, merge_chunk
@@ -152,6 +153,7 @@ class AnalysisController(QObject):
         self.backend = backend
         self.state = state
         self.cache = ResultCache()
+        self.findings = FindingsModel(backend, state, self)
         self.runner = BackgroundRunner(backend.CancelToken, backend.Cancelled, self)
         self.errors: list[str] = []
         self.model: Any = None
@@ -575,7 +577,8 @@ class AnalysisController(QObject):
         out_dir = Path(folder) if folder is not None else (Path(volume.path).parent if volume.path else Path.cwd())
         try:
             written = exporter.export(self.backend, volume, result, out_dir, threshold=self.state.threshold,
-                                      brain_mask_path=self.brain_mask_path, confirm_overwrite=confirm_overwrite)
+                                      brain_mask_path=self.brain_mask_path, confirm_overwrite=confirm_overwrite,
+                                      findings=self.findings.findings)
         except exporter.ExportProblem as problem:
             self.report_error(text.ERR_EXPORT, str(problem))
             return None

@@ -21,12 +21,14 @@ class ExportProblem(Exception):
 
 
 def export(backend: Any, volume: Any, result: Any, out_dir: Path, *, threshold: float, brain_mask_path: Path | None,
-           confirm_overwrite: Callable[[int, Path], bool]) -> dict[str, Path] | None:
-    """Write mask, map, restored volume, spread and sidecar to ``out_dir`` and verify the mask's grid.
+           confirm_overwrite: Callable[[int, Path], bool], findings: Any = None) -> dict[str, Path] | None:
+    """Write mask, map, restored volume, spread, sidecar and findings to ``out_dir`` and verify the mask's grid.
 
     Args:
-        backend: the engine API (``output_paths``, ``write_outputs``, ``EngineError``).
+        backend: the engine API (``output_paths``, ``write_outputs``, ``findings_paths``, ``write_findings``,
+            ``EngineError``).
         confirm_overwrite: called with the number of existing outputs and the folder; False cancels.
+        findings: the ``engine.Findings`` at ``threshold``, written beside the mask (None: not written).
 
     Returns:
         The written paths, or None when the user declined to replace existing files.
@@ -35,7 +37,9 @@ def export(backend: Any, volume: Any, result: Any, out_dir: Path, *, threshold: 
         ExportProblem: the export was refused or failed.
     """
     try:
-        planned = backend.output_paths(volume, out_dir)
+        planned = dict(backend.output_paths(volume, out_dir))
+        if findings is not None:
+            planned.update({f"findings_{k}": p for k, p in backend.findings_paths(volume, out_dir).items()})
         if volume.path is not None and any(Path(p).resolve() == Path(volume.path).resolve()
                                            for p in planned.values()):
             raise ExportProblem(text.ERR_OVERWRITE_SCAN.format(path=volume.path))
@@ -44,6 +48,11 @@ def export(backend: Any, volume: Any, result: Any, out_dir: Path, *, threshold: 
             return None
         written = backend.write_outputs(volume, result, out_dir, threshold=threshold, extra={
             "BrainMask": str(brain_mask_path) if brain_mask_path is not None else None})
+        if findings is not None:
+            extra = {"Model": result.model_id, "Sampler": result.sampler, "SamplerSteps": result.steps,
+                     "Seed": result.seed}
+            for kind, path in backend.write_findings(findings, volume, out_dir, extra=extra).items():
+                written[f"findings_{kind}"] = path
     except backend.EngineError as error:
         raise ExportProblem(str(error)) from error
     except OSError as error:

@@ -29,6 +29,7 @@ from app.keymap import Command, KeyMap
 from app.state import ViewerState
 from app.views import dialogs, view_commands
 from app.views.controls_dock import ControlsDock
+from app.views.findings_table import FindingsDock
 from app.views.image_area import ImageArea
 from app.views.readout import Readout
 from app.views.recent_menu import RecentMenu
@@ -115,6 +116,11 @@ class MainWindow(QMainWindow):
         self.analysis_panel, self.overlay_panel, self.contrast_panel = (dock.analysis_panel, dock.overlay_panel,
                                                                         dock.contrast_panel)
         self.contrast_panel.reset_view_requested.connect(self.reset_view)
+        self.findings_dock = FindingsDock(self.controller.findings, self)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.findings_dock)
+        self.splitDockWidget(self.controls_dock, self.findings_dock, Qt.Orientation.Vertical)
+        self.resizeDocks([self.controls_dock, self.findings_dock], [self.controls_dock.panel_height(), 200],
+                         Qt.Orientation.Vertical)  # the controls whole, the findings below them
 
     def _build_menus(self) -> None:
         self._actions: dict[Command, QAction] = {}
@@ -138,6 +144,7 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu(text.MENU_VIEW)
         menu.addAction(self._action(text.ACT_RESET_VIEW, self.reset_view))
         menu.addAction(self.controls_dock.toggleViewAction())
+        menu.addAction(self.findings_dock.toggleViewAction())
         self._score_strip_action = QAction(text.ACT_SCORE_STRIP, self, checkable=True, checked=True)
         self._score_strip_action.toggled.connect(self.image_area.set_score_strip_wanted)
         menu.addAction(self._score_strip_action)

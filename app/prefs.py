@@ -12,12 +12,12 @@ from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from app import slicing, state, text
+from app import findings_model, slicing, state, text
 
 T = TypeVar("T")
 
 MAX_RECENT = 10
-LAYOUT_VERSION = 2  # bump when the docks change: a layout saved with other docks is then not restored
+LAYOUT_VERSION = 3  # bump when the docks change: a layout saved with other docks is then not restored
 
 
 def default_settings() -> QSettings:
@@ -92,6 +92,7 @@ DEVICE = Pref("analysis/device", "auto")
 SAMPLER = Pref("analysis/sampler", "ddim")
 STEPS = Pref("analysis/steps", 0)  # 0: the model's default
 SEED = Pref("analysis/seed", 0)
+FINDINGS_MIN_ML = Pref("findings/min_volume_ml", findings_model.DEFAULT_MIN_VOLUME_ML)
 # --- files ---------------------------------------------------------------------------------------------------------
 RECENT_FILES = Pref("recent/files", [])
 RECENT_FOLDER = Pref("recent/folder", "")
@@ -99,7 +100,8 @@ EXPORT_FOLDER = Pref("recent/export_folder", "")
 
 ALL: tuple[Pref[Any] | BytesPref, ...] = (
     WINDOW_GEOMETRY, WINDOW_STATE, SPLITTER_STATE, SCORE_STRIP, RADIOLOGICAL, PLANE, OPACITY,
-    *OVERLAY_VISIBLE.values(), MASK_FILL, DEVICE, SAMPLER, STEPS, SEED, RECENT_FILES, RECENT_FOLDER, EXPORT_FOLDER,
+    *OVERLAY_VISIBLE.values(), MASK_FILL, DEVICE, SAMPLER, STEPS, SEED, FINDINGS_MIN_ML, RECENT_FILES, RECENT_FOLDER,
+    EXPORT_FOLDER,
 )
 
 
@@ -118,6 +120,7 @@ def restore_viewer(settings: QSettings, view_state: Any, controller: Any) -> Non
     sampler = SAMPLER.read(settings)
     if sampler in controller.samplers:
         controller.set_settings(sampler=sampler)
+    controller.findings.set_min_volume_ml(FINDINGS_MIN_ML.read(settings))
 
 
 def save_viewer(settings: QSettings, view_state: Any, controller: Any) -> None:
@@ -132,3 +135,4 @@ def save_viewer(settings: QSettings, view_state: Any, controller: Any) -> None:
     SAMPLER.write(settings, controller.sampler)
     STEPS.write(settings, controller.steps)
     SEED.write(settings, controller.seed)
+    FINDINGS_MIN_ML.write(settings, controller.findings.min_volume_ml)

@@ -46,6 +46,7 @@ PANEL_OVERLAYS = "Overlays"
 PANEL_ANALYSIS = "Analysis"
 PANEL_CONTROLS = "Controls"
 PANEL_MODEL = "Model"
+PANEL_FINDINGS = "Findings"
 LBL_WINDOW = "Window"
 LBL_LEVEL = "Level"
 BTN_AUTO = "Auto"
@@ -83,6 +84,26 @@ TIP_BRAIN_MASK = ("For scans with skull: a brain mask on the scan's own grid (Fi
                   "then looks inside it only.")
 STEPS_DEFAULT = "model default"
 LBL_SLICE = "Slice"
+
+# Findings table
+FINDINGS_COLUMNS = ("#", "Volume (mL)", "Centre R, A, S (mm)", "Centre voxel", "Axial slices", "Max score",
+                    "Mean score", "Members agree")
+FINDINGS_COLUMN_TIPS = (
+    "Rank: the largest anomaly load (volume times mean score) first",
+    "Volume of the connected region above the threshold, on the scan's own grid",
+    "Centre of the region in scanner coordinates (RAS+, mm)",
+    "Centre of the region in the scan's voxel indices (i, j, k)",
+    "First and last axial slice the region reaches",
+    "Highest anomaly score in the region (1 - SSIM)",
+    "Mean anomaly score over the region (1 - SSIM)",
+    "Estimated share of ensemble members whose map is above the threshold here (from the members' spread)",
+)
+FINDINGS_NONE = "No result yet: analyse the scan to list its findings."
+FINDINGS_SUMMARY = "{count} finding(s) above {threshold:.3g}; {left_out} smaller region(s) not listed"
+LBL_FINDINGS_MIN = "Smallest"
+TIP_FINDINGS_MIN = "Regions smaller than this are not listed"
+TIP_FINDINGS = "Connected regions of the mask (3-D). Click a row to go to the region's highest score."
+TIP_FINDINGS_RULES = "Sorted by {rank}.\nMembers agree: {agreement}."
 
 # On-view text
 CONVENTION_RADIOLOGICAL = "RADIOLOGICAL (L on right)"

@@ -35,3 +35,8 @@ class ControlsDock(QDockWidget):
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setWidget(scroll)
         self.setMinimumWidth(panel.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+        self._panel = panel
+
+    def panel_height(self) -> int:
+        """Height the panels need without scrolling, in pixels."""
+        return self._panel.sizeHint().height()

@@ -409,6 +409,10 @@ def test_export_mask_on_the_source_grid(qtbot, make_window, tmp_path: Path, name
     assert values.any()
     assert written["sidecar"].exists()
     assert "Exported" in window.statusBar().currentMessage()
+    table = written["findings_tsv"].read_text().splitlines()  # the findings table beside the mask
+    assert written["findings_tsv"].name.endswith("_desc-anomaly_findings.tsv")
+    assert len(table) - 1 == len(window.controller.findings.findings.items)
+    assert written["findings_json"].exists()
 
 
 def test_export_failure_is_reported(qtbot, make_window, tmp_path: Path) -> None:
@@ -660,3 +664,45 @@ def test_a_slice_change_reuses_tables_layout_and_placement(qtbot, make_window, m
     assert mask.dtype == np.uint8
     assert mask.ndim == 2  # labels drawn through a table, not an RGBA image per slice
     assert not np.array_equal(mask, before)
+
+
+def test_findings_table_lists_the_regions_and_a_click_goes_to_one(qtbot, make_window) -> None:
+    from app import prefs
+    from engine.findings import DEFAULT_MIN_VOLUME_ML
+
+    assert prefs.FINDINGS_MIN_ML.default == DEFAULT_MIN_VOLUME_ML
+    window = make_window()
+    open_scan(qtbot, window, "brats")
+    dock, model = window.findings_dock, window.controller.findings
+    assert dock.isVisible()
+    assert dock.table.rowCount() == 0
+    assert dock.summary.text() == text.FINDINGS_NONE
+    with qtbot.waitSignal(model.findings_changed, timeout=10000, check_params_cb=lambda f: f is not None):
+        analyse(qtbot, window, "volume")
+    findings = model.findings
+    result = window.state.result
+    assert len(findings.items) >= 2
+    assert findings.threshold == pytest.approx(window.state.threshold)
+    assert dock.table.rowCount() == len(findings.items)
+    assert [dock.table.finding_id(r) for r in range(dock.table.rowCount())] == [f.id for f in findings.items]
+    assert dock.table.item(0, 1).text() == f"{findings.items[0].volume_ml:.2f}"
+    assert f"{len(findings.items)} finding(s)" in dock.summary.text()
+    # every listed voxel is in the mask, and the volumes add up on the scan's own grid
+    assert (result.anomaly_map[findings.labels > 0] >= window.state.threshold).all()
+    voxel_ml = float(np.prod(slicing.voxel_sizes(window.state.volume.affine))) / 1000
+    assert sum(f.volume_ml for f in findings.items) == pytest.approx((findings.labels > 0).sum() * voxel_ml)
+    # a click on a row puts the cursor on that finding's peak
+    second = findings.items[1]
+    rect = dock.table.visualItemRect(dock.table.item(1, 0))
+    qtbot.mouseClick(dock.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.state.cursor == second.peak_voxel
+    assert result.anomaly_map[second.peak_voxel] == pytest.approx(second.max_score)
+    # a higher threshold or a larger smallest size lists fewer findings
+    with qtbot.waitSignal(model.findings_changed, timeout=5000):
+        window.overlay_panel.threshold_spin.setValue(window.state.threshold * 1.5)
+    assert model.findings.threshold == pytest.approx(window.state.threshold)
+    assert dock.table.rowCount() == len(model.findings.items) < len(findings.items)
+    with qtbot.waitSignal(model.findings_changed, timeout=5000):
+        dock.min_spin.setValue(1.0)
+    assert all(f.volume_ml >= 1.0 for f in model.findings.items)
+    assert dock.table.rowCount() == len(model.findings.items)
