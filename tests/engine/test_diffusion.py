@@ -170,7 +170,9 @@ def test_one_sampler_registry_feeds_the_types_the_schedulers_and_the_command_lin
 
     assert set(SAMPLERS) == set(SCHEDULER_BUILDERS) == set(get_args(SamplerName))
     assert PAPER_STEPS == SAMPLERS["paper"].fixed_steps == 50
-    assert steps_for("paper", 3, 5) == 50 and steps_for("ddim", None, 5) == 5 and steps_for("dpm", 2, 5) == 2
+    assert steps_for("paper", 3, 5) == 50
+    assert steps_for("ddim", None, 5) == 5
+    assert steps_for("dpm", 2, 5) == 2
     for name in SAMPLERS:
         AnalysisSettings(sampler=name)  # every registered sampler is a valid setting
     infer = build_parser()._subparsers._group_actions[0].choices["infer"]  # noqa: SLF001
