@@ -51,7 +51,7 @@ _EXPORTS: dict[str, str] = {
     "Ensemble": "engine.ensemble",
     "load_ensemble": "engine.ensemble",
     "default_model_path": "engine.ensemble",
-    "available_devices": "engine.ensemble",
+    "available_devices": "engine.devices",
     "write_outputs": "engine.outputs",
     "output_paths": "engine.outputs",
     "modality_warning": "engine.outputs",
@@ -82,7 +82,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.brain import analysis_brain
-    from engine.ensemble import Ensemble, available_devices, default_model_path, load_ensemble
+    from engine.devices import available_devices
+    from engine.ensemble import Ensemble, default_model_path, load_ensemble
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
     from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
     from engine.outputs import modality_warning, output_paths, write_outputs

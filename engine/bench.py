@@ -19,12 +19,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.config import get_preset
+from engine.devices import resolve_device
 from engine.diffusion import draw_timesteps_and_noise, make_train_scheduler, training_loss
 from engine.ensemble import Ensemble, load_ensemble
 from engine.network import build_unet, count_parameters
 from engine.results import AnalysisSettings
 from engine.samplers import PAPER_STEPS
-from engine.training import resolve_device
 from engine.volumes import Volume, load_volume
 
 MEMBERS = 10

@@ -26,6 +26,7 @@ import torch
 from engine import checkpoints
 from engine.anomaly import SliceScoreMode, anomaly_map, slice_scores
 from engine.config import Preset
+from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
 from engine.errors import ModelLoadError
 from engine.network import build_unet
@@ -33,7 +34,7 @@ from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
 from engine.samplers import steps_for
-from engine.seeding import derive_seed
+from engine.seeding import Stream, derive_seed, slice_seed
 from engine.tasks.registry import fold_tasks
 from engine.volumes import Volume
 
@@ -57,25 +58,6 @@ def default_model_path() -> Path:
         if candidate.exists():
             return candidate
     return roots[-1] / "resources" / "models" / DEFAULT_MODEL_NAME
-
-
-def available_devices() -> list[str]:
-    """Device choices on this machine: ``["auto", "cpu"]`` plus ``"cuda"`` when a CUDA GPU is usable."""
-    return ["auto", "cpu", "cuda"] if torch.cuda.is_available() else ["auto", "cpu"]
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("CUDA was asked for but this machine has no usable CUDA GPU")
-    return torch.device(device)
-
-
-def slice_seed(seed: int, fold: int, native_index: int) -> int:
-    """The starting-noise seed of one slice for one member."""
-    words = [int(seed) & 0xFFFF_FFFF, int(fold), int(native_index)]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _calibration_from(meta: dict[str, Any]) -> Calibration | None:
@@ -184,7 +166,7 @@ class Ensemble:
                 scheduler, _ = make_sampler(settings.sampler, self.preset.diffusion, steps)
                 # One generator per slice (CPU, like the starting noise): a stochastic sampler's draws for a slice
                 # depend on (seed, fold, slice) only, never on the batch the slice is in or on the device.
-                generator = [torch.Generator().manual_seed(derive_seed(s, 1)) for s in seeds]
+                generator = [torch.Generator().manual_seed(derive_seed(s, Stream.SAMPLER_STEPS)) for s in seeds]
                 base = done
 
                 def step_done(i: int, base: int = base, width: int = stop - start) -> None:
@@ -403,7 +385,7 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
         if recorded is not None and list(recorded) != expected:
             raise ModelLoadError(f"{path}: member {fold} was trained on tasks {list(recorded)}, but fold {fold} is "
                                  f"tasks {expected}; the fold table changed since it was trained")
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     members = []
     for fold in chosen:
         model = build_unet(preset.unet, preset.preprocess.size)

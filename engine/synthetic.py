@@ -24,15 +24,13 @@ import torch
 from engine.anomaly import anomaly_map
 from engine.assessment import Scoreboard
 from engine.evaluation import SliceAccumulator, random_baseline
-from engine.seeding import derive_seed
+from engine.seeding import Stream, derive_seed
 from engine.tasks.base import SliceSource
 from engine.tasks.registry import TASK_NAMES, build_tasks, corrupt
 
 DEFAULT_P_NO_TASK = 0.5
 """Share of benchmark slices left healthy (about the share of lesion-free slices in the BraTS dev cases)."""
-_STREAM = 7_001
-"""Seed stream of the benchmark's corruptions (apart from training's streams)."""
-
+_STREAM = Stream.BENCHMARK
 
 @dataclass(frozen=True, eq=False)
 class SyntheticSet:

@@ -35,6 +35,7 @@ from diffusers.training_utils import EMAModel
 from engine import checkpoints
 from engine.anomaly import anomaly_map
 from engine.config import DiffusionConfig, Preset
+from engine.devices import resolve_device
 from engine.diffusion import (
     draw_timesteps_and_noise,
     initial_noise,
@@ -46,6 +47,7 @@ from engine.diffusion import (
 from engine.errors import ConfigError, DataError
 from engine.network import build_unet
 from engine.progress import CancelToken, Progress, check_cancel
+from engine.seeding import Stream
 from engine.seeding import derive_seed as _seed
 from engine.synthetic import make_synthetic_set, score_synthetic
 from engine.tasks.base import SliceSource
@@ -134,17 +136,6 @@ class TrainSummary:
         return asdict(self)
 
 
-def resolve_device(device: str) -> torch.device:
-    """Turn ``"auto"``/``"cpu"``/``"cuda"`` into a torch device (``"cuda"`` without CUDA is an error)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda was asked for but this machine has no usable CUDA GPU")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    return torch.device(device)
-
-
 def coarse_noise(shape: tuple[int, int], std: float, cells: int, rng: np.random.Generator) -> np.ndarray:
     """Smooth low-frequency noise: a ``cells x cells`` grid of N(0, std) values upsampled bilinearly to ``shape``
     (interpolation averages neighbouring grid values, so single pixels spread about 0.7 ``std``)."""
@@ -224,7 +215,7 @@ class _StepBatches:
     condition_noise_cells: int = 8
 
     def __call__(self, step: int) -> Batch:
-        base = _seed(self.seed, self.fold, 4, step)
+        base = _seed(self.seed, self.fold, Stream.BATCHES, step)
         rng = np.random.default_rng(base)
         indices = rng.integers(0, len(self.slices), size=self.batch_size)
         share = range(self.rank, self.batch_size, self.world_size)
@@ -232,7 +223,7 @@ class _StepBatches:
         condition, clean, mask = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task,
                                             condition_noise=self.condition_noise,
                                             condition_noise_cells=self.condition_noise_cells)
-        timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, 10_000 + i) for i in share],
+        timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, Stream.DIFFUSION + i) for i in share],
                                                     self.diffusion)
         return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise, torch.from_numpy(mask)
 
@@ -290,7 +281,7 @@ class Trainer:
                                     self.preset.diffusion, self.cfg.condition_noise, self.cfg.condition_noise_cells)
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
 
-        torch.manual_seed(_seed(request.seed, request.fold, 1))
+        torch.manual_seed(_seed(request.seed, request.fold, Stream.INIT))
         self.model = build_unet(self.preset.unet, self.preset.preprocess.size).to(self.device)
         self.scheduler = make_train_scheduler(self.preset.diffusion)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.learning_rate,
@@ -313,7 +304,8 @@ class Trainer:
         self.stopped_early = False
         self.validation = self._validation_set()
         self.check_pairs = self._check_set()
-        self.synthetic = (make_synthetic_set(val_slices, self.val_ids, seed=_seed(request.seed, request.fold, 6),
+        synthetic_seed = _seed(request.seed, request.fold, Stream.SYNTHETIC)
+        self.synthetic = (make_synthetic_set(val_slices, self.val_ids, seed=synthetic_seed,
                                              n_slices=self.cfg.synthetic_slices, external_source=external_source)
                           if self.cfg.synthetic_slices else None)
 
@@ -331,21 +323,21 @@ class Trainer:
 
     def _validation_set(self) -> _ValidationSet:
         n = min(self.cfg.validation_slices, len(self.val_slices))
-        base = _seed(self.request.seed, self.request.fold, 2)
+        base = _seed(self.request.seed, self.request.fold, Stream.VALIDATION)
         rng = np.random.default_rng(base)
         indices = rng.choice(len(self.val_slices), size=n, replace=False)
         seeds = [_seed(base, i) for i in range(n)]
         # Held-out tasks only: the paper keeps p_no_task for validation too.
         condition, clean, mask = make_pairs(self.val_slices, self.val_tasks, indices, seeds, self.cfg.p_no_task)
         shape = clean.shape[1:]
-        timesteps, noise = draw_timesteps_and_noise(shape, [_seed(base, 10_000 + i) for i in range(n)],
+        timesteps, noise = draw_timesteps_and_noise(shape, [_seed(base, Stream.DIFFUSION + i) for i in range(n)],
                                                     self.preset.diffusion)
         return _ValidationSet(torch.from_numpy(condition), torch.from_numpy(clean), torch.from_numpy(mask),
                               timesteps, noise)
 
     def _check_set(self) -> dict[str, torch.Tensor]:
         n = min(self.cfg.check_slices, len(self.val_slices))
-        base = _seed(self.request.seed, self.request.fold, 3)
+        base = _seed(self.request.seed, self.request.fold, Stream.CHECKS)
         rng = np.random.default_rng(base)
         indices = rng.choice(len(self.val_slices), size=n, replace=False)
         healthy = np.stack([self.val_slices.get(int(i))[0] for i in indices])[:, None].astype(np.float32)
@@ -474,7 +466,7 @@ class Trainer:
 
             def restore_all(condition: torch.Tensor) -> torch.Tensor:
                 scheduler, _ = make_sampler(sampler, self.preset.diffusion, steps)
-                seeds = [_seed(self.request.seed, 5, i) for i in range(condition.shape[0])]
+                seeds = [_seed(self.request.seed, Stream.CHECK_NOISE, i) for i in range(condition.shape[0])]
                 noise = initial_noise(condition.shape[1:], seeds, self.device)
                 return restore(self.model, condition.to(self.device), scheduler, noise,
                                generator=torch.Generator().manual_seed(0) if self.device.type == "cpu" else None,
