@@ -134,7 +134,7 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
 
     if volume:
         ensemble = load_ensemble(model, device=device) if model else _random_ensemble(preset, dev, MEMBERS)
-        out["members"] = len(ensemble.members)
+        out["members"] = ensemble.info.members
         vol = load_volume(scan) if scan else _synthetic_brats_volume()
         out["volume"] = str(scan) if scan else "synthetic 240x240x155 1 mm"
         fast = AnalysisSettings(sampler=ensemble.preset.default_sampler if ensemble.preset.default_sampler != "paper"
@@ -153,14 +153,14 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
         out["volume_seconds"] = out["fast_volume_s"]
         out["fast_slices_analysed"] = analysed
         out["fast_slices_covered"] = int(result.covered.sum())
-        calls = analysed * result.steps * len(ensemble.members)
+        calls = analysed * result.steps * ensemble.info.members
         out["fast_ms_per_slice_step_member"] = round(1000 * seconds / max(calls, 1), 2)
         subset = np.flatnonzero(result.analysed)[: max(2, min(8, analysed))]
         start = time.perf_counter()
         ensemble.analyse(vol, settings=AnalysisSettings(sampler="paper", device=device), slices=subset.tolist())
         paper = time.perf_counter() - start
         per_slice = paper / len(subset)
-        out["paper_ms_per_slice_step_member"] = round(1000 * per_slice / (PAPER_STEPS * len(ensemble.members)), 2)
+        out["paper_ms_per_slice_step_member"] = round(1000 * per_slice / (PAPER_STEPS * ensemble.info.members), 2)
         out["paper_volume_s_scaled"] = round(per_slice * analysed, 1)
         # Same members and slices: the paper's 50 DDPM steps against the default few-step sampler, per slice.
         out["speedup_fast_vs_paper"] = round(per_slice / (seconds / max(analysed, 1)), 1)

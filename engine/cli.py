@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import PRESETS
-from engine.errors import EngineError
+from engine.errors import EngineError, OutputError
 from engine.samplers import SAMPLERS
 
 logger = logging.getLogger("engine.cli")
@@ -306,6 +306,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from engine.volumes import load_mask, load_volume  # noqa: PLC0415
 
     volume = load_volume(args.scan)
+    if args.dicom_seg and volume.source_format != "dicom":
+        raise OutputError(f"{args.scan}: --dicom-seg needs a DICOM series folder as input; this scan is a "
+                          f"{volume.source_format} file")
     mask = load_mask(args.brain_mask, volume) if args.brain_mask else None
     ensemble = _load_model(args)
     calibration = ensemble.info.calibration
@@ -328,7 +331,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     units = calibration.units if calibration else "1 - SSIM (ensemble mean)"
     paths = write_outputs(volume, result, args.out, threshold=threshold, units=units, extra={
         "ThresholdSource": "--threshold" if args.threshold is not None else "model calibration",
-        "Device": ensemble.device.type, "Members": list(ensemble.info.folds),
+        "Device": ensemble.info.device, "Members": list(ensemble.info.folds),
         "BrainMask": str(args.brain_mask) if args.brain_mask else None,
         "Seconds": round(time.monotonic() - start, 2),
     })
@@ -340,6 +343,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "Model": result.model_id, "Sampler": result.sampler, "SamplerSteps": result.steps, "Seed": result.seed,
             "ThresholdUnits": units}).items():
         paths[f"findings_{kind}"] = path
+    if args.dicom_seg:
+        from engine.dicom_seg import write_dicom_seg  # noqa: PLC0415
+
+        paths["dicom_seg"] = write_dicom_seg(volume, findings, args.out, model_id=result.model_id)
     for kind, path in paths.items():
         print(f"{kind:13s} {path}")
     print(f"\n{len(findings.items)} finding(s) at threshold {threshold:.4g}, at least {args.min_finding_ml:g} mL "
@@ -569,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
     p.add_argument("--slice-stride", type=_positive, help="analyse every k-th axial slice (default: from the spacing)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write the findings as a DICOM SEG referencing the source series (DICOM input only)")
     p.add_argument("--min-finding-ml", type=_non_negative, default=MIN_FINDING_ML, metavar="ML",
                    help=f"findings smaller than this many mL are left out of the findings table "
                         f"(default: {MIN_FINDING_ML})")

@@ -87,15 +87,19 @@ class ModelSpaceResult:
 
 
 class Ensemble:
-    """The members of a model folder, ready to analyse scans. Create with :func:`load_ensemble`."""
+    """The members of a model folder, ready to analyse scans. Create with :func:`load_ensemble`.
+
+    Public: ``path``, ``preset`` (a frozen dataclass), ``info`` (:class:`engine.ModelInfo`: members, device,
+    calibration, ...) and the analysis methods; the torch networks and the raw ``model.json`` stay inside.
+    """
 
     def __init__(self, path: Path, meta: dict[str, Any], members: list[tuple[int, torch.nn.Module]],
                  device: torch.device) -> None:
         self.path = path
-        self.meta = meta
+        self._meta = meta
         self.preset = Preset.from_dict(meta["preset"])
-        self.members = members
-        self.device = device
+        self._members = members
+        self._device = device
         self.ssim_convention = meta.get("ssim_convention", "standard")
         if meta.get("slice_score", "canvas") not in get_args(SliceScoreMode):
             raise ModelLoadError(f"{path}: model.json names an unknown slice_score {meta.get('slice_score')!r}; "
@@ -150,19 +154,19 @@ class Ensemble:
             empty = np.zeros((0, size, size), np.float32)
             return ModelSpaceResult(empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
         steps = self.steps_for(settings)
-        autocast = torch.bfloat16 if self.device.type == "cuda" else None
+        autocast = torch.bfloat16 if self._device.type == "cuda" else None
         sum_map = torch.zeros((n, 1, size, size), dtype=torch.float64)
         sum_sq = torch.zeros_like(sum_map)
         sum_restored = torch.zeros((n, 1, size, size), dtype=torch.float32)
         condition_all = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
         brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
         done = 0
-        for fold, model in self.members:
+        for fold, model in self._members:
             for start in range(0, n, settings.batch_size):
                 stop = min(n, start + settings.batch_size)
-                condition = condition_all[start:stop].to(self.device)
+                condition = condition_all[start:stop].to(self._device)
                 seeds = [slice_seed(settings.seed, fold, int(k)) for k in native_index[start:stop]]
-                noise = initial_noise(condition.shape[1:], seeds, self.device)
+                noise = initial_noise(condition.shape[1:], seeds, self._device)
                 scheduler, _ = make_sampler(settings.sampler, self.preset.diffusion, steps)
                 # One generator per slice (CPU, like the starting noise): a stochastic sampler's draws for a slice
                 # depend on (seed, fold, slice) only, never on the batch the slice is in or on the device.
@@ -177,11 +181,11 @@ class Ensemble:
                                    cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)
                 done += steps * (stop - start)
                 maps = anomaly_map(restored, condition, convention=self.ssim_convention,
-                                   foreground=brain_all[start:stop].to(self.device)).cpu().double()
+                                   foreground=brain_all[start:stop].to(self._device)).cpu().double()
                 sum_map[start:stop] += maps
                 sum_sq[start:stop] += maps * maps
                 sum_restored[start:stop] += restored.cpu()
-        m = len(self.members)
+        m = len(self._members)
         mean = sum_map / m
         spread = torch.sqrt(torch.clamp(sum_sq / m - mean * mean, min=0.0))
         mean_f = mean.float()
@@ -262,9 +266,9 @@ class Ensemble:
         ms = self.to_model_space(volume, brain_mask, slices)
         chosen = np.arange(len(ms)) if slices is not None else self._stride_choice(volume, ms, settings)
         steps = self.steps_for(settings)
-        total = len(chosen) * steps * len(self.members)
+        total = len(chosen) * steps * len(self._members)
         throttle = ProgressThrottle(on_progress, total)
-        n_members = len(self.members)
+        n_members = len(self._members)
 
         def on_step(done: int) -> None:
             throttle.report(done, f"{done // max(1, steps * n_members)}/{len(chosen)} slices")

@@ -206,7 +206,7 @@ def test_planned_slices_in_chunks_then_filled_match_a_whole_volume_run(require_d
 def test_cancel_stops_within_one_sampler_step(require_data: Path, oracle: Ensemble) -> None:
     volume, _ = _load("MS LAS")
     token = engine.CancelToken()
-    member = oracle.members[0][1]
+    member = oracle._members[0][1]  # noqa: SLF001 - the test counts the network calls
     calls_before = member.calls
     original = member.forward
 
