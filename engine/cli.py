@@ -357,8 +357,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure healthy scans and store the calibration in model.json."""
-    from engine.assessment import calibrate, store_calibration  # noqa: PLC0415
     from engine.data import find_scans  # noqa: PLC0415
+    from engine.evaluation import calibrate, store_calibration  # noqa: PLC0415
 
     ensemble = _load_model(args)
     if args.slice_score is not None and args.slice_score != ensemble.info.slice_score:
@@ -382,8 +382,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The paper's metrics with controls, on a folder of cases or a CSV manifest, or on synthetic anomalies."""
-    from engine.assessment import evaluate, find_cases  # noqa: PLC0415
     from engine.data import find_scans  # noqa: PLC0415
+    from engine.evaluation import evaluate, find_cases  # noqa: PLC0415
 
     if (args.dataset is None) == (args.synthetic is None):
         raise EngineError("evaluate needs either --dataset (scans with lesion labels) or --synthetic (healthy scans)")

@@ -1,499 +1,407 @@
-"""Evaluation metrics of the benchmark Baugh et al. (2024) report, computed without sklearn's memory cost.
+"""Measuring a model: calibration on healthy scans and the paper's evaluation on scans with lesion masks.
 
-Image level (one score per slice): average precision (AP) and the area under the ROC curve, identical to
-``sklearn.metrics.average_precision_score`` and ``roc_auc_score``.
+Both work in model space, like the paper: slices and pixels are counted on the model's canvas (all brain slices of a
+scan, ``size x size`` pixels each, background included), with lesion labels carried into model space by the same
+resampling as the intensities and thresholded at 0.4 (the paper's rule for segmentations).
 
-Pixel level: the maps and masks of the whole test set are pooled (background included, where the zeroed maps are
-exactly 0) and two numbers are reported: the pixel AP and the best Dice over every threshold of the precision-recall
-curve (``score >= threshold``), i.e. ``max 2PR / (P + R)``, with the threshold that reaches it. A BraTS test set
-pools about 7.5e8 pixels, so :class:`PixelAccumulator` streams them in and keeps only what the exact answer needs:
+Evaluation reports, beside the model, the controls a detection number needs to mean anything:
 
-* Both metrics depend only on, for each distinct score ``v`` of a *positive* pixel, the counts ``TP(v)`` and
-  ``FP(v)`` of positive and negative pixels scoring ``>= v``: recall only changes at such values, and between two
-  of them the precision (hence the Dice) is highest at the higher one. So positive scores are kept and sorted,
-  negative scores are kept sorted only when non-zero, and the zero-score negatives (the whole background) are just
-  counted. Memory is 4 bytes per positive or non-zero negative pixel; no argsort and no float64 copy is made.
-* When even that would not fit (``max_memory_gb``), or when asked (``exact=False``), scores are binned on a fixed
-  ``[0, max_value]`` range instead, which treats scores in the same bin as ties: an approximation.
+* ``random``: chance level (prevalence for AP, ``2p / (1 + p)`` for max Dice, 0.5 for AUROC); at pixel level the
+  random map is, like every map, zero outside the brain, so ``p`` is the lesion share of brain pixels;
+* ``noise``: the same map pipeline fed a "restoration" that is Gaussian noise with each slice's brain mean and
+  spread, i.e. what 1 - SSIM finds without any model;
+* ``brain_area``: the number of brain pixels as the slice score (lesion slices hold more brain, so slice-level
+  numbers must beat this).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
-from scipy.stats import rankdata
+import torch
 
-from engine.errors import DataError
+from engine.anomaly import anomaly_map as ssim_anomaly_map
+from engine.anomaly import slice_scores
+from engine.checkpoints import update_model_json
+from engine.data import ScanPair
+from engine.ensemble import Ensemble, ModelSpaceResult
+from engine.errors import ConfigError, DataError, VolumeError
+from engine.metrics import PixelAccumulator, SliceAccumulator, random_baseline
+from engine.preprocess import native_to_model
+from engine.progress import CancelToken, Progress, check_cancel
+from engine.results import AnalysisSettings, Calibration
+from engine.volumes import load_mask, load_volume
 
-__all__ = [
-    "PixelAccumulator",
-    "PixelMetrics",
-    "RandomBaseline",
-    "SliceAccumulator",
-    "SliceMetrics",
-    "auroc",
-    "average_precision",
-    "max_dice",
-    "random_baseline",
-]
+logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PixelMetrics:
-    """Pooled pixel-level metrics of a test set.
-
-    Attributes:
-        ap: average precision, as ``sklearn.metrics.average_precision_score`` on the pooled pixels.
-        max_dice: the best Dice ``2TP / (2TP + FP + FN)`` over all thresholds (``score >= threshold``).
-        best_threshold: the threshold reaching ``max_dice`` (the lowest one if several tie, as the reference's
-            ``nanargmax`` over an ascending curve). In binned mode, the lower edge of the chosen bin.
-        n_pixels: number of pixels pooled.
-        n_positive: number of anomalous (target) pixels among them.
-        exact: False when the result came from binned scores and is an approximation.
-    """
-
-    ap: float
-    max_dice: float
-    best_threshold: float
-    n_pixels: int
-    n_positive: int
-    exact: bool = True
+LABEL_THRESHOLD = 0.4
+HEALTHY_PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.5, 99.9)
+_LABEL_WORDS = ("seg", "lesion", "label", "mask")
 
 
 @dataclass(frozen=True)
-class SliceMetrics:
-    """Image-level metrics of a test set.
+class Case:
+    """One evaluation scan with its lesion label (and optional brain mask)."""
 
-    Attributes:
-        ap: average precision of the slice scores against the slice labels.
-        auroc: area under the ROC curve (ties counted as half, as sklearn).
-        n_slices: number of slices scored.
-        n_positive: number of anomalous slices.
-    """
-
-    ap: float
-    auroc: float
-    n_slices: int
-    n_positive: int
+    name: str
+    image: Path
+    label: Path
+    brain_mask: Path | None = None
 
 
-@dataclass(frozen=True)
-class RandomBaseline:
-    """What scores carrying no information achieve, for reading metrics against chance.
-
-    Attributes:
-        ap: the prevalence ``p``: the expected AP of random scores (exact in the limit of many samples).
-        max_dice: ``2p / (1 + p)``, the Dice of calling everything anomalous; with uninformative scores every
-            other threshold keeps precision ``p`` and loses recall, so this is the optimum.
-        auroc: 0.5.
-    """
-
-    ap: float
-    max_dice: float
-    auroc: float = 0.5
+def _matches_modality(path: Path, modality: str) -> bool:
+    stem = path.name.lower().split(".nii")[0]
+    return stem.endswith(f"_{modality.lower()}") or stem.endswith(f"_{modality.lower()}w")
 
 
-def random_baseline(n_total: int, n_positive: int) -> RandomBaseline:
-    """Chance level of AP and best Dice for a set of ``n_total`` samples of which ``n_positive`` are anomalous.
-
-    Args:
-        n_total: number of pixels (or slices).
-        n_positive: number of anomalous ones, ``0 < n_positive <= n_total``.
-
-    Returns:
-        The chance-level metrics.
-    """
-    if not 0 < n_positive <= n_total:
-        raise ValueError(f"need 0 < n_positive <= n_total, got n_positive={n_positive}, n_total={n_total}")
-    prevalence = n_positive / n_total
-    return RandomBaseline(ap=prevalence, max_dice=2.0 * prevalence / (1.0 + prevalence))
+def _case_in_folder(folder: Path, modality: str) -> Case | None:
+    images = [p for p in sorted(folder.glob("*.nii*")) if _matches_modality(p, modality)]
+    labels = [p for p in sorted(folder.glob("*.nii*"))
+              if any(re.search(rf"_{w}\b", p.name.lower().split(".nii")[0]) for w in _LABEL_WORDS)]
+    if not images or not labels:
+        return None
+    return Case(folder.name, images[0], labels[0])
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Core: metrics from tie-aware cumulative counts.
-
-
-def _summarise(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, n_pos: int) -> tuple[float, float, float]:
-    """AP, best Dice and its threshold from the counts at each distinct positive score.
-
-    Args:
-        thresholds: distinct scores of positive samples, ascending.
-        tp: number of positives scoring ``>=`` each threshold (int64).
-        fp: number of negatives scoring ``>=`` each threshold (int64).
-        n_pos: total number of positives (``tp[0]``).
-    """
-    tp_f = tp.astype(np.float64)
-    precision = tp_f / (tp_f + fp)
-    # Recall rises by (tp - tp at the next higher threshold) / n_pos when the threshold drops to this value.
-    gained = tp_f - np.append(tp_f[1:], 0.0)
-    ap = float(np.sum(gained * precision) / n_pos)
-    dice = 2.0 * tp_f / (tp_f + fp + n_pos)
-    best = int(np.argmax(dice))
-    return ap, float(dice[best]), float(thresholds[best])
-
-
-def _count_at_least(sorted_values: np.ndarray, n_zeros: int, thresholds: np.ndarray) -> np.ndarray:
-    """How many of ``sorted_values`` plus ``n_zeros`` exact zeros are ``>=`` each threshold."""
-    counts = sorted_values.size - np.searchsorted(sorted_values, thresholds, side="left").astype(np.int64)
-    if n_zeros:
-        counts += np.where(thresholds <= 0, n_zeros, 0)
-    return counts
-
-
-def _exact_summary(
-    positives_sorted: np.ndarray, negatives_nonzero_sorted: np.ndarray, negative_zeros: int
-) -> tuple[float, float, float]:
-    """Exact AP and best Dice from sorted positive scores and sorted non-zero negative scores."""
-    n_pos = positives_sorted.size
-    run_starts = np.flatnonzero(np.r_[True, positives_sorted[1:] != positives_sorted[:-1]])
-    thresholds = positives_sorted[run_starts]
-    tp = n_pos - run_starts.astype(np.int64)
-    fp = _count_at_least(negatives_nonzero_sorted, negative_zeros, thresholds)
-    return _summarise(thresholds, tp, fp, n_pos)
-
-
-def _as_labels(labels: np.ndarray, what: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.dtype == np.bool_:
-        return labels
-    if labels.size and np.any((labels != 0) & (labels != 1)):
-        raise ValueError(f"{what} must be binary (0/1 or bool)")
-    return labels != 0
-
-
-def _as_scores(scores: np.ndarray, dtype: type | None = None) -> np.ndarray:
-    scores = np.asarray(scores)
-    if dtype is not None:
-        scores = scores.astype(dtype, copy=False)
-    elif not np.issubdtype(scores.dtype, np.floating):
-        scores = scores.astype(np.float64)
-    if scores.size and np.isnan(scores).any():
-        raise ValueError("scores contain NaN")
-    return scores
-
-
-def _check_pair(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = _as_labels(labels, "labels").ravel()
-    scores = _as_scores(scores).ravel()
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels and scores differ in size: {labels.size} vs {scores.size}")
-    if not labels.any():
-        raise DataError("no positive samples: average precision and Dice are undefined")
-    return labels, scores
-
-
-def _split_sorted(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    positives = np.sort(scores[labels])
-    negatives = scores[~labels]
-    nonzero = negatives[negatives != 0]
-    nonzero.sort()
-    return positives, nonzero, negatives.size - nonzero.size
-
-
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision, equal to ``sklearn.metrics.average_precision_score(labels, scores)``.
-
-    Args:
-        labels: binary labels (bool or 0/1), any shape.
-        scores: scores of the same size; higher means more anomalous. Compared in their own float precision.
-
-    Returns:
-        ``sum_k (R_k - R_{k-1}) P_k`` over the thresholds of the precision-recall curve.
+def find_cases(dataset: str | Path, modality: str) -> list[Case]:
+    """Cases of a dataset: a folder of case folders (BraTS layout: ``<case>/<case>_<modality>.nii.gz`` with
+    ``<case>/<case>_seg.nii.gz``), a single case folder (``*_<modality>.nii.gz`` with ``*_seg`` / ``*_lesion``), or a
+    CSV manifest with columns ``image`` and ``label`` (optional ``brain_mask``, ``name``; paths relative to the CSV).
 
     Raises:
-        DataError: if there is no positive label.
+        DataError: nothing usable was found.
     """
-    labels, scores = _check_pair(labels, scores)
-    return _exact_summary(*_split_sorted(labels, scores))[0]
+    dataset = Path(dataset)
+    if dataset.is_file() and dataset.suffix.lower() == ".csv":
+        cases = []
+        with dataset.open(newline="", encoding="utf-8") as fh:
+            for i, row in enumerate(csv.DictReader(fh)):
+                if "image" not in row or "label" not in row:
+                    raise DataError(f"{dataset}: the manifest needs 'image' and 'label' columns")
+                base = dataset.parent
+                mask = row.get("brain_mask") or None
+                cases.append(Case(row.get("name") or f"case{i}", base / row["image"], base / row["label"],
+                                  base / mask if mask else None))
+        if not cases:
+            raise DataError(f"{dataset}: the manifest lists no cases")
+        return cases
+    if not dataset.is_dir():
+        raise DataError(f"{dataset}: no such dataset folder or CSV manifest")
+    single = _case_in_folder(dataset, modality)
+    if single is not None:
+        return [single]
+    cases = [c for c in (_case_in_folder(sub, modality) for sub in sorted(dataset.iterdir()) if sub.is_dir()) if c]
+    if not cases:
+        raise DataError(f"{dataset}: no case with a *_{modality} scan and a *_seg/*_lesion label")
+    return cases
 
 
-def max_dice(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """Best Dice over every precision-recall threshold (``score >= threshold``) and that threshold.
+def noise_restoration(slices: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The noise control: per slice, Gaussian noise with the slice's brain mean and standard deviation."""
+    out = np.zeros_like(slices)
+    for i in range(slices.shape[0]):
+        values = slices[i][brain[i]]
+        if values.size:
+            out[i] = rng.normal(values.mean(), values.std(), size=slices.shape[1:]).astype(np.float32)
+    return np.clip(out, 0.0, 1.0)
 
-    Equal to the maximum of ``2PR / (P + R)`` over ``sklearn.metrics.precision_recall_curve``; among exactly tied
-    Dice values the lowest threshold is returned, as the reference's ``nanargmax``.
 
-    Raises:
-        DataError: if there is no positive label.
+def _maps_of(restored: np.ndarray, slices: np.ndarray, brain: np.ndarray, convention: str) -> np.ndarray:
+    maps = ssim_anomaly_map(torch.from_numpy(restored)[:, None], torch.from_numpy(slices)[:, None],
+                            convention=convention, foreground=torch.from_numpy(brain)[:, None])  # type: ignore[arg-type]
+    return maps[:, 0].numpy()
+
+
+@dataclass
+class Scoreboard:
+    """Pools maps and labels over a test set: pixel AP / max Dice, slice AP / AUROC (canvas mean, the paper's score,
+    and brain mean), and the brain pixels they were counted in (for a chance level that, like every map, is zero
+    outside the brain)."""
+
+    pixels: PixelAccumulator
+    slices_canvas: SliceAccumulator
+    slices_brain: SliceAccumulator
+    slices_topk: SliceAccumulator
+    brain_pixels: int = 0
+    lesion_pixels_in_brain: int = 0
+
+    @classmethod
+    def new(cls) -> Scoreboard:
+        """An empty scoreboard."""
+        return cls(PixelAccumulator(), SliceAccumulator(), SliceAccumulator(), SliceAccumulator())
+
+    def add(self, maps: np.ndarray, brain: np.ndarray, labels: np.ndarray) -> None:
+        """Add float ``(N, H, W)`` maps with their bool brain masks and lesion labels."""
+        self.brain_pixels += int(brain.sum())
+        self.lesion_pixels_in_brain += int((labels & brain).sum())
+        self.pixels.add(maps, labels)
+        slice_labels = labels.reshape(labels.shape[0], -1).any(axis=1)
+        self.slices_canvas.add(maps.reshape(maps.shape[0], -1).mean(axis=1), slice_labels)
+        counts = brain.reshape(brain.shape[0], -1).sum(axis=1)
+        sums = (maps * brain).reshape(maps.shape[0], -1).sum(axis=1)
+        self.slices_brain.add(np.where(counts > 0, sums / np.maximum(counts, 1), 0.0), slice_labels)
+        topk = slice_scores(torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None],
+                            torch.from_numpy(np.ascontiguousarray(brain))[:, None], mode="topk")
+        self.slices_topk.add(topk.numpy(), slice_labels)
+
+    def result(self) -> dict[str, Any]:
+        pixel = self.pixels.result()
+        canvas = self.slices_canvas.result()
+        brain = self.slices_brain.result()
+        topk = self.slices_topk.result()
+        return {
+            "ap_image": canvas.ap,
+            "auroc_image": canvas.auroc,
+            "ap_pixel": pixel.ap,
+            "max_dice": pixel.max_dice,
+            "best_threshold": pixel.best_threshold,
+            "ap_image_brain_mean": brain.ap,
+            "auroc_image_brain_mean": brain.auroc,
+            "ap_image_topk": topk.ap,
+            "auroc_image_topk": topk.auroc,
+        }
+
+
+@dataclass
+class ThresholdCounts:
+    """What a fixed threshold does on a test set: lesion sensitivity, Dice and the flagged share of non-lesion brain."""
+
+    lesion: int = 0
+    lesion_flagged: int = 0
+    healthy_brain: int = 0
+    healthy_flagged: int = 0
+
+    def add(self, flagged: np.ndarray, brain: np.ndarray, labels: np.ndarray) -> None:
+        """Add bool ``(N, H, W)`` flagged pixels with their brain masks and lesion labels."""
+        healthy = brain & ~labels
+        self.lesion += int(labels.sum())
+        self.lesion_flagged += int((flagged & labels).sum())
+        self.healthy_brain += int(healthy.sum())
+        self.healthy_flagged += int((flagged & healthy).sum())
+
+    def result(self, threshold: float | None) -> dict[str, float | None]:
+        """Sensitivity, Dice and flagged non-lesion brain share at ``threshold`` (all None without a threshold)."""
+        if threshold is None:
+            return {"threshold": None, "lesion_sensitivity": None, "dice": None, "healthy_brain_flagged": None}
+        flagged = self.lesion_flagged + self.healthy_flagged
+        return {
+            "threshold": float(threshold),
+            "lesion_sensitivity": self.lesion_flagged / self.lesion if self.lesion else None,
+            "dice": 2 * self.lesion_flagged / (self.lesion + flagged) if self.lesion + flagged else None,
+            "healthy_brain_flagged": self.healthy_flagged / self.healthy_brain if self.healthy_brain else None,
+        }
+
+
+def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[tuple[Case, Any, np.ndarray]]:
+    """Each case in model space with its lesion labels there (bool ``(N, size, size)``)."""
+    for case in cases:
+        volume = load_volume(case.image)
+        brain = load_mask(case.brain_mask, volume) if case.brain_mask else None
+        label_img = nib.load(str(case.label)) if case.label.exists() else None
+        if label_img is None:
+            raise VolumeError(f"{case.label}: no such label file")
+        label = np.asanyarray(label_img.dataobj) > 0
+        if label.shape != volume.shape:
+            raise VolumeError(f"{case.label}: label shape {label.shape} differs from the scan's {volume.shape}")
+        ms = ensemble.to_model_space(volume, brain)
+        labels = native_to_model(label.astype(np.float32), ms) > LABEL_THRESHOLD
+        yield case, ms, labels
+
+
+def evaluate(
+    ensemble: Ensemble,
+    cases: Sequence[Case],
+    settings: AnalysisSettings,
+    *,
+    healthy: Sequence[ScanPair] = (),
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """The paper's metrics for ``ensemble`` on ``cases``, with the controls, as a JSON-ready dictionary."""
+    start = time.monotonic()
+    model, noise = Scoreboard.new(), Scoreboard.new()
+    area = SliceAccumulator()
+    rng = np.random.default_rng(settings.seed)
+    threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
+    at_threshold = ThresholdCounts()
+    per_case = []
+    n_slices = 0
+    for index, (case, ms, labels) in enumerate(iter_model_space(ensemble, cases)):
+        check_cancel(cancel)
+        result = ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
+        model.add(result.mean_map, ms.brain, labels)
+        if threshold is not None:
+            at_threshold.add(result.mean_map >= threshold, ms.brain, labels)
+        noise_maps = _maps_of(noise_restoration(ms.slices, ms.brain, rng), ms.slices, ms.brain,
+                              ensemble.ssim_convention)
+        noise.add(noise_maps, ms.brain, labels)
+        slice_labels = labels.reshape(len(ms), -1).any(axis=1)
+        area.add(ms.brain.reshape(len(ms), -1).sum(axis=1).astype(np.float64), slice_labels)
+        n_slices += len(ms)
+        per_case.append({"case": case.name, "slices": len(ms), "lesion_slices": int(slice_labels.sum()),
+                         "lesion_pixels": int(labels.sum()),
+                         "mean_map_in_lesion": float(result.mean_map[labels].mean()) if labels.any() else None,
+                         "mean_map_in_healthy_brain": float(result.mean_map[ms.brain & ~labels].mean())})
+        logger.info("%s: %d slices, %d lesion pixels", case.name, len(ms), int(labels.sum()))
+        if on_progress is not None:
+            on_progress(Progress(index + 1, len(cases), case.name, time.monotonic() - start))
+    model_metrics = model.result()
+    pixels = model.pixels
+    # Every map is zero outside the brain, so the fair random control is too: random scores on brain pixels only.
+    chance_pixels = random_baseline(model.brain_pixels, model.lesion_pixels_in_brain)
+    slice_metrics = model.slices_canvas.result()
+    chance_slices = random_baseline(slice_metrics.n_slices, slice_metrics.n_positive)
+    area_metrics = area.result()
+    out: dict[str, Any] = {
+        **model_metrics,
+        "random": {"ap_image": chance_slices.ap, "auroc_image": 0.5, "ap_pixel": chance_pixels.ap,
+                   "max_dice": chance_pixels.max_dice},
+        "noise": noise.result(),
+        "brain_area": {"ap_image": area_metrics.ap, "auroc_image": area_metrics.auroc},
+        "at_threshold": at_threshold.result(threshold),
+        "counts": {"cases": len(cases), "slices": slice_metrics.n_slices, "lesion_slices": slice_metrics.n_positive,
+                   "pixels": pixels.n_pixels, "lesion_pixels": pixels.n_positive,
+                   "brain_pixels": model.brain_pixels, "lesion_pixels_in_brain": model.lesion_pixels_in_brain},
+        "counting": "model space: every brain slice of each scan on the model canvas "
+                    f"({ensemble.preset.preprocess.size}x{ensemble.preset.preprocess.size} pixels of "
+                    f"{ensemble.preset.preprocess.spacing_mm} mm, background included); lesion = label > 0 resampled "
+                    f"and thresholded at {LABEL_THRESHOLD}",
+        "model": ensemble.info.model_id,
+        "members": list(ensemble.info.folds),
+        "sampler": settings.sampler,
+        "steps": ensemble.steps_for(settings),
+        "seed": settings.seed,
+        "cases": per_case,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    if healthy:
+        out["healthy"] = healthy_report(ensemble, healthy, settings, cancel=cancel)
+    return out
+
+
+def _healthy_model_space(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings,
+                         cancel: CancelToken | None) -> Iterator[tuple[Any, ModelSpaceResult]]:
+    for scan in scans:
+        volume = load_volume(scan.image)
+        mask = load_mask(scan.mask, volume) if scan.mask else None
+        ms = ensemble.to_model_space(volume, mask)
+        yield ms, ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
+
+
+def _fidelity(ms: Any, result: ModelSpaceResult) -> tuple[float, float]:
+    """How faithfully one healthy scan came back: mean 1 - SSIM and mean absolute error inside its brain."""
+    brain = ms.brain
+    return float(result.mean_map[brain].mean()), float(np.abs(result.restored - ms.slices)[brain].mean())
+
+
+def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings, *,
+                   cancel: CancelToken | None = None) -> dict[str, Any]:
+    """On healthy scans: how faithfully slices are restored, and the brain area flagged at the calibrated threshold."""
+    threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
+    flagged = total = 0
+    fidelity = []
+    for ms, result in _healthy_model_space(ensemble, scans, settings, cancel):
+        fidelity.append(_fidelity(ms, result))
+        if threshold is not None:
+            flagged += int((result.mean_map[ms.brain] >= threshold).sum())
+        total += int(ms.brain.sum())
+    dssim, mae = np.mean(fidelity, axis=0)
+    return {
+        "scans": len(scans),
+        "restoration_dssim_in_brain": float(dssim),
+        "restoration_mae_in_brain": float(mae),
+        "threshold": threshold,
+        "flagged_brain_fraction": (flagged / total) if threshold is not None and total else None,
+    }
+
+
+def threshold_for_fpr(values: np.ndarray, fpr: float) -> float:
+    """The lowest float32 threshold ``t`` with ``mean(values >= t) <= fpr``.
+
+    At most ``floor(fpr * n)`` values are flagged, never more, whatever ties there are: ``t`` sits one float32 step
+    above the largest value that must stay unflagged.
     """
-    labels, scores = _check_pair(labels, scores)
-    _, dice, threshold = _exact_summary(*_split_sorted(labels, scores))
-    return dice, threshold
+    ordered = np.sort(np.asarray(values, dtype=np.float32).ravel())
+    if ordered.size == 0:
+        raise ValueError("no values to calibrate on")
+    allowed = int(np.floor(fpr * ordered.size))
+    highest_unflagged = ordered[ordered.size - 1 - allowed]
+    return float(np.nextafter(highest_unflagged, np.float32(np.inf)))
 
 
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve, equal to ``sklearn.metrics.roc_auc_score(labels, scores)``.
+def calibrate(
+    ensemble: Ensemble,
+    scans: Sequence[ScanPair],
+    settings: AnalysisSettings,
+    *,
+    fpr: float = 0.01,
+    hold_out: int = 0,
+    cancel: CancelToken | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Calibration:
+    """Measure the healthy distribution of map values and slice scores, and the threshold flagging ``fpr`` of
+    healthy brain pixels (model space). Pixels and scores of all calibration scans are pooled.
 
-    Computed as the Mann-Whitney statistic with average ranks, which counts tied positive/negative pairs as half,
-    the same as sklearn's trapezoidal area.
-
-    Raises:
-        DataError: if only one class is present.
+    With ``hold_out = n``, the last ``n`` scans do not take part in choosing the threshold; the share of their brain
+    voxels it flags is recorded as :attr:`Calibration.heldout_fpr` (a threshold that holds on other healthy scans
+    stays near ``fpr`` there).
     """
-    labels, scores = _check_pair(labels, scores)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_neg == 0:
-        raise DataError("no negative samples: AUROC is undefined")
-    ranks = rankdata(scores)  # average ranks for ties, float64
-    rank_sum = float(ranks[labels].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Streaming accumulators.
-
-
-class _Float32Buffer:
-    """A growable float32 array that grows in place.
-
-    ``ndarray.resize`` reallocates, which for large blocks remaps pages instead of copying, so appending never
-    holds two copies of the data (unlike concatenating a list of chunks). Slack is kept under ~6 %.
-    """
-
-    _BLOCK = 1 << 20  # elements processed at a time when the data are re-read
-
-    def __init__(self) -> None:
-        self._data = np.empty(0, dtype=np.float32)
-        self.size = 0
-
-    def extend(self, values: np.ndarray) -> None:
-        needed = self.size + values.size
-        if needed > self._data.size:
-            self._data.resize(needed + min(needed // 16, 1 << 24), refcheck=False)
-        self._data[self.size : needed] = values
-        self.size = needed
-
-    def values(self) -> np.ndarray:
-        """A view of the held values (invalidated by the next :meth:`extend`)."""
-        return self._data[: self.size]
-
-    def blocks(self) -> list[np.ndarray]:
-        """Views of the held values in blocks of bounded size."""
-        return [self._data[i : min(i + self._BLOCK, self.size)] for i in range(0, self.size, self._BLOCK)]
-
-    def clear(self) -> None:
-        self._data = np.empty(0, dtype=np.float32)
-        self.size = 0
-
-
-class PixelAccumulator:
-    """Pools pixel scores and binary targets over a whole test set without holding them all as float64.
-
-    Exact mode keeps float32 scores of positive pixels and of negative pixels whose score is not exactly 0, and
-    only counts zero-score negatives (the zeroed background): 4 bytes per kept pixel. :meth:`result` then sorts
-    those two arrays in place and gives AP and best Dice equal to sklearn's on the same float32 scores. Peak memory
-    is the kept bytes (grown in place, < 6 % slack), plus a few temporary copies of the chunk being added, plus
-    about 30 bytes per distinct positive score during :meth:`result`.
-
-    Binned mode counts positives and negatives per bin: exact zeros form a level of their own and ``bins`` bins of
-    width ``max_value / bins`` cover ``[0, max_value)`` (higher scores go in the top bin). Scores sharing a bin
-    act as ties, so AP and Dice are **approximations** (within about 1e-3 on realistic maps with the default 2**16
-    bins on [0, 1]); memory is constant. Binned mode needs non-negative scores.
-
-    An exact accumulator whose kept scores would exceed ``max_memory_gb`` switches itself to binned mode and
-    reports ``exact=False`` in its result.
-
-    Args:
-        exact: start in exact mode (True) or binned mode (False).
-        bins: number of bins over ``[0, max_value)`` in binned mode.
-        max_memory_gb: budget for kept scores in exact mode, in 1e9 bytes.
-        max_value: top of the binned range; anomaly maps are in [0, 1].
-    """
-
-    def __init__(
-        self, *, exact: bool = True, bins: int = 2**16, max_memory_gb: float = 4.0, max_value: float = 1.0
-    ) -> None:
-        if bins < 1:
-            raise ValueError(f"bins must be positive, got {bins}")
-        if max_value <= 0:
-            raise ValueError(f"max_value must be positive, got {max_value}")
-        if max_memory_gb <= 0:
-            raise ValueError(f"max_memory_gb must be positive, got {max_memory_gb}")
-        self._bins = int(bins)
-        self._max_value = float(max_value)
-        self._budget_bytes = int(max_memory_gb * 1e9)
-        self._exact = bool(exact)
-        self._n_pixels = 0
-        self._n_positive = 0
-        # Exact mode.
-        self._positives = _Float32Buffer()
-        self._negatives = _Float32Buffer()
-        self._negative_zeros = 0
-        # Binned mode: level 0 holds exact zeros, level i >= 1 holds [(i - 1) w, i w) with w = max_value / bins.
-        self._pos_hist = np.zeros(0, dtype=np.int64)  # sized when binning starts
-        self._neg_hist = np.zeros(0, dtype=np.int64)
-        if not self._exact:
-            self._start_histograms()
-
-    @property
-    def exact(self) -> bool:
-        """Whether the accumulator still holds the scores needed for an exact result."""
-        return self._exact
-
-    @property
-    def n_pixels(self) -> int:
-        """Pixels added so far."""
-        return self._n_pixels
-
-    @property
-    def n_positive(self) -> int:
-        """Target pixels added so far."""
-        return self._n_positive
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held for the scores (kept float32 scores, or histograms)."""
-        if self._exact:
-            return 4 * (self._positives.size + self._negatives.size)
-        return self._pos_hist.nbytes + self._neg_hist.nbytes
-
-    def add(self, scores: np.ndarray, targets: np.ndarray) -> None:
-        """Add a batch of pixels.
-
-        Args:
-            scores: anomaly-map values, any shape; converted to float32.
-            targets: binary targets of the same shape (bool or 0/1).
-
-        Raises:
-            ValueError: on mismatched shapes, non-binary targets, NaN scores, or negative scores in binned mode.
-        """
-        scores = np.asarray(scores)
-        targets = np.asarray(targets)
-        if scores.shape != targets.shape:
-            raise ValueError(f"scores and targets differ in shape: {scores.shape} vs {targets.shape}")
-        flat_scores = _as_scores(scores, np.float32).ravel()
-        flat_targets = _as_labels(targets, "targets").ravel()
-        n_positive = int(np.count_nonzero(flat_targets))
-        if self._exact:
-            self._add_exact(flat_scores, flat_targets, n_positive)
-            if self.nbytes > self._budget_bytes:
-                self._switch_to_bins()
+    if not 0 < fpr < 1:
+        raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
+    if hold_out < 0 or hold_out >= len(scans):
+        raise DataError(f"calibration needs at least one healthy scan besides the {hold_out} held out, "
+                        f"got {len(scans)}")
+    start = time.monotonic()
+    values, scores, fidelity = [], [], []
+    heldout_values, heldout_fidelity = [], []
+    n_fit = len(scans) - hold_out
+    for i, (ms, result) in enumerate(_healthy_model_space(ensemble, scans, settings, cancel)):
+        brain_values = result.mean_map[ms.brain].astype(np.float32)
+        if i < n_fit:
+            values.append(brain_values)
+            scores.append(result.scores.astype(np.float32))
+            fidelity.append(_fidelity(ms, result))
         else:
-            self._add_binned(flat_scores, flat_targets)
-        self._n_pixels += flat_scores.size
-        self._n_positive += n_positive
-
-    def _add_exact(self, scores: np.ndarray, targets: np.ndarray, n_positive: int) -> None:
-        if n_positive:
-            self._positives.extend(scores[targets])
-        negatives = scores[~targets] if n_positive else scores
-        nonzero = negatives[negatives != 0]
-        if nonzero.size:
-            self._negatives.extend(nonzero)
-        self._negative_zeros += negatives.size - nonzero.size
-
-    def _start_histograms(self) -> None:
-        self._pos_hist = np.zeros(self._bins + 1, dtype=np.int64)
-        self._neg_hist = np.zeros(self._bins + 1, dtype=np.int64)
-
-    def _levels(self, scores: np.ndarray) -> np.ndarray:
-        if scores.size and float(scores.min()) < 0:
-            raise ValueError("binned pixel metrics need scores >= 0 (use exact mode for signed scores)")
-        scaled = scores.astype(np.float64) * (self._bins / self._max_value)
-        levels = np.minimum(np.floor(scaled).astype(np.int64) + 1, self._bins)
-        levels[scores == 0] = 0
-        return levels
-
-    def _add_binned(self, scores: np.ndarray, targets: np.ndarray) -> None:
-        levels = self._levels(scores)
-        self._pos_hist += np.bincount(levels[targets], minlength=self._bins + 1)
-        self._neg_hist += np.bincount(levels[~targets], minlength=self._bins + 1)
-
-    def _switch_to_bins(self) -> None:
-        for buffer in (self._positives, self._negatives):
-            if buffer.size and float(buffer.values().min()) < 0:
-                raise ValueError(
-                    f"exact pixel metrics exceed max_memory_gb={self._budget_bytes / 1e9:g} and binning needs "
-                    "scores >= 0; raise the budget"
-                )
-        self._start_histograms()
-        for block in self._positives.blocks():
-            self._pos_hist += np.bincount(self._levels(block), minlength=self._bins + 1)
-        for block in self._negatives.blocks():
-            self._neg_hist += np.bincount(self._levels(block), minlength=self._bins + 1)
-        self._neg_hist[0] += self._negative_zeros
-        self._negative_zeros = 0
-        self._positives.clear()
-        self._negatives.clear()
-        self._exact = False
-
-    def result(self) -> PixelMetrics:
-        """AP and best Dice of all pixels added so far (more may be added afterwards).
-
-        Raises:
-            DataError: if no target pixel has been added.
-        """
-        if self._n_positive == 0:
-            raise DataError(
-                f"no anomalous pixels among the {self._n_pixels} evaluated: pixel AP and Dice are undefined"
-            )
-        if self._exact:
-            positives = self._positives.values()
-            positives.sort()  # in place; the held values are a multiset, so their order is free
-            negatives = self._negatives.values()
-            negatives.sort()
-            ap, dice, threshold = _exact_summary(positives, negatives, self._negative_zeros)
-        else:
-            ap, dice, threshold = self._binned_summary()
-        return PixelMetrics(
-            ap=ap,
-            max_dice=dice,
-            best_threshold=threshold,
-            n_pixels=self._n_pixels,
-            n_positive=self._n_positive,
-            exact=self._exact,
-        )
-
-    def _binned_summary(self) -> tuple[float, float, float]:
-        tp_all = np.cumsum(self._pos_hist[::-1])[::-1]
-        fp_all = np.cumsum(self._neg_hist[::-1])[::-1]
-        occupied = np.flatnonzero(self._pos_hist)
-        width = self._max_value / self._bins
-        edges = np.maximum(occupied - 1, 0) * width
-        # Level 1 starts just above 0 (exact zeros are level 0), so its threshold is the smallest positive float.
-        edges = np.where(occupied == 1, float(np.nextafter(np.float32(0), np.float32(1))), edges)
-        return _summarise(edges, tp_all[occupied], fp_all[occupied], self._n_positive)
+            heldout_values.append(brain_values)
+            heldout_fidelity.append(_fidelity(ms, result))
+        if on_progress is not None:
+            on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
+    pooled = np.concatenate(values)
+    pooled_scores = np.concatenate(scores)
+    threshold = threshold_for_fpr(pooled, fpr)
+    dssim, mae = np.mean(fidelity, axis=0)
+    heldout = np.concatenate(heldout_values) if heldout_values else None
+    return Calibration(
+        threshold=threshold,
+        healthy_fpr=float((pooled >= threshold).mean()),
+        display_max=float(min(1.0, max(2.0 * threshold, np.quantile(pooled, 0.9999)))),
+        healthy_percentiles={f"{p:g}": float(np.percentile(pooled, p)) for p in HEALTHY_PERCENTILES},
+        slice_score_percentiles={f"{p:g}": float(np.percentile(pooled_scores, p)) for p in HEALTHY_PERCENTILES},
+        scans=n_fit,
+        sampler=settings.sampler,
+        steps=ensemble.steps_for(settings),
+        restoration_dssim_in_brain=float(dssim),
+        restoration_mae_in_brain=float(mae),
+        heldout_scans=hold_out,
+        heldout_fpr=float((heldout >= threshold).mean()) if heldout is not None else None,
+        heldout_dssim_in_brain=float(np.mean([f[0] for f in heldout_fidelity])) if heldout_fidelity else None,
+    )
 
 
-class SliceAccumulator:
-    """Collects one score and one binary label per slice, then gives image-level AP and AUROC."""
+def store_calibration(model_dir: str | Path, calibration: Calibration, *, slice_score: str | None = None) -> None:
+    """Write ``calibration`` into the model folder's ``model.json`` (and the slice score it was measured with)."""
+    def change(meta: dict[str, Any]) -> None:
+        meta["calibration"] = asdict(calibration)
+        if slice_score is not None:
+            meta["slice_score"] = slice_score
 
-    def __init__(self) -> None:
-        self._scores: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-
-    def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        """Add the scores (float) and labels (bool or 0/1) of a batch of slices, both of shape (B,)."""
-        scores = np.asarray(scores)
-        labels = np.asarray(labels)
-        if scores.shape != labels.shape or scores.ndim != 1:
-            raise ValueError(f"slice scores and labels must be 1-D of equal length, got {scores.shape}, {labels.shape}")
-        self._scores.append(_as_scores(scores).astype(np.float64, copy=True))
-        self._labels.append(_as_labels(labels, "slice labels").copy())
-
-    @property
-    def n_slices(self) -> int:
-        """Slices added so far."""
-        return sum(s.size for s in self._scores)
-
-    def result(self) -> SliceMetrics:
-        """AP and AUROC of all slices added so far.
-
-        Raises:
-            DataError: if all slices have the same label.
-        """
-        scores = np.concatenate(self._scores) if self._scores else np.empty(0)
-        labels = np.concatenate(self._labels) if self._labels else np.empty(0, dtype=bool)
-        n_positive = int(labels.sum())
-        if n_positive == 0 or n_positive == labels.size:
-            raise DataError(
-                f"slice metrics need both normal and anomalous slices, got {n_positive} anomalous of {labels.size}"
-            )
-        return SliceMetrics(
-            ap=average_precision(labels, scores),
-            auroc=auroc(labels, scores),
-            n_slices=int(labels.size),
-            n_positive=n_positive,
-        )
+    update_model_json(model_dir, change)

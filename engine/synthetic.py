@@ -4,7 +4,7 @@ Real lesion scans are for confirming a model, not for choosing one: every look a
 benchmark gives a selection signal that needs no lesion scan. Healthy model-space slices (the IXI validation scans)
 are corrupted with fixed seeds by synthetic tasks a member did not train on (its fold's held-out tasks; all five for
 an ensemble), the model restores them, and the 1 - SSIM maps are scored against the synthetic masks with the same
-pooled metrics and controls as :func:`engine.assessment.evaluate` (AP_p, max Dice, AP_i and AUROC of the slice
+pooled metrics and controls as :func:`engine.evaluation.evaluate` (AP_p, max Dice, AP_i and AUROC of the slice
 score, against random, noise-restoration and brain-area controls). Beside it, the removal check: inside the
 anomalies, is the restoration closer to the healthy truth than to the corrupted input?
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from engine.anomaly import anomaly_map
-from engine.assessment import Scoreboard
-from engine.evaluation import SliceAccumulator, random_baseline
+from engine.evaluation import Scoreboard
+from engine.metrics import SliceAccumulator, random_baseline
 from engine.seeding import Stream, derive_seed
 from engine.tasks.base import SliceSource
 from engine.tasks.registry import TASK_NAMES, build_tasks, corrupt
@@ -111,7 +111,7 @@ Restorer = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.n
 
 
 def _noise_maps(sset: SyntheticSet, seed: int) -> np.ndarray:
-    from engine.assessment import noise_restoration  # noqa: PLC0415
+    from engine.evaluation import noise_restoration  # noqa: PLC0415
 
     rng = np.random.default_rng(derive_seed(seed, _STREAM, 1))
     restored = noise_restoration(sset.condition, sset.brain, rng)

@@ -244,9 +244,9 @@ def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_
     assert calibration["threshold"] > 0
     assert calibration["scans"] == 2
     # the calibration also says how faithfully it restored its scans: the numbers `evaluate --healthy` reports
-    from engine.assessment import healthy_report
     from engine.data import find_scans
     from engine.ensemble import load_ensemble
+    from engine.evaluation import healthy_report
     from engine.results import AnalysisSettings
 
     report = healthy_report(load_ensemble(model, device="cpu"), find_scans(IXI_VAL)[:2],
@@ -274,9 +274,9 @@ def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, 
     # The held-out scan's flagged share is measured, not chosen: it may differ from the target, but it is a share.
     assert 0.0 <= calibration["heldout_fpr"] <= 1.0
     assert 0.0 < calibration["heldout_dssim_in_brain"] < 1.0
-    from engine.assessment import calibrate
     from engine.data import find_scans
     from engine.ensemble import load_ensemble
+    from engine.evaluation import calibrate
     from engine.results import AnalysisSettings
 
     ensemble = load_ensemble(model, device="cpu")
@@ -430,3 +430,38 @@ def test_bad_arguments_exit_with_status_2(capsys: pytest.CaptureFixture[str]) ->
         main(["train", "--data", "x", "--out", "y", "--anomaly-weight", "-1"])
     assert info.value.code == 2
     assert ">= 0" in capsys.readouterr().err
+
+
+def test_infer_dicom_seg_from_a_dicom_series(tmp_path: Path, tiny_model: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import pydicom
+
+    from tests.dicom_factory import write_series
+
+    sample = nib.load(MS_T1)
+    block = np.asarray(sample.dataobj, dtype=np.float32)[40:140, 50:180, 60:110]
+    affine = sample.affine.copy()
+    affine[:3, 3] = (sample.affine @ [40, 50, 60, 1])[:3]
+    series = tmp_path / "series"
+    write_series(block, affine, series)
+    out = tmp_path / "out"
+    assert main(["infer", str(series), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--steps", "1", "--device", "cpu", "--threads", "1", "--dicom-seg"]) == 0
+    seg_path = out / "series_desc-anomaly_seg.dcm"
+    assert f"dicom_seg     {seg_path}" in capsys.readouterr().out
+    seg = pydicom.dcmread(seg_path)
+    findings = json.loads((out / "series_desc-anomaly_findings.json").read_text())
+    assert len(seg.SegmentSequence) == max(1, len(findings["findings"]))
+    source = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+
+
+def test_infer_dicom_seg_needs_a_dicom_source(tmp_path: Path, tiny_model: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["infer", str(MS_T1), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--dicom-seg"]) == 1
+    line = _error_line(capsys)
+    assert "--dicom-seg needs a DICOM series folder" in line
+    assert str(MS_T1) in line
+    assert _entries(out) == []

@@ -1,6 +1,6 @@
 """Benchmark of pooled pixel metrics on a synthetic test set of realistic structure (a script, not a pytest module).
 
-Streams ``--pixels`` pixels of 128x128 slices into :class:`engine.evaluation.PixelAccumulator`: background exactly 0
+Streams ``--pixels`` pixels of 128x128 slices into :class:`engine.metrics.PixelAccumulator`: background exactly 0
 (as zeroed anomaly maps), a brain disk of varying size with small scores, and a lesion in half the slices with
 higher scores. Reports the time spent adding, the time of ``result()``, the bytes kept, and the peak resident memory
 of the process (``resource.getrusage``), which includes the chunk being generated.
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.evaluation import PixelAccumulator  # noqa: E402
+from engine.metrics import PixelAccumulator  # noqa: E402
 
 SIZE = 128
 
