@@ -62,6 +62,9 @@ _EXPORTS: dict[str, str] = {
     "findings_paths": "engine.findings",
     "format_findings": "engine.findings",
     "write_findings": "engine.findings",
+    # DICOM SEG
+    "dicom_seg_path": "engine.dicom_seg",
+    "write_dicom_seg": "engine.dicom_seg",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -83,6 +86,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.brain import analysis_brain
     from engine.devices import available_devices
+    from engine.dicom_seg import dicom_seg_path, write_dicom_seg
     from engine.ensemble import Ensemble, default_model_path, load_ensemble
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
     from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
