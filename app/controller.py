@@ -587,6 +587,25 @@ class AnalysisController(QObject):
                              + exporter.partial_note(result))
         return written
 
+    def export_dicom_seg(self, folder: str | Path | None) -> Path | None:
+        """Write the findings as a DICOM SEG referencing the source series (beside the series folder when ``folder``
+        is None); None after reporting why not (e.g. the scan was not read from a DICOM series)."""
+        volume, result = self.state.volume, self.state.result
+        if volume is None or result is None:
+            self.report_error(text.ERR_EXPORT, text.ERR_NO_RESULT if volume is not None else text.ERR_NO_SCAN)
+            return None
+        if getattr(volume, "source_format", "") != "dicom":
+            self.report_error(text.ERR_EXPORT, text.ERR_NOT_DICOM.format(name=Path(volume.path or "").name,
+                                                                        kind=volume.source_format))
+            return None
+        try:
+            path = self.backend.write_dicom_seg(volume, self.findings.findings, folder, model_id=result.model_id)
+        except self.backend.EngineError as error:
+            self.report_error(text.ERR_EXPORT, str(error))
+            return None
+        self.status.emit(text.STATUS_DICOM_SEG.format(path=path, count=len(self.findings.findings.items)))
+        return Path(path)
+
     def shutdown(self) -> None:
         """Drop queued requests, cancel the running job and stop the worker thread."""
         self._closing = True

@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction(self._action(text.ACT_EXPORT, lambda: self.export_results(None), Command.EXPORT))
         menu.addAction(self._action(text.ACT_EXPORT_TO, self._export_dialog, Command.EXPORT_TO))
+        menu.addAction(self._action(text.ACT_EXPORT_DICOM_SEG, lambda: c.export_dicom_seg(None)))
         menu.addAction(self._action(text.ACT_SCREENSHOT, self._screenshot_dialog, Command.SCREENSHOT))
         menu.addSeparator()
         menu.addAction(self._action(text.ACT_QUIT, self.close, Command.QUIT))

@@ -706,3 +706,31 @@ def test_findings_table_lists_the_regions_and_a_click_goes_to_one(qtbot, make_wi
         dock.min_spin.setValue(1.0)
     assert all(f.volume_ml >= 1.0 for f in model.findings.items)
     assert dock.table.rowCount() == len(model.findings.items)
+
+
+def test_export_dicom_seg_from_a_dicom_series(qtbot, make_window, tmp_path: Path) -> None:
+    import pydicom
+
+    from tests.dicom_factory import write_series
+
+    sample = nib.load(scan_path("ms"))
+    affine = sample.affine.copy()
+    affine[:3, 3] = (sample.affine @ [40, 50, 70, 1])[:3]
+    series = tmp_path / "series"
+    write_series(np.asarray(sample.dataobj, np.float32)[40:140, 50:180, 70:110], affine, series)
+    window = make_window()
+    nifti = open_scan(qtbot, window, "ms")
+    analyse(qtbot, window)
+    window.controller.export_dicom_seg(tmp_path / "out")  # a NIfTI scan: one line, nothing written
+    assert "needs a scan opened from a DICOM series folder" in window.errors[-1]
+    assert nifti.name in window.errors[-1]
+    assert not (tmp_path / "out").exists()
+    assert window.open_scan(series), window.errors
+    analyse(qtbot, window, "volume")
+    findings = window.controller.findings.findings
+    assert findings.items
+    path = window.controller.export_dicom_seg(None)  # beside the series folder
+    assert path == tmp_path / "series_desc-anomaly_seg.dcm"
+    seg = pydicom.dcmread(path)
+    assert len(seg.SegmentSequence) == len(findings.items)
+    assert "checked" in window.statusBar().currentMessage()
