@@ -70,6 +70,30 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+JSON_STDOUT = "-"
+
+
+def _json_option(p: argparse.ArgumentParser) -> None:
+    """The one ``--json`` convention: ``--json`` prints the JSON report on stdout instead of the table;
+    ``--json FILE`` also writes it to FILE (atomically) and prints the table."""
+    p.add_argument("--json", nargs="?", const=JSON_STDOUT, metavar="FILE",
+                   help="machine-readable output: the JSON report on stdout (instead of the table), or written to "
+                   "FILE")
+
+
+def _emit_json(target: str | None, data: dict[str, Any]) -> bool:
+    """Print or write ``data`` as ``--json`` asks; True when it went to stdout (so the table is left out)."""
+    if target is None:
+        return False
+    if target == JSON_STDOUT:
+        print(json.dumps(data, indent=2))
+        return True
+    from engine.volumes import atomic_write_json  # noqa: PLC0415
+
+    atomic_write_json(Path(target), data)
+    return False
+
+
 # ------------------------------------------------------------------------------------------------------ info
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a preset or a model folder."""
@@ -87,9 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "preprocess": meta["preset"]["preprocess"],
             "software": meta.get("software"),
         }
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
+        if not _emit_json(args.json, summary):
             for key, value in summary.items():
                 print(f"{key:12s} {value}")
         return 0
@@ -112,9 +134,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "unet": preset.to_dict()["unet"],
         "preprocess": preset.to_dict()["preprocess"],
     }
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
+    if not _emit_json(args.json, out):
         for key in ("preset", "description", "parameters", "input_size", "spacing_mm", "prediction_type",
                     "default_sampler", "default_steps"):
             print(f"{key:16s} {out[key]}")
@@ -401,7 +421,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bar.close()
     report["dataset"] = str(args.dataset)
     report["modality"] = args.modality
-    _print_table(report)
     _finish_report(args, ensemble, report)
     return 0
 
@@ -419,18 +438,17 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     report["dataset"] = f"synthetic tasks {','.join(map(str, args.tasks))} on {args.synthetic}"
     report["modality"] = args.modality
     report["counting"] = "model space, brain slices of the healthy scans; anomaly = synthetic mask inside the brain"
-    _print_table(report)
-    print(f"removal: restoration MAE inside anomalies {report['mae_to_truth']:.4f} to the truth, "
-          f"{report['mae_to_input']:.4f} to the input; healthy slices 1-SSIM {report['healthy_dssim']:.3f}")
     _finish_report(args, ensemble, report)
     return 0
 
 
 def _finish_report(args: argparse.Namespace, ensemble: Any, report: dict[str, Any]) -> None:
-    if args.json:
-        from engine.volumes import atomic_write_json  # noqa: PLC0415
-
-        atomic_write_json(args.json, report)
+    if args.json != JSON_STDOUT:
+        _print_table(report)
+        if "mae_to_truth" in report:
+            print(f"removal: restoration MAE inside anomalies {report['mae_to_truth']:.4f} to the truth, "
+                  f"{report['mae_to_input']:.4f} to the input; healthy slices 1-SSIM {report['healthy_dssim']:.3f}")
+    _emit_json(args.json, report)
     if args.record:
         _record_evaluation(ensemble.path, args, report)
 
@@ -500,9 +518,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     report = run_bench(preset=args.preset, model=args.model, scan=args.scan, device=args.device,
                        train_steps=args.train_steps, volume=not args.no_volume)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
+    if not _emit_json(args.json, report):
         for key, value in report.items():
             print(f"{key:34s} {value}")
     return 0
@@ -520,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--preset", choices=list(PRESETS))
     group.add_argument("--model", type=Path, help="a model folder")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_option(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train ensemble members (one per task fold)")
@@ -609,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --synthetic: a seeded subset of N slices (default: all brain slices)")
     p.add_argument("--members", type=_folds, metavar="FOLDS", help="only these members (e.g. 2 or 0,3)")
     p.add_argument("--modality", default="t1")
-    p.add_argument("--json", type=Path, help="write the full report here")
+    _json_option(p)
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
     p.add_argument("--record", metavar="NAME", help="also keep a summary in the model's model.json under "
                    "evaluations.NAME (the model card)")
@@ -625,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=_positive, default=5)
     p.add_argument("--no-volume", action="store_true", help="skip the whole-volume timing")
     p.add_argument("--threads", type=_positive)
-    p.add_argument("--json", action="store_true")
+    _json_option(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

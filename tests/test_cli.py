@@ -45,6 +45,26 @@ def test_info_reports_the_papers_parameter_count(capsys: pytest.CaptureFixture[s
     assert info["prediction_type"] == "epsilon"
 
 
+def test_one_json_convention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints the report on stdout instead of the table; --json FILE writes it and keeps the table."""
+    assert main(["info", "--preset", "tiny", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    target = tmp_path / "info.json"
+    assert main(["info", "--preset", "tiny", "--json", str(target)]) == 0
+    assert json.loads(target.read_text()) == printed
+    table = capsys.readouterr().out
+    assert table.startswith("preset")
+    for command in ("info", "evaluate", "bench"):
+        action = next(a for a in _subparser(command)._actions if a.dest == "json")  # noqa: SLF001
+        assert (action.nargs, action.const) == ("?", "-")
+
+
+def _subparser(name: str):  # noqa: ANN202 - an argparse parser
+    from engine.cli import build_parser
+
+    return build_parser()._subparsers._group_actions[0].choices[name]  # noqa: SLF001
+
+
 def test_info_describes_a_model_folder(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
     assert main(["info", "--model", str(tiny_model), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
