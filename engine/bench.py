@@ -8,6 +8,7 @@ preset without trained weights is timed with randomly initialised members: speed
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import tempfile
 import time
@@ -70,10 +71,11 @@ def _time(fn: Any, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def matmul_gflops(device: torch.device, size: int = 1024, repeat: int = 5) -> float:
-    """This machine's measured fp32 matrix-multiply rate (GFLOP/s) with torch's current thread count."""
-    a = torch.rand(size, size, device=device)
-    b = torch.rand(size, size, device=device)
+def matmul_gflops(device: torch.device, size: int = 1024, repeat: int = 5,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """This machine's measured matrix-multiply rate (GFLOP/s) in ``dtype`` with torch's current thread count."""
+    a = torch.rand(size, size, device=device).to(dtype)
+    b = torch.rand(size, size, device=device).to(dtype)
 
     def run() -> None:
         a @ b
@@ -100,15 +102,19 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
     gflop = counter.get_total_flops() / 1e9
     out["gflop_per_call"] = round(gflop, 3)
     net.eval()
-    with torch.no_grad():
+    # Inference runs under bf16 autocast on CUDA (as the ensemble does) and in fp32 on the CPU.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         for batch in (1, 32):
             xb = torch.rand(batch, 2, size, size, device=dev)
             tb = torch.zeros(batch, dtype=torch.long, device=dev)
             seconds = _time(lambda xb=xb, tb=tb: net(xb, tb), repeat=3)
             out[f"forward_ms_per_slice_batch{batch}"] = round(1000 * seconds / batch, 2)
     # How close the network runs to the machine's matmul rate (batch 32, the analysis batch size's order).
-    peak = matmul_gflops(dev)
+    peak = matmul_gflops(dev, size=4096 if dev.type == "cuda" else 1024,
+                         dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
     achieved = gflop / (out["forward_ms_per_slice_batch32"] / 1000)
+    out["matmul_dtype"] = "bf16" if dev.type == "cuda" else "fp32"
     out["matmul_gflops"] = round(peak, 1)
     out["unet_gflops"] = round(achieved, 1)
     out["unet_fraction_of_matmul"] = round(achieved / peak, 3)
