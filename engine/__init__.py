@@ -65,6 +65,9 @@ _EXPORTS: dict[str, str] = {
     # DICOM SEG
     "dicom_seg_path": "engine.dicom_seg",
     "write_dicom_seg": "engine.dicom_seg",
+    # report
+    "report_path": "engine.report",
+    "write_report": "engine.report",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -93,6 +96,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.outputs import modality_warning, output_paths, write_outputs
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
+    from engine.report import report_path, write_report
     from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices
     from engine.samplers import SAMPLERS, SamplerSpec
     from engine.volumes import Volume, load_mask, load_volume, save_like

@@ -367,6 +367,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
         from engine.dicom_seg import write_dicom_seg  # noqa: PLC0415
 
         paths["dicom_seg"] = write_dicom_seg(volume, findings, args.out, model_id=result.model_id)
+    if args.report:
+        from engine.report import report_path, write_report  # noqa: PLC0415
+
+        paths["report"] = write_report(volume, result, findings, report_path(volume, args.out), model=ensemble.info,
+                                       brain_mask=Path(args.brain_mask).name if args.brain_mask else None)
     for kind, path in paths.items():
         print(f"{kind:13s} {path}")
     print(f"\n{len(findings.items)} finding(s) at threshold {threshold:.4g}, at least {args.min_finding_ml:g} mL "
@@ -592,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
     p.add_argument("--slice-stride", type=_positive, help="analyse every k-th axial slice (default: from the spacing)")
+    p.add_argument("--report", action="store_true",
+                   help="also write a one-page PDF report (identity, settings, findings, top slices, slice scores)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write the findings as a DICOM SEG referencing the source series (DICOM input only)")
     p.add_argument("--min-finding-ml", type=_non_negative, default=MIN_FINDING_ML, metavar="ML",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -485,3 +486,15 @@ def test_infer_dicom_seg_needs_a_dicom_source(tmp_path: Path, tiny_model: Path,
     assert "--dicom-seg needs a DICOM series folder" in line
     assert str(MS_T1) in line
     assert _entries(out) == []
+
+
+def test_infer_report_writes_one_pdf_page(tmp_path: Path, tiny_model: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["infer", str(MS_T1), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
+                 "--steps", "1", "--device", "cpu", "--threads", "1", "--report"]) == 0
+    report = out / "patient07_desc-anomaly_report.pdf"
+    assert f"report        {report}" in capsys.readouterr().out
+    content = report.read_bytes()
+    assert content.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", content)) == 1
