@@ -587,6 +587,24 @@ class AnalysisController(QObject):
                              + exporter.partial_note(result))
         return written
 
+    def save_report(self, folder: str | Path | None) -> Path | None:
+        """Write the one-page PDF report of the shown result (beside the scan when ``folder`` is None); None after
+        reporting why not."""
+        volume, result = self.state.volume, self.state.result
+        if volume is None or result is None:
+            self.report_error(text.ERR_REPORT, text.ERR_NO_RESULT if volume is not None else text.ERR_NO_SCAN)
+            return None
+        try:
+            path = self.backend.write_report(
+                volume, result, self.findings.findings, self.backend.report_path(volume, folder),
+                model=self.model.info if self.model is not None else None, display_max=self.state.display_max,
+                brain_mask=self.brain_mask_path.name if self.brain_mask_path is not None else None)
+        except self.backend.EngineError as error:
+            self.report_error(text.ERR_REPORT, str(error))
+            return None
+        self.status.emit(text.STATUS_REPORT.format(path=path))
+        return Path(path)
+
     def export_dicom_seg(self, folder: str | Path | None) -> Path | None:
         """Write the findings as a DICOM SEG referencing the source series (beside the series folder when ``folder``
         is None); None after reporting why not (e.g. the scan was not read from a DICOM series)."""

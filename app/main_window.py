@@ -139,6 +139,7 @@ class MainWindow(QMainWindow):
         menu.addAction(self._action(text.ACT_EXPORT, lambda: self.export_results(None), Command.EXPORT))
         menu.addAction(self._action(text.ACT_EXPORT_TO, self._export_dialog, Command.EXPORT_TO))
         menu.addAction(self._action(text.ACT_EXPORT_DICOM_SEG, lambda: c.export_dicom_seg(None)))
+        menu.addAction(self._action(text.ACT_SAVE_REPORT, lambda: c.save_report(None)))
         menu.addAction(self._action(text.ACT_SCREENSHOT, self._screenshot_dialog, Command.SCREENSHOT))
         menu.addSeparator()
         menu.addAction(self._action(text.ACT_QUIT, self.close, Command.QUIT))

@@ -264,7 +264,7 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         load_volume=load_volume, load_mask=engine.load_mask, axial_axis=axial_axis, analysis_brain=analysis_brain,
         fill_between_slices=engine.fill_between_slices, find_findings=engine.find_findings,
         write_findings=engine.write_findings, findings_paths=engine.findings_paths,
-        write_dicom_seg=engine.write_dicom_seg,
+        write_dicom_seg=engine.write_dicom_seg, write_report=engine.write_report, report_path=engine.report_path,
         default_model_path=lambda: Path(tmp_model_dir),
         available_devices=lambda: list(devices), write_outputs=write_outputs, output_paths=output_paths,
         modality_warning=modality_warning, __version__="test",

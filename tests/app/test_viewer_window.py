@@ -734,3 +734,17 @@ def test_export_dicom_seg_from_a_dicom_series(qtbot, make_window, tmp_path: Path
     seg = pydicom.dcmread(path)
     assert len(seg.SegmentSequence) == len(findings.items)
     assert "checked" in window.statusBar().currentMessage()
+
+
+def test_save_report_writes_one_pdf_page(qtbot, make_window, tmp_path: Path) -> None:
+    import re
+
+    window = make_window()
+    window.controller.save_report(tmp_path)
+    assert window.errors[-1] == text.ERR_NO_SCAN
+    open_scan(qtbot, window, "ms")
+    analyse(qtbot, window, "volume")
+    path = window.controller.save_report(tmp_path)
+    assert path == tmp_path / "patient07_desc-anomaly_report.pdf"
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes())) == 1
+    assert "Report written" in window.statusBar().currentMessage()
