@@ -51,12 +51,13 @@ def test_spec_excludes_unused_heavy_modules() -> None:
     assert len(assigns) == 1
     excludes = set(ast.literal_eval(assigns[0].value))
     for name in ("PySide6.QtWebEngineCore", "PySide6.QtQml", "PySide6.QtQuick", "PySide6.Qt3DCore",
-                 "PySide6.QtMultimedia", "PySide6.QtNetwork", "tkinter", "matplotlib", "tensorboard", "triton",
+                 "PySide6.QtMultimedia", "PySide6.QtNetwork", "tkinter", "tensorboard", "triton",
                  "IPython", "pytest", "PyQt5"):
         assert name in excludes, name
     # the modules the viewer and engine import must never be excluded
     for needed in ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtOpenGL", "torch", "diffusers",
-                   "scipy", "nibabel", "SimpleITK", "skimage", "pyqtgraph", "safetensors", "sympy"):
+                   "scipy", "nibabel", "SimpleITK", "skimage", "pyqtgraph", "safetensors", "sympy",
+                   "matplotlib", "highdicom", "pydicom"):  # the report and the DICOM SEG export
         assert needed not in excludes, needed
 
 
