@@ -17,7 +17,9 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import platform
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,9 +97,77 @@ def read_model_json(model_dir: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelLoadError(f"{path}: not a condiff model description")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelLoadError(f"{path}: written by a newer condiff (format {meta.get('format_version')})")
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ModelLoadError(f"{path}: format_version {version!r} is not a whole number")
+    if version > FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: written by a newer condiff (format {version}, this one reads up to "
+                             f"{FORMAT_VERSION}); update condiff")
+    _check_description(path, meta)
     return meta
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _problem_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]!r}" if exc.args else "a missing key"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_description(path: Path, meta: dict[str, Any]) -> None:
+    """Check that ``model.json`` holds what loading a model reads, with the right types.
+
+    A damaged or hand-edited file then fails here with one line naming the key, rather than later with a KeyError or
+    TypeError deep in loading.
+
+    Raises:
+        ModelLoadError: a key is missing or of the wrong type, the preset cannot be rebuilt, a member entry has no
+            plain ``.safetensors`` file name inside the folder or no sha256, or the calibration is unreadable.
+    """
+    for key, kind, text in (("name", str, "text"), ("version", (str, int, float), "text or a number"),
+                            ("preset", dict, "a table"), ("members", dict, "a table")):
+        if key not in meta:
+            raise ModelLoadError(f"{path}: lacks the key {key!r}")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ModelLoadError(f"{path}: {key!r} should be {text}, not {type(value).__name__}")
+    try:
+        Preset.from_dict(meta["preset"])
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise ModelLoadError(f"{path}: its preset is unreadable ({_problem_text(exc)})") from exc
+    for fold, entry in meta["members"].items():
+        if not str(fold).isdigit():
+            raise ModelLoadError(f"{path}: member key {fold!r} is not a fold number")
+        if not isinstance(entry, dict):
+            raise ModelLoadError(f"{path}: member {fold} should be a table, not {type(entry).__name__}")
+        name = entry.get("file")
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+            raise ModelLoadError(f"{path}: member {fold} names {name!r}; its file name must be a .safetensors file in "
+                                 "the model folder")
+        if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise ModelLoadError(f"{path}: member {fold} has no valid sha256; refusing to load unverified weights")
+        if not isinstance(entry.get("training", {}), dict):
+            raise ModelLoadError(f"{path}: member {fold}'s training summary should be a table")
+    _check_calibration(path, meta.get("calibration"))
+
+
+def _check_calibration(path: Path, data: Any) -> None:
+    if data is None:
+        return
+    from engine.results import Calibration  # noqa: PLC0415 - a light module, only needed here
+
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: its calibration should be a table, not {type(data).__name__}")
+    try:
+        calibration = Calibration(**data)
+    except TypeError as exc:
+        raise ModelLoadError(f"{path}: its calibration is unreadable ({_problem_text(exc)})") from exc
+    for key in ("threshold", "display_max"):
+        value = getattr(calibration, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ModelLoadError(f"{path}: its calibration's {key} is {value!r}, not a finite number")
 
 
 def update_model_json(model_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
