@@ -323,9 +323,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse one scan and write its mask, map, restoration, sidecar and findings on the scan's own grid."""
     from engine.findings import find_findings, format_findings, write_findings  # noqa: PLC0415
     from engine.outputs import modality_warning, write_outputs  # noqa: PLC0415
-    from engine.volumes import load_mask, load_volume  # noqa: PLC0415
+    from engine.volumes import check_output_folder, load_mask, load_volume  # noqa: PLC0415
 
     volume = load_volume(args.scan)
+    check_output_folder(args.out)  # before the analysis, not after it
     if args.dicom_seg and volume.source_format != "dicom":
         raise OutputError(f"{args.scan}: --dicom-seg needs a DICOM series folder as input; this scan is a "
                           f"{volume.source_format} file")
@@ -353,7 +354,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         "ThresholdSource": "--threshold" if args.threshold is not None else "model calibration",
         "Device": ensemble.info.device, "Members": list(ensemble.info.folds),
         "BrainMask": str(args.brain_mask) if args.brain_mask else None,
-        "Seconds": round(time.monotonic() - start, 2),
+        "Seconds": round(time.monotonic() - start, 2), "InputWarnings": list(volume.warnings),
     })
     flagged = int((result.anomaly_map >= threshold).sum())
     logger.info("%s: %d slices analysed (%d covered) in %.1f s; %d voxels flagged at %.4g", volume.name,

@@ -41,6 +41,7 @@ __all__ = [
     "Volume",
     "atomic_write_bytes",
     "atomic_write_json",
+    "check_output_folder",
     "load_mask",
     "load_volume",
     "save_like",
@@ -707,6 +708,33 @@ def load_mask(path: str | Path, reference: Volume) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- write
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Make sure results can be written into ``folder`` (created when missing), before any long computation.
+
+    A file is created there and removed again, and so are the folders this made, so a later failure leaves nothing
+    behind. (A disk that fills up is only found when writing; the writes are atomic, so that too leaves nothing.)
+
+    Raises:
+        OutputError: the path is a file, or the folder cannot be created or written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder; choose an output folder")
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".condiff-check.", suffix=".tmp")
+        os.close(fd)
+        Path(name).unlink()
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot be written ({_one_line(exc)})") from exc
+    finally:
+        for path in made:  # innermost first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    return folder
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
