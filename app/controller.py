@@ -392,6 +392,8 @@ class AnalysisController(QObject):
         """Recompute the warnings about the open scan, model and result, and announce them."""
         warnings: list[str] = []
         volume = self.state.volume
+        # What the loader said about the file (a label image opened as a scan, sform/qform disagreeing, ...).
+        warnings += [text.WARN_MODALITY.format(message=line) for line in getattr(volume, "warnings", ())]
         if volume is not None and self.model is not None:
             try:
                 message = self.backend.modality_warning(volume, self.model.info.modality)
