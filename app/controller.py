@@ -32,8 +32,6 @@ from app.workers import BackgroundRunner, Job
 
 logger = logging.getLogger(__name__)
 
-SAMPLERS = ("ddim", "dpm", "paper")
-"""Sampler names offered in the panel (the engine's public API has no list of them yet)."""
 BASE_DEVICES = ("auto", "cpu")
 """Devices offered before the model has loaded: listing the real ones imports torch."""
 
@@ -161,7 +159,7 @@ class AnalysisController(QObject):
         self.model_loading = False
         self.model_path: Path | None = Path(model_path) if model_path is not None else None
         self.devices: list[str] = list(BASE_DEVICES)
-        self.samplers: tuple[str, ...] = SAMPLERS
+        self.samplers: tuple[str, ...] = tuple(backend.SAMPLERS)  # the engine's one sampler registry
         self.sampler, self.steps, self.seed, self.device = "ddim", 0, 0, "auto"
         self.brain_mask: np.ndarray | None = None
         self.brain_mask_path: Path | None = None

@@ -267,7 +267,7 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         write_dicom_seg=engine.write_dicom_seg, write_report=engine.write_report, report_path=engine.report_path,
         default_model_path=lambda: Path(tmp_model_dir),
         available_devices=lambda: list(devices), write_outputs=write_outputs, output_paths=output_paths,
-        modality_warning=modality_warning, __version__="test",
+        modality_warning=modality_warning, SAMPLERS=engine.SAMPLERS, __version__="test",
     )
     backend.ensembles = []
 
