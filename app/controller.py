@@ -277,14 +277,16 @@ class AnalysisController(QObject):
     def analysis_settings(self) -> Any:
         """The engine's ``AnalysisSettings`` for the current choices."""
         return self.backend.AnalysisSettings(sampler=self.sampler, steps=self.steps if self.steps > 0 else None,
-                                             seed=self.seed, device=self.device or "auto")
+                                             seed=self.seed)
 
     def result_key(self) -> Hashable | None:
         """Cache key of the result for the open scan, brain mask, model and settings (None without scan or model)."""
         if self.model is None or self._scan_key is None:
             return None
         s = self.analysis_settings()
-        return (self._scan_key, self._brain_mask_key, self.model.info.model_id, s.sampler, s.steps, s.seed, s.device)
+        # Keyed on the device the model runs on (results differ across devices by rounding), not on a setting.
+        info = self.model.info
+        return (self._scan_key, self._brain_mask_key, info.model_id, info.device, s.sampler, s.steps, s.seed)
 
     def show_cached_result(self) -> None:
         key = self.result_key()

@@ -144,7 +144,7 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
         vol = load_volume(scan) if scan else _synthetic_brats_volume()
         out["volume"] = str(scan) if scan else "synthetic 240x240x155 1 mm"
         fast = AnalysisSettings(sampler=ensemble.preset.default_sampler if ensemble.preset.default_sampler != "paper"
-                                else "ddim", device=device)
+                                else "ddim")
         # What the viewer waits for first: the centre slice, analysed by every member.
         plan = ensemble.plan_slices(vol, settings=fast)
         start = time.perf_counter()
@@ -163,7 +163,7 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
         out["fast_ms_per_slice_step_member"] = round(1000 * seconds / max(calls, 1), 2)
         subset = np.flatnonzero(result.analysed)[: max(2, min(8, analysed))]
         start = time.perf_counter()
-        ensemble.analyse(vol, settings=AnalysisSettings(sampler="paper", device=device), slices=subset.tolist())
+        ensemble.analyse(vol, settings=AnalysisSettings(sampler="paper"), slices=subset.tolist())
         paper = time.perf_counter() - start
         per_slice = paper / len(subset)
         out["paper_ms_per_slice_step_member"] = round(1000 * per_slice / (PAPER_STEPS * ensemble.info.members), 2)

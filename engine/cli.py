@@ -307,7 +307,7 @@ def _settings(args: argparse.Namespace, ensemble: Any) -> Any:
     sampler = ensemble.info.default_sampler if args.sampler == "fast" else args.sampler
     if sampler == "paper" and args.sampler == "fast":
         sampler = "ddim"
-    return AnalysisSettings(sampler=sampler, steps=args.steps, seed=args.seed, device=args.device,
+    return AnalysisSettings(sampler=sampler, steps=args.steps, seed=args.seed,
                             batch_size=args.batch_size, slice_stride=getattr(args, "slice_stride", None))
 
 

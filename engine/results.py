@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -16,7 +15,6 @@ from engine.errors import ConfigError
 from engine.samplers import SAMPLERS, SamplerName
 
 Sampler = SamplerName
-Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +26,6 @@ class AnalysisSettings:
             spacing, as in Baugh et al.).
         steps: sampler steps; None takes the model's default (``"paper"`` always uses 50).
         seed: seed of the initial noise; the same seed gives the same result on the same device.
-        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``: where a caller loads the model
-            (:func:`engine.load_ensemble`); a loaded ensemble always runs on the device it was loaded on.
         batch_size: slices restored together per member (memory knob).
         slice_stride: when analysing a whole volume, analyse every ``slice_stride``-th axial slice and interpolate
             the slices in between; None picks the model's in-plane spacing over the scan's slice thickness (e.g. 3
@@ -39,7 +35,6 @@ class AnalysisSettings:
     sampler: Sampler = "ddim"
     steps: int | None = None
     seed: int = 0
-    device: Device = "auto"
     batch_size: int = 64
     slice_stride: int | None = None
 
@@ -48,8 +43,6 @@ class AnalysisSettings:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps is not None and not 1 <= self.steps <= 1000:
             raise ConfigError(f"steps must be between 1 and 1000, got {self.steps}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if self.slice_stride is not None and self.slice_stride < 1:

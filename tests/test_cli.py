@@ -271,7 +271,7 @@ def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_
     from engine.results import AnalysisSettings
 
     report = healthy_report(load_ensemble(model, device="cpu"), find_scans(IXI_VAL)[:2],
-                            AnalysisSettings(steps=1, device="cpu"))
+                            AnalysisSettings(steps=1))
     assert 0 < calibration["restoration_dssim_in_brain"] < 1
     assert calibration["restoration_dssim_in_brain"] == pytest.approx(report["restoration_dssim_in_brain"])
     assert calibration["restoration_mae_in_brain"] == pytest.approx(report["restoration_mae_in_brain"])
@@ -302,7 +302,7 @@ def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, 
 
     ensemble = load_ensemble(model, device="cpu")
     scans = find_scans(IXI_VAL)[:3]
-    settings = AnalysisSettings(steps=1, device="cpu")
+    settings = AnalysisSettings(steps=1)
     fitted = calibrate(ensemble, scans[:2], settings, fpr=0.05)
     assert fitted.threshold == pytest.approx(calibration["threshold"])  # the held-out scan did not move it
     with pytest.raises(EngineError, match="besides"):
