@@ -1,4 +1,7 @@
-"""Builders shared by engine and app tests: healthy IXI slices in model space and a tiny trained model folder."""
+"""Builders shared by engine and app tests: healthy IXI slices in model space and a tiny trained model folder.
+
+Data paths come from tests/conftest.py: the tiny model trains on the bundled IXI sample, so it exists on any clone.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,17 @@ from engine.preprocess import to_model_space
 from engine.tasks.external import ArraySource, default_external_source
 from engine.training import Trainer, TrainRequest
 from engine.volumes import load_mask, load_volume
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-IXI_VAL = DATA_DIR / "ixi-t1" / "val"
+from tests.conftest import SAMPLE_IXI, data_path
 
 
-def ixi_scans(n: int, folder: Path = IXI_VAL) -> list[Path]:
-    """The first ``n`` IXI scans of a folder (sorted)."""
-    return sorted(folder.glob("*_T1.nii.gz"))[:n]
+def ixi_scans(n: int, folder: str = "ixi-t1/val") -> list[Path]:
+    """The first ``n`` IXI scans of a folder of the shared data (sorted); skips the test when it is missing."""
+    scans = sorted(data_path(folder).glob("*_T1.nii.gz"))[:n]
+    if len(scans) < n:
+        import pytest  # noqa: PLC0415
+
+        pytest.skip(f"fewer than {n} IXI scans in {data_path(folder)}")
+    return scans
 
 
 def healthy_source(preset: Preset, scans: list[Path]) -> ArraySource:
@@ -38,10 +44,10 @@ def healthy_source(preset: Preset, scans: list[Path]) -> ArraySource:
 
 def train_tiny_model(model_dir: Path, *, folds: tuple[int, ...] = (0, 1), steps: int = 12, seed: int = 0,
                      name: str = "tiny-test") -> Path:
-    """Train a tiny-preset model with a few steps per fold on two IXI validation scans (a few seconds on a CPU)."""
+    """Train a tiny-preset model with a few steps per fold on the bundled IXI sample (a few seconds on a CPU)."""
     torch.set_num_threads(1)
     preset = get_preset("tiny")
-    source = healthy_source(preset, ixi_scans(2))
+    source = healthy_source(preset, [SAMPLE_IXI])
     external = default_external_source(preset.preprocess.size)
     init_model_folder(model_dir, preset, name=name)
     for fold in folds:

@@ -19,11 +19,11 @@ import pytest
 
 from engine.cli import main
 from engine.errors import EngineError
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, SAMPLE_IXI, SAMPLE_IXI_MASK, SAMPLE_MS, real_scan
 
-IXI_VAL = DATA_DIR / "ixi-t1" / "val"
+IXI_VAL = DATA_DIR / "ixi-t1" / "val"  # tests that use it take the require_data fixture
 BRATS = DATA_DIR / "brats2018-dev"
-MS_T1 = DATA_DIR / "ms-lesjak" / "patient07" / "patient07_T1.nii.gz"
+MS_T1 = SAMPLE_MS
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -111,7 +111,7 @@ def test_train_records_the_anomaly_weight_and_keeps_a_folder_to_one(tmp_path: Pa
 ])
 def test_infer_writes_outputs_on_the_inputs_grid(tmp_path: Path, tiny_model: Path, scan: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    source = DATA_DIR / scan
+    source = real_scan(scan)
     args = ["infer", str(source), "--model", str(tiny_model), "--out", str(tmp_path), "--threshold", "0.5",
             "--steps", "1", "--device", "cpu", "--threads", "1"]
     if "IXI" in scan:
@@ -161,7 +161,7 @@ def test_infer_min_finding_default_is_the_engines() -> None:
     assert MIN_FINDING_ML == DEFAULT_MIN_VOLUME_ML
 
 
-def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path,
+def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path, require_data: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     report_path = tmp_path / "report.json"
     model = tmp_path / "model"
@@ -197,6 +197,7 @@ def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path,
 
 
 def test_evaluate_synthetic_scores_held_out_tasks_on_healthy_scans(tmp_path: Path, tiny_model: Path,
+                                                                   require_data: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
@@ -243,9 +244,7 @@ def test_out_of_range_values_are_one_line_errors(argv: list[str], capsys: pytest
 
 def test_settings_the_engine_refuses_are_one_line_errors(tiny_model: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    scan = DATA_DIR / "ixi-t1" / "val" / "IXI056-HH-1327_T1.nii.gz"
-    if not scan.exists():
-        pytest.skip(f"real MRI data not found at {scan}")
+    scan = SAMPLE_IXI
     # 2000 DDIM steps is more than the 1000 timesteps the model has: a ConfigError, shown as one line.
     assert main(["infer", str(scan), "--model", str(tiny_model), "--out", "unused", "--steps", "2000",
                  "--threshold", "0.5"]) == 1
@@ -254,7 +253,7 @@ def test_settings_the_engine_refuses_are_one_line_errors(tiny_model: Path,
     assert "--dataset" in _error_line(capsys)
 
 
-def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_model: Path,
+def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_model: Path, require_data: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
@@ -283,7 +282,8 @@ def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_
     assert sidecar["ThresholdSource"] == "model calibration"
 
 
-def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, tiny_model: Path) -> None:
+def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, tiny_model: Path,
+                                                               require_data: Path) -> None:
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     assert main(["calibrate", "--model", str(model), "--data", str(IXI_VAL), "--max-scans", "3", "--hold-out", "1",
@@ -342,7 +342,7 @@ def test_infer_rejects_bad_scans_with_one_line(tmp_path: Path, tiny_model: Path,
 
 def test_infer_rejects_a_mask_on_another_grid(tmp_path: Path, tiny_model: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    mask = IXI_VAL / "IXI056-HH-1327_brainmask.nii.gz"
+    mask = SAMPLE_IXI_MASK
     out = tmp_path / "out"
     assert main(["infer", str(MS_T1), "--model", str(tiny_model), "--out", str(out), "--threshold", "0.5",
                  "--brain-mask", str(mask), "--device", "cpu"]) != 0

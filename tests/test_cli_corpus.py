@@ -21,11 +21,11 @@ import pytest
 
 from engine.cli import main
 from tests.bad_inputs import MODEL_CASES, SCAN_CASES, by_name, head, make_model_folder, save_nifti
+from tests.conftest import REPO_ROOT
 from tests.engine.test_bad_input_corpus import snapshot
 
 SCANS = by_name(SCAN_CASES)
 MODELS = by_name(MODEL_CASES)
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from tests.conftest import real_scan  # noqa: E402 - the one module that knows where data live
+
 SCANS = {
-    "brats": DATA_DIR / "brats2018-dev" / "Brats18_2013_2_1" / "Brats18_2013_2_1_flair.nii.gz",
-    "ms": DATA_DIR / "ms-lesjak" / "patient07" / "patient07_T1.nii.gz",
-    "ixi": DATA_DIR / "ixi-t1" / "val" / "IXI056-HH-1327_T1.nii.gz",
-    "stroke": DATA_DIR / "stroke-rorden" / "T2.nii.gz",
+    "brats": "brats2018-dev/Brats18_2013_2_1/Brats18_2013_2_1_flair.nii.gz",
+    "ms": "ms-lesjak/patient07/patient07_T1.nii.gz",  # bundled in resources/samples
+    "ixi": "ixi-t1/val/IXI056-HH-1327_T1.nii.gz",  # bundled in resources/samples
+    "stroke": "stroke-rorden/T2.nii.gz",
 }
 
 
@@ -30,11 +31,8 @@ def _private_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def scan_path(name: str) -> Path:
-    """A real scan from the shared data folder, or skip when the data are not there."""
-    path = SCANS[name]
-    if not path.exists():
-        pytest.skip(f"shared data missing: {path}")
-    return path
+    """A real scan: the bundled sample when there is one, else from the shared data (or skip, naming it)."""
+    return real_scan(SCANS[name])
 
 
 @pytest.fixture

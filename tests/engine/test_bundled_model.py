@@ -13,13 +13,13 @@ import pytest
 
 from engine.checkpoints import read_model_json, sha256_file
 from engine.config import Preset, get_preset
-from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.conftest import DATA_DIR, REPO_ROOT, SAMPLE_IXI, SAMPLE_IXI_MASK, SAMPLE_MS, SAMPLE_MS_LESION
 
 MODEL = REPO_ROOT / "resources" / "models" / "condiff-t1-small"
-SAMPLE = REPO_ROOT / "resources" / "samples" / "patient07_T1.nii.gz"
-SAMPLE_LESION = REPO_ROOT / "resources" / "samples" / "patient07_lesion.nii.gz"
-HEALTHY_SAMPLE = REPO_ROOT / "resources" / "samples" / "IXI056-HH-1327_T1.nii.gz"
-HEALTHY_SAMPLE_MASK = REPO_ROOT / "resources" / "samples" / "IXI056-HH-1327_brainmask.nii.gz"
+SAMPLE = SAMPLE_MS
+SAMPLE_LESION = SAMPLE_MS_LESION
+HEALTHY_SAMPLE = SAMPLE_IXI
+HEALTHY_SAMPLE_MASK = SAMPLE_IXI_MASK
 SIZE_BUDGET = 50_000_000  # bytes for all member weights together (issue 5)
 
 

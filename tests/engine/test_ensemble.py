@@ -24,8 +24,9 @@ from engine.diffusion import make_train_scheduler
 from engine.ensemble import Ensemble
 from engine.preprocess import foreground_mask
 from engine.volumes import Volume
-from tests.conftest import DATA_DIR
+from tests.conftest import real_scan
 
+# The IXI and MS scans are bundled samples (they run on any clone); the others skip without the shared data.
 SCANS = {
     "IXI PSR": ("ixi-t1/val/IXI056-HH-1327_T1.nii.gz", "ixi-t1/val/IXI056-HH-1327_brainmask.nii.gz"),
     "BraTS LPS": ("brats2018-dev/Brats18_2013_2_1/Brats18_2013_2_1_t1.nii.gz", None),
@@ -61,8 +62,8 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
 
 def _load(name: str) -> tuple[Volume, np.ndarray | None]:
     image, mask = SCANS[name]
-    volume = engine.load_volume(DATA_DIR / image)
-    return volume, (engine.load_mask(DATA_DIR / mask, volume) if mask else None)
+    volume = engine.load_volume(real_scan(image))
+    return volume, (engine.load_mask(real_scan(mask), volume) if mask else None)
 
 
 def _with_blob(volume: Volume, brain: np.ndarray, radius_mm: float = 5.0) -> tuple[Volume, np.ndarray]:
@@ -91,7 +92,7 @@ def _oblique(volume: Volume) -> Volume:
 
 
 @pytest.mark.parametrize("name", [*SCANS, "oblique"])
-def test_a_blob_lights_up_the_map_where_it_was_put(require_data: Path, oracle: Ensemble, name: str) -> None:
+def test_a_blob_lights_up_the_map_where_it_was_put(oracle: Ensemble, name: str) -> None:
     volume, mask = _load("MS LAS" if name == "oblique" else name)
     if name == "oblique":
         volume = _oblique(volume)
@@ -203,7 +204,7 @@ def test_planned_slices_in_chunks_then_filled_match_a_whole_volume_run(require_d
         engine.fill_between_slices(merged, np.ones((2, 2, 2), bool))
 
 
-def test_cancel_stops_within_one_sampler_step(require_data: Path, oracle: Ensemble) -> None:
+def test_cancel_stops_within_one_sampler_step(oracle: Ensemble) -> None:
     volume, _ = _load("MS LAS")
     token = engine.CancelToken()
     member = oracle._members[0][1]  # noqa: SLF001 - the test counts the network calls
@@ -226,7 +227,7 @@ def test_cancel_stops_within_one_sampler_step(require_data: Path, oracle: Ensemb
     assert member.calls - calls_before == 3
 
 
-def test_progress_reports_at_most_ten_a_second(require_data: Path, oracle: Ensemble) -> None:
+def test_progress_reports_at_most_ten_a_second(oracle: Ensemble) -> None:
     volume, _ = _load("MS LAS")
     times: list[float] = []
     reports: list[engine.Progress] = []
@@ -268,11 +269,11 @@ def test_same_seed_same_result_and_slices_do_not_depend_on_their_batch(require_d
 
 
 def test_a_scan_with_skull_gets_a_warning(require_data: Path, oracle: Ensemble) -> None:
-    skull_on = engine.load_volume(DATA_DIR / SCANS["IXI PSR"][0])
+    skull_on = engine.load_volume(real_scan(SCANS["IXI PSR"][0]))
     stripped, _ = _load("BraTS LPS")
     assert any("skull" in w for w in oracle.input_warnings(skull_on, None))
     assert oracle.input_warnings(stripped, None) == ()
-    mask = engine.load_mask(DATA_DIR / SCANS["IXI PSR"][1], skull_on)
+    mask = engine.load_mask(real_scan(SCANS["IXI PSR"][1]), skull_on)
     assert oracle.input_warnings(skull_on, mask) == ()
 
 

@@ -25,9 +25,9 @@ from engine.tasks import (
 )
 from engine.tasks.blending import CHANGE_THRESHOLD
 from engine.tasks.shapes import ShapeSpec, distance_to_edge, sample_shape
+from tests.conftest import real_scan
 
-IXI_VAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ixi-t1" / "val"
-SUBJECT = "IXI056-HH-1327"
+SUBJECT = "IXI056-HH-1327"  # the bundled IXI sample: these tests run on any clone
 AXIAL_SLICES = (55, 65, 75)
 ALL_TASKS = tuple(TASK_NAMES)
 BLEND_TASKS = (0, 1)
@@ -52,8 +52,8 @@ FOLD_TABLE = {
 
 def load_axial_slices(size: int) -> list[np.ndarray]:
     """Skull-stripped axial IXI slices, resized to ``size x size`` and divided by their maximum."""
-    scan = nib.as_closest_canonical(nib.load(IXI_VAL / f"{SUBJECT}_T1.nii.gz"))
-    brain = nib.as_closest_canonical(nib.load(IXI_VAL / f"{SUBJECT}_brainmask.nii.gz"))
+    scan = nib.as_closest_canonical(nib.load(real_scan(f"ixi-t1/val/{SUBJECT}_T1.nii.gz")))
+    brain = nib.as_closest_canonical(nib.load(real_scan(f"ixi-t1/val/{SUBJECT}_brainmask.nii.gz")))
     volume = np.asarray(scan.dataobj, dtype=np.float32) * (np.asarray(brain.dataobj) > 0)
     slices = []
     for k in AXIAL_SLICES:
