@@ -143,24 +143,32 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def _folds(text: str) -> list[int]:
-    if text == "all":
-        return list(range(10))
+def _id_list(text: str, known: Sequence[int], what: str) -> list[int]:
+    """Comma-separated ids, each one of ``known`` (in the order given, without repeats)."""
     try:
-        folds = [int(part) for part in text.split(",")]
+        ids = list(dict.fromkeys(int(part) for part in text.split(",")))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--fold takes 0..9, a list, or 'all'; got {text!r}") from None
-    if any(not 0 <= f <= 9 for f in folds):
-        raise argparse.ArgumentTypeError(f"folds must be between 0 and 9, got {text!r}")
-    return folds
+        raise argparse.ArgumentTypeError(f"{what} takes ids like 0,2,4; got {text!r}") from None
+    if not ids or any(i not in known for i in ids):
+        raise argparse.ArgumentTypeError(f"{what} must be among {min(known)}..{max(known)}, got {text!r}")
+    return ids
+
+
+def _folds(text: str) -> list[int]:
+    from engine.tasks.registry import NUM_FOLDS  # noqa: PLC0415
+
+    return list(range(NUM_FOLDS)) if text == "all" else _id_list(text, range(NUM_FOLDS), "--fold")
+
+
+def _task_list(text: str) -> list[int]:
+    from engine.tasks.registry import TASKS  # noqa: PLC0415
+
+    return sorted(_id_list(text, sorted(TASKS), "--tasks"))
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:  # also rejects nan
+    value = _finite(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
@@ -234,16 +242,6 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
-
-
-def _task_list(text: str) -> list[int]:
-    try:
-        tasks = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tasks takes task ids like 0,2,4; got {text!r}") from None
-    if not tasks or any(not 0 <= t <= 4 for t in tasks):
-        raise argparse.ArgumentTypeError(f"task ids must be between 0 and 4, got {text!r}")
-    return tasks
 
 
 def cmd_train(args: argparse.Namespace) -> int:
