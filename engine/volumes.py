@@ -25,6 +25,7 @@ import os
 import re
 import struct
 import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -304,6 +305,46 @@ def _check_nifti_size(path: Path, header: nib.Nifti1Header, compressed: bool) ->
     return shape
 
 
+def _check_extensions(path: Path, header: nib.Nifti1Header, compressed: bool) -> None:
+    """Walk the header extensions the way nibabel will read them, in small reads, and refuse a chain that is not
+    whole: nibabel allocates the size an extension claims before reading it, so a damaged size could cost gigabytes.
+
+    Raises:
+        VolumeError: an extension size that is not a positive multiple of 16, or runs past the voxel offset or the end
+            of the file.
+    """
+    start = int(header.single_vox_offset)  # the extensions start here, after the 4-byte flag before it
+    offset = float(header["vox_offset"])
+    end = int(offset) if offset > 0 else None  # unset: nibabel reads extensions up to the end of the file
+    order = "<" if header.endianness == "<" else ">"
+    with (gzip.open(path, "rb") if compressed else path.open("rb")) as fh:
+        fh.seek(start - 4)
+        flag = fh.read(4)
+        if len(flag) < 4 or flag[0] == 0:
+            return
+        position = start
+        while end is None or end - position >= 16:
+            head = fh.read(8)
+            if not head and end is None:
+                return
+            if len(head) < 8:
+                raise VolumeError(f"{path}: its header extensions end early (a damaged header)")
+            size = struct.unpack(f"{order}i", head[:4])[0]
+            if size < 16 or size % 16:
+                raise VolumeError(f"{path}: a header extension claims {size} bytes, not a positive multiple of 16 "
+                                  "(a damaged header)")
+            if end is not None and position + size > end:
+                raise VolumeError(f"{path}: a header extension of {size} bytes runs past the voxel offset {end} "
+                                  "(a damaged header)")
+            remaining = size - 8
+            while remaining > 0:
+                got = len(fh.read(min(remaining, 1 << 20)))
+                if not got:
+                    raise VolumeError(f"{path}: a header extension claims {size} bytes, past the end of the file")
+                remaining -= got
+            position += size
+
+
 def _nifti_placement_and_scaling(path: Path, header: nib.Nifti1Header, shape: tuple[int, ...]) -> list[str]:
     """Check what places the voxels and scales their values; returns warnings.
 
@@ -311,7 +352,7 @@ def _nifti_placement_and_scaling(path: Path, header: nib.Nifti1Header, shape: tu
         VolumeError: the voxel sizes that place the voxels (no sform) are zero or non-finite, or the intercept is
             not finite while the slope is.
     """
-    warnings: list[str] = []
+    notes: list[str] = []
     if int(header["sform_code"]) == 0:
         zooms = np.asarray(header["pixdim"][1: min(len(shape), 3) + 1], dtype=np.float64)
         if not (np.isfinite(zooms).all() and (zooms != 0).all()):
@@ -323,14 +364,14 @@ def _nifti_placement_and_scaling(path: Path, header: nib.Nifti1Header, shape: tu
     slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
     unscaled = slope == 0 or not math.isfinite(slope)
     if unscaled and math.isfinite(inter) and inter != 0:
-        warnings.append(f"{path}: scl_slope is {slope:g}, so NIfTI applies no scaling and the intercept "
-                        f"{inter:g} is ignored too: the stored values are used")
+        notes.append(f"{path}: scl_slope is {slope:g}, so NIfTI applies no scaling and the intercept "
+                     f"{inter:g} is ignored too: the stored values are used")
     elif not unscaled and not math.isfinite(inter):
         raise VolumeError(f"{path}: its scl_inter is {inter:g} with scl_slope {slope:g}: the intensities are undefined")
     forms = _forms_warning(path, header, shape)
     if forms:
-        warnings.append(forms)
-    return warnings
+        notes.append(forms)
+    return notes
 
 
 def _check_nifti_file(path: Path) -> list[str]:
@@ -341,6 +382,7 @@ def _check_nifti_file(path: Path) -> list[str]:
     """
     header, compressed = _nifti_header_of(path)
     shape = _check_nifti_size(path, header, compressed)
+    _check_extensions(path, header, compressed)
     return _nifti_placement_and_scaling(path, header, shape)
 
 
@@ -371,7 +413,8 @@ def _affine_source(header: nib.Nifti1Header) -> str:
 
 def _read_nifti(path: Path, notes: list[str]) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
     notes += _check_nifti_file(path)
-    with _nibabel_notes(path, notes):
+    with _nibabel_notes(path, notes), np.errstate(all="ignore"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
         img = nib.load(path)
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise VolumeError(f"{path}: not a single-file NIfTI image ({type(img).__name__})")
@@ -381,6 +424,8 @@ def _read_nifti(path: Path, notes: list[str]) -> tuple[np.ndarray, np.ndarray, n
         else:
             header = header.copy()
         data = np.asanyarray(img.dataobj)
+    notes += [f"{path}: nibabel: {' '.join(str(w.message).split())}" for w in caught
+              if issubclass(w.category, UserWarning)]
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_affine(path, affine, _affine_source(img.header))
     return data, affine, header

@@ -155,6 +155,19 @@ def _bad_vox_offset_inside_header(header: nib.Nifti1Header) -> None:
     header["vox_offset"] = 100
 
 
+def _huge_extension(folder: Path) -> Path:
+    """An extension flag set and an extension that claims 2 GB (a damaged size nibabel would allocate for)."""
+    path = save_nifti(folder / "huge_extension.nii", head())
+    raw = bytearray(path.read_bytes())
+    raw[348] = 1
+    raw[352:360] = struct.pack("<ii", 2_000_000_000, 4)
+    header = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])), check=False)
+    header["vox_offset"] = 0  # unset: nibabel then reads extensions up to the end of the file
+    raw[:348] = header.binaryblock
+    path.write_bytes(bytes(raw))
+    return path
+
+
 LOADING = [
     Case("empty_file", "loading", _write_bytes("empty.nii.gz", b""), "error", "empty file"),
     Case("empty_file_nii", "loading", _write_bytes("empty.nii", b""), "error", "empty file"),
@@ -176,6 +189,7 @@ LOADING = [
          "truncated"),
     Case("vox_offset_inside_header", "loading", _raw("offset_in_header.nii", _bad_vox_offset_inside_header), "error",
          "vox_offset"),
+    Case("extension_claims_2gb", "loading", _huge_extension, "error", "extension"),
 ]
 
 
