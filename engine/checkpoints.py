@@ -32,6 +32,8 @@ from safetensors.torch import save as save_safetensors
 
 from engine.config import Preset
 from engine.errors import ModelLoadError
+from engine.samplers import SAMPLERS
+from engine.tasks.registry import NUM_FOLDS, fold_tasks
 from engine.volumes import atomic_write_bytes, atomic_write_json
 
 FORMAT = "condiff-model"
@@ -133,13 +135,23 @@ def _check_description(path: Path, meta: dict[str, Any]) -> None:
         value = meta[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ModelLoadError(f"{path}: {key!r} should be {text}, not {type(value).__name__}")
+    for key in ("modality", "ssim_convention", "slice_score"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ModelLoadError(f"{path}: {key!r} should be text, not {type(meta[key]).__name__}")
     try:
-        Preset.from_dict(meta["preset"])
+        preset = Preset.from_dict(meta["preset"])
     except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
         raise ModelLoadError(f"{path}: its preset is unreadable ({_problem_text(exc)})") from exc
+    if preset.default_sampler not in SAMPLERS:
+        raise ModelLoadError(f"{path}: its preset's default sampler {preset.default_sampler!r} is not one of "
+                             f"{', '.join(SAMPLERS)}")
+    if isinstance(preset.default_steps, bool) or not isinstance(preset.default_steps, int) or preset.default_steps < 1:
+        raise ModelLoadError(f"{path}: its preset's default_steps {preset.default_steps!r} is not a whole number >= 1")
     for fold, entry in meta["members"].items():
-        if not str(fold).isdigit():
-            raise ModelLoadError(f"{path}: member key {fold!r} is not a fold number")
+        try:
+            fold_tasks(int(fold)) if str(fold).isdigit() else fold_tasks(fold)
+        except ValueError:
+            raise ModelLoadError(f"{path}: member key {fold!r} is not a fold (0..{NUM_FOLDS - 1})") from None
         if not isinstance(entry, dict):
             raise ModelLoadError(f"{path}: member {fold} should be a table, not {type(entry).__name__}")
         name = entry.get("file")
@@ -300,8 +312,36 @@ def load_member_state(model_dir: str | Path, fold: int, meta: dict[str, Any] | N
     try:
         tensors = load_safetensors(payload)
     except Exception as exc:  # safetensors raises its own error types
-        raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from exc
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({' '.join(str(exc).split())})") from exc
+    _check_fits(path, tensors, meta)
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelLoadError(f"{path}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]!r}); "
+                             "refusing to load")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+
+
+def _check_fits(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Refuse weights that do not fit the network of the folder's preset, naming what differs, in one line."""
+    from engine.network import build_unet  # noqa: PLC0415 - diffusers loads only with a model
+
+    preset = Preset.from_dict(meta["preset"])
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = {k: tuple(v.shape) for k, v in build_unet(preset.unet, preset.preprocess.size).state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[0]!r})")
+    if extra:
+        problems.append(f"{len(extra)} unknown tensors (e.g. {extra[0]!r})")
+    if reshaped:
+        key = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape (e.g. {key!r}: {tuple(tensors[key].shape)} instead of "
+                        f"{expected[key]})")
+    if problems:
+        raise ModelLoadError(f"{path}: does not fit the network of the model's preset: {'; '.join(problems)}")
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:

@@ -611,6 +611,44 @@ def _bad_calibration(model: Path) -> None:
     _edit_json(model, lambda meta: meta.update(calibration={"threshold": "high", "colour": 3}))
 
 
+def _rewrite_member(change: Callable[[dict], dict]) -> Callable[[Path], None]:
+    """Member 0's tensors changed and saved again as valid safetensors, its hash in model.json updated to match."""
+    def rewrite(model: Path) -> None:
+        import hashlib  # noqa: PLC0415
+
+        from safetensors.torch import load, save  # noqa: PLC0415
+
+        path = model / "member-0.safetensors"
+        raw = save(change(load(path.read_bytes())))
+        path.write_bytes(raw)
+        _edit_json(model, lambda meta: meta["members"]["0"].update(sha256=hashlib.sha256(raw).hexdigest()))
+
+    return rewrite
+
+
+def _nan_weights(tensors: dict) -> dict:
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * float("nan")
+    return tensors
+
+
+def _drop_a_tensor(tensors: dict) -> dict:
+    tensors.pop(sorted(tensors)[0])
+    return tensors
+
+
+def _modality_list(model: Path) -> None:
+    _edit_json(model, lambda meta: meta.update(modality=["t1"]))
+
+
+def _unknown_sampler(model: Path) -> None:
+    _edit_json(model, lambda meta: meta["preset"].update(default_sampler="euler"))
+
+
+def _fold_eleven(model: Path) -> None:
+    _edit_json(model, lambda meta: meta["members"].update({"11": meta["members"].pop("1")}))
+
+
 def _model_is_a_file(folder: Path) -> Path:
     path = folder / "model"
     path.write_text("not a folder")
@@ -638,6 +676,12 @@ MODEL_CASES: list[Case] = [
     Case("model_preset_unknown_key", "model", _model_case(_preset_unknown_key), "error", "preset"),
     Case("model_members_not_a_table", "model", _model_case(_members_a_list), "error", "members"),
     Case("model_bad_calibration", "model", _model_case(_bad_calibration), "error", "calibration"),
+    Case("model_member_nan_weights", "model", _model_case(_rewrite_member(_nan_weights)), "error", "nan"),
+    Case("model_member_misfits_network", "model", _model_case(_rewrite_member(_drop_a_tensor)), "error",
+         "does not fit"),
+    Case("model_fold_out_of_range", "model", _model_case(_fold_eleven), "error", "not a fold"),
+    Case("model_modality_not_text", "model", _model_case(_modality_list), "error", "modality"),
+    Case("model_unknown_default_sampler", "model", _model_case(_unknown_sampler), "error", "sampler"),
 ]
 
 
