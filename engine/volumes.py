@@ -504,24 +504,29 @@ def _read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _slice_gaps(path: Path, files: Sequence[str]) -> None:
-    """Refuse a DICOM series whose slices are not evenly spaced along their normal (a missing or repeated slice):
-    a volume built from it would put every slice after the gap in the wrong place."""
+    """Refuse a DICOM series whose slices do not share one orientation, or are not evenly spaced along their normal
+    (a missing or repeated slice): a volume built from it would put slices in the wrong place."""
     import SimpleITK as sitk
 
     if len(files) < 3:
         return
     reader = sitk.ImageFileReader()
     positions = []
-    normal = None
+    first: np.ndarray | None = None
+    normal = np.zeros(3)
     for name in files:
         reader.SetFileName(name)
         reader.ReadImageInformation()
         if not (reader.HasMetaDataKey("0020|0032") and reader.HasMetaDataKey("0020|0037")):
             return  # no patient geometry (e.g. a multi-frame file): nothing to compare
         position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
-        if normal is None:
-            cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+        cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+        if first is None:
+            first = cosines
             normal = np.cross(cosines[:3], cosines[3:])
+        elif not np.allclose(cosines, first, atol=1e-4):
+            raise VolumeError(f"{path}: its DICOM slices do not all have the same orientation (Image Orientation "
+                              f"Patient differs in {Path(name).name}); they do not form one volume")
         positions.append(float(position @ normal))
     steps = np.diff(np.sort(np.asarray(positions)))
     if (steps < 1e-3).any():
@@ -564,6 +569,8 @@ def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header, str
     """Read voxels (file dtype), RAS affine, NIfTI header, format name and warnings, without checking the content."""
     if not path.exists():
         raise VolumeError(f"{path}: no such file or folder")
+    if not path.is_dir() and not path.is_file():  # a pipe or a device would block or never end
+        raise VolumeError(f"{path}: is not a regular file or folder")
     notes: list[str] = []
     try:
         if path.is_dir():

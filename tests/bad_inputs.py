@@ -168,6 +168,15 @@ def _huge_extension(folder: Path) -> Path:
     return path
 
 
+def _fifo(folder: Path) -> Path:
+    """A named pipe called scan.nii: reading it would wait for a writer forever."""
+    import os  # noqa: PLC0415
+
+    path = folder / "pipe.nii"
+    os.mkfifo(path)
+    return path
+
+
 LOADING = [
     Case("empty_file", "loading", _write_bytes("empty.nii.gz", b""), "error", "empty file"),
     Case("empty_file_nii", "loading", _write_bytes("empty.nii", b""), "error", "empty file"),
@@ -190,6 +199,7 @@ LOADING = [
     Case("vox_offset_inside_header", "loading", _raw("offset_in_header.nii", _bad_vox_offset_inside_header), "error",
          "vox_offset"),
     Case("extension_claims_2gb", "loading", _huge_extension, "error", "extension"),
+    Case("named_pipe", "loading", _fifo, "error", "not a regular file"),
 ]
 
 
@@ -404,6 +414,24 @@ def _dicom_missing_slice(folder: Path) -> Path:
     return path
 
 
+def _dicom_tilted_slice(folder: Path) -> Path:
+    """One slice of the series written with another orientation (a localiser filed under the same series UID)."""
+    import SimpleITK as sitk  # noqa: PLC0415
+
+    path = folder / "dicom_tilted_slice"
+    write_dicom_series(head((16, 14, 10)) * 10, AFFINE, path, "1.2.826.0.1.3680043.2.1125.7.600")
+    victim = sorted(path.glob("*.dcm"))[5]
+    image = sitk.ReadImage(str(victim))
+    for key in image.GetMetaDataKeys():
+        image.SetMetaData(key, image.GetMetaData(key))
+    image.SetMetaData("0020|0037", "1\\0\\0\\0\\0.8660254\\-0.5")
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(victim))
+    writer.Execute(image)
+    return path
+
+
 def _dicom_garbage(folder: Path) -> Path:
     path = folder / "dicom_garbage"
     path.mkdir()
@@ -417,6 +445,7 @@ DICOM = [
     Case("dicom_two_equal_series", "dicom", _dicom_two_series_same_size, "warning", "the one with the most slices"),
     Case("dicom_missing_slice", "dicom", _dicom_missing_slice, "error", "missing slice"),
     Case("dicom_garbage_files", "dicom", _dicom_garbage, "error", "no dicom"),
+    Case("dicom_tilted_slice", "dicom", _dicom_tilted_slice, "error", "orientation"),
 ]
 
 

@@ -24,11 +24,16 @@ PEAK_BYTES = 64 * 2**20
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the sha256 of its content (folders as ``<dir>``)."""
+    """Every file under ``folder`` with the sha256 of its content (folders as ``<dir>``, pipes as ``<special>``)."""
     out = {}
     for path in sorted(folder.rglob("*")):
         key = str(path.relative_to(folder))
-        out[key] = "<dir>" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_dir():
+            out[key] = "<dir>"
+        elif path.is_file():
+            out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:  # a pipe in the corpus: reading it would block
+            out[key] = "<special>"
     return out
 
 
