@@ -2,7 +2,9 @@
 
 Opening a bad scan shows a one-line error dialog naming the file and keeps the scan that was open; a scan the loader
 warns about opens with the warning in the banner and can be analysed; a damaged model folder is one dialog line, and
-the viewer goes on working (the good model loads again afterwards). Never an exception out of a slot.
+the viewer goes on working (the good model loads again afterwards); an export into a folder that cannot be written
+(simulated: a file in the way, no permission, a full disk) is one dialog line and leaves nothing behind. Never an
+exception out of a slot.
 """
 
 from __future__ import annotations
@@ -93,3 +95,38 @@ def test_choose_a_model_case(qtbot, window, model: Path, tmp_path: Path, name: s
     qtbot.waitUntil(window.controller.is_idle, timeout=60000)
     assert window.controller.model is not None
     assert window.open_scan(window.good_scan)
+
+
+OUTPUT_CASES = ["out_is_a_file", "folder_unwritable", "disk_full_at_once", "disk_full_midway"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", OUTPUT_CASES)
+def test_export_into_an_output_that_cannot_be_written(qtbot, window, tmp_path: Path, name: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from tests.engine.test_bad_input_corpus import snapshot
+    from tests.test_cli_corpus import _fill_the_disk_after, _refuse_temporary_files
+
+    with qtbot.waitSignal(window.controller.analysis_done, timeout=120000):
+        window.controller.request_analysis("slice")
+    assert window.state.result is not None
+    out = tmp_path / "export"
+    if name == "out_is_a_file":
+        out.write_text("precious")
+    else:
+        out.mkdir()
+    if name == "folder_unwritable":
+        _refuse_temporary_files(monkeypatch, errno.EACCES)
+    elif name == "disk_full_at_once":
+        _fill_the_disk_after(monkeypatch, 0)
+    elif name == "disk_full_midway":
+        _fill_the_disk_after(monkeypatch, 400)
+    before = snapshot(tmp_path)
+    assert window.export_results(out) is None
+    line = _dialog_line(window)
+    assert str(out) in line
+    assert snapshot(tmp_path) == before  # nothing half-written, the file in the way untouched
+    monkeypatch.undo()
+    assert window.export_results(tmp_path / "elsewhere")  # and the viewer exports fine afterwards
