@@ -1,8 +1,8 @@
 """Geometry round trips through files: write a scan, load it, analyse it, export, reload the outputs.
 
 One synthetic head per case, each on another grid: the four axis orders LPS, LAS, RAS and PSR, an oblique grid,
-anisotropic 0.5 x 0.5 x 5 mm voxels, NIfTI headers with only an sform or only a qform, and DICOM, NRRD and MHA files.
-For each:
+anisotropic 0.5 x 0.5 x 5 mm voxels, NIfTI headers with only an sform or only a qform, and DICOM (axial and oblique),
+NRRD and MHA files. For each:
 
 * the loaded volume puts a marked voxel at the world position it was written at;
 * analysed with the tiny trained model and exported, every output reloads with the scan's shape, affine (1e-5), axis
@@ -140,6 +140,7 @@ CASES = {
     "sform-only": Case(OBLIQUE, (2.0, 2.0, 2.0), _nifti("aligned", None)),
     "qform-only": Case(PSR, (2.0, 2.0, 2.0), _nifti(None, "scanner"), ("P", "S", "R")),
     "DICOM": Case(LPS, (1.8, 1.8, 2.5), _dicom),
+    "DICOM-oblique": Case(OBLIQUE, (1.8, 1.8, 2.5), _dicom),
     "NRRD": Case(OBLIQUE, (2.0, 2.0, 2.0), _itk(".nrrd")),
     "MHA": Case(PSR, (2.0, 2.0, 2.0), _itk(".mha"), ("P", "S", "R")),
 }
