@@ -59,6 +59,7 @@ def _settle(qtbot) -> None:  # noqa: ANN001
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory and threads from /proc (Linux)")
+@pytest.mark.slow
 @pytest.mark.timeout(max(900, CYCLES * 60))
 def test_analyse_and_cancel_cycles(qtbot, settings, tiny_model: Path, tmp_path: Path) -> None:
     from app.main_window import MainWindow
