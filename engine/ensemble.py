@@ -396,7 +396,8 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
         try:
             model.load_state_dict(checkpoints.load_member_state(path, fold, meta))
         except RuntimeError as exc:
-            raise ModelLoadError(f"{path}: member {fold} does not fit the model's network ({exc})") from exc
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{path}: member {fold} does not fit the model's network ({first_line})") from exc
         model.to(torch_device).eval()
         members.append((fold, model))
     logger.info("loaded %s (%d members) on %s", path, len(members), torch_device)
