@@ -14,14 +14,17 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import PRESETS
 from engine.errors import EngineError, OutputError
 from engine.samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from engine.evaluation_report import EvaluationReport, SyntheticReport
 
 logger = logging.getLogger("engine.cli")
 
@@ -98,18 +101,19 @@ def _emit_json(target: str | None, data: dict[str, Any]) -> bool:
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a preset or a model folder."""
     if args.model:
-        from engine.checkpoints import read_model_json  # noqa: PLC0415
+        from engine.card import card_to_json, read_card  # noqa: PLC0415
 
-        meta = read_model_json(args.model)
+        card = read_card(args.model)
+        stored = card_to_json(card)  # the calibration and preprocessing as the file holds them
         summary = {
-            "name": meta["name"],
-            "version": meta["version"],
-            "modality": meta["modality"],
-            "preset": meta["preset"]["name"],
-            "members": sorted(int(k) for k in meta["members"]),
-            "calibration": meta.get("calibration"),
-            "preprocess": meta["preset"]["preprocess"],
-            "software": meta.get("software"),
+            "name": card.name,
+            "version": card.version,
+            "modality": card.modality,
+            "preset": card.preset.name,
+            "members": sorted(card.members),
+            "calibration": stored["calibration"],
+            "preprocess": stored["preset"]["preprocess"],
+            "software": stored.get("software"),
         }
         if not _emit_json(args.json, summary):
             for key, value in summary.items():
@@ -246,6 +250,7 @@ def _count(text: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one fold, several, or all ten, adding members to one model folder."""
+    from engine.card import TrainingData  # noqa: PLC0415
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
     from engine.data import HealthySlices, find_scans, split_scans  # noqa: PLC0415
     from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
@@ -269,10 +274,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_slices = HealthySlices.cached(val_scans, preset.preprocess, cache)
     external = folder_source(args.external_images, size) if args.external_images else default_external_source(size)
     if env.is_main:
-        init_model_folder(out, preset, name=args.name, version=args.model_version, modality=args.modality, extra={
-            "training_data": {"train": str(args.data), "val": str(args.val_data or f"{args.data} (held-out split)"),
-                              "train_scans": len(train_scans), "val_scans": len(val_scans)},
-        })
+        data = TrainingData(train=str(args.data), val=str(args.val_data or f"{args.data} (held-out split)"),
+                            train_scans=len(train_scans), val_scans=len(val_scans))
+        init_model_folder(out, preset, name=args.name, version=args.model_version, modality=args.modality,
+                          training_data=data)
         logger.info("%s: %d training slices from %d scans, %d validation slices from %d scans", out,
                     len(train_slices), len(train_scans), len(val_slices), len(val_scans))
     for fold in args.fold:
@@ -286,11 +291,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         if env.is_main:
-            last = summary.checks[-1] if summary.checks else {}
+            last = summary.checks[-1] if summary.checks else None
+            checked = ((last.healthy_dssim, last.anomaly_mae_to_truth, last.anomaly_mae_to_input) if last
+                       else (None, None, None))
             logger.info("fold %d done: %d steps in %.0f s (%.3f steps/s), best step %d, healthy 1-SSIM %s, "
                         "anomaly MAE to truth %s vs to input %s", fold, summary.steps, summary.seconds,
-                        summary.steps_per_second, summary.best_step, _fmt(last.get("healthy_dssim")),
-                        _fmt(last.get("anomaly_mae_to_truth")), _fmt(last.get("anomaly_mae_to_input")))
+                        summary.steps_per_second, summary.best_step, *map(_fmt, checked))
     return 0
 
 
@@ -386,9 +392,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     ensemble = _load_model(args)
     if args.slice_score is not None and args.slice_score != ensemble.info.slice_score:
-        from engine.checkpoints import update_model_json  # noqa: PLC0415
+        from engine.card import update_card  # noqa: PLC0415
 
-        update_model_json(ensemble.path, lambda meta: meta.__setitem__("slice_score", args.slice_score))
+        update_card(ensemble.path, lambda card: replace(card, slice_score=args.slice_score))
         ensemble = _load_model(args)  # the slice score is part of what the calibration measures
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix or None)
     if args.max_scans:
@@ -423,9 +429,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate(ensemble, cases, _settings(args, ensemble), healthy=healthy, on_progress=bar)
     finally:
         bar.close()
-    report["dataset"] = str(args.dataset)
-    report["modality"] = args.modality
-    _finish_report(args, ensemble, report)
+    _finish_report(args, ensemble, replace(report, dataset=str(args.dataset), modality=args.modality))
     return 0
 
 
@@ -439,80 +443,54 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     ensemble = _load_model(args)
     report = evaluate_synthetic(ensemble, scans, _settings(args, ensemble), task_ids=args.tasks,
                                 n_slices=args.synthetic_slices, seed=args.seed)
-    report["dataset"] = f"synthetic tasks {','.join(map(str, args.tasks))} on {args.synthetic}"
-    report["modality"] = args.modality
-    report["counting"] = "model space, brain slices of the healthy scans; anomaly = synthetic mask inside the brain"
-    _finish_report(args, ensemble, report)
+    dataset = f"synthetic tasks {','.join(map(str, args.tasks))} on {args.synthetic}"
+    _finish_report(args, ensemble, replace(report, dataset=dataset, modality=args.modality))
     return 0
 
 
-def _finish_report(args: argparse.Namespace, ensemble: Any, report: dict[str, Any]) -> None:
+def _finish_report(args: argparse.Namespace, ensemble: Any, report: EvaluationReport | SyntheticReport) -> None:
+    """Print the table, emit the JSON and keep the record (``--record``) of an evaluation."""
     if args.json != JSON_STDOUT:
         _print_table(report)
-        if "mae_to_truth" in report:
-            print(f"removal: restoration MAE inside anomalies {report['mae_to_truth']:.4f} to the truth, "
-                  f"{report['mae_to_input']:.4f} to the input; healthy slices 1-SSIM {report['healthy_dssim']:.3f}")
-    _emit_json(args.json, report)
+    _emit_json(args.json, report.to_dict())
     if args.record:
-        _record_evaluation(ensemble.path, args, report)
+        from engine.card import update_card  # noqa: PLC0415
+        from engine.evaluation_report import evaluation_record  # noqa: PLC0415
+
+        record = evaluation_record(report, command=" ".join([PROG, *map(shlex.quote, args.argv)]),
+                                   recorded=datetime.now(UTC).isoformat(timespec="seconds"))
+        update_card(ensemble.path, lambda card: card.with_evaluation(args.record, record))
 
 
-METRIC_KEYS = ("ap_image", "auroc_image", "ap_pixel", "max_dice")
+def _print_table(report: EvaluationReport | SyntheticReport) -> None:
+    from engine.evaluation_report import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
 
-
-def _record_evaluation(model_dir: Path, args: argparse.Namespace, report: dict[str, Any]) -> None:
-    """Keep a summary of ``report`` in the model's ``model.json`` under ``evaluations[args.record]``.
-
-    The summary is what a model card needs: the four metrics beside the controls, what was counted, the sampler and
-    members that produced it, and the command that reproduces it.
-    """
-    from engine.checkpoints import update_model_json  # noqa: PLC0415
-
-    def pick(values: dict[str, Any]) -> dict[str, float]:
-        return {k: round(float(values[k]), 4) for k in METRIC_KEYS if values.get(k) is not None}
-
-    entry: dict[str, Any] = {
-        "dataset": report["dataset"], "modality": report["modality"], "sampler": report["sampler"],
-        "steps": report["steps"], "seed": report["seed"], "members": report["members"],
-        "metrics": pick(report),
-        "controls": {name: pick(report[name]) for name in ("random", "noise", "brain_area")},
-        "counts": report["counts"], "counting": report["counting"], "seconds": report["seconds"],
-        "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([PROG, *map(shlex.quote, args.argv)]),
-    }
-    for key in ("healthy", "at_threshold"):
-        if key in report:
-            entry[key] = report[key]
-    if "mae_to_truth" in report:
-        entry["removal"] = {k: report[k] for k in ("mae_to_truth", "mae_to_input", "removes_anomalies",
-                                                   "healthy_dssim", "healthy_mae")}
-
-    def change(meta: dict[str, Any]) -> None:
-        meta.setdefault("evaluations", {})[args.record] = entry
-
-    update_model_json(model_dir, change)
-
-
-def _print_table(report: dict[str, Any]) -> None:
-    rows = [("model", report), ("random", report["random"]), ("noise restoration", report["noise"]),
-            ("brain area", report["brain_area"])]
+    detection = report.detection
+    rows = [("model", detection.scores), ("random", detection.random), ("noise restoration", detection.noise),
+            ("brain area", detection.brain_area)]
     print(f"{'':20s} {'AP_i':>7s} {'AUROC':>7s} {'AP_p':>7s} {'maxDice':>8s}")
     for name, values in rows:
-        cells = [values.get(k) for k in METRIC_KEYS]
+        cells = [getattr(values, k) for k in HEADLINE]
         print(f"{name:20s} " + " ".join(f"{c:7.3f}" if c is not None else f"{'-':>7s}" for c in cells))
-    chance = report["random"]["ap_pixel"]
+    chance = detection.random.ap_pixel
     if chance:
-        print(f"AP_p is {report['ap_pixel'] / chance:.2f} x chance ({chance:.3f}: the anomaly share of brain pixels)")
-    counts = report["counts"]
-    print(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f"; {report['counting']}")
-    at = report.get("at_threshold")
-    if at and at.get("threshold") is not None:
-        print(f"at the calibrated threshold {at['threshold']:.4g}: lesion sensitivity {at['lesion_sensitivity']:.3f}, "
-              f"Dice {at['dice']:.3f}, non-lesion brain flagged {at['healthy_brain_flagged']:.4f}")
-    if "healthy" in report:
-        h = report["healthy"]
-        print(f"healthy: restoration 1-SSIM {h['restoration_dssim_in_brain']:.3f}, MAE "
-              f"{h['restoration_mae_in_brain']:.4f}; flagged brain fraction {h['flagged_brain_fraction']}")
+        print(f"AP_p is {detection.scores.ap_pixel / chance:.2f} x chance ({chance:.3f}: the anomaly share of brain "
+              "pixels)")
+    counts = asdict(report.counts)
+    print(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f"; {report.counting}")
+    if isinstance(report, EvaluationReport):
+        at = report.at_threshold
+        if at.threshold is not None:
+            print(f"at the calibrated threshold {at.threshold:.4g}: lesion sensitivity {at.lesion_sensitivity:.3f}, "
+                  f"Dice {at.dice:.3f}, non-lesion brain flagged {at.healthy_brain_flagged:.4f}")
+        if report.healthy is not None:
+            h = report.healthy
+            print(f"healthy: restoration 1-SSIM {h.restoration_dssim_in_brain:.3f}, MAE "
+                  f"{h.restoration_mae_in_brain:.4f}; flagged brain fraction {h.flagged_brain_fraction}")
+    if isinstance(report, SyntheticReport):
+        r = report.removal
+        print(f"removal: restoration MAE inside anomalies {r.mae_to_truth:.4f} to the truth, "
+              f"{r.mae_to_input:.4f} to the input; healthy slices 1-SSIM {r.healthy_dssim:.3f}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

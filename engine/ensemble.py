@@ -18,21 +18,21 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 
 from engine import checkpoints
 from engine.anomaly import SliceScoreMode, anomaly_map, slice_scores
-from engine.config import Preset
+from engine.card import ModelCard, read_card
 from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
 from engine.errors import ModelLoadError
 from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
-from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
+from engine.results import AnalysisSettings, AnomalyResult, ModelInfo
 from engine.samplers import steps_for
 from engine.seeding import Stream, derive_seed, slice_seed
 from engine.tasks.registry import fold_tasks
@@ -60,13 +60,6 @@ def default_model_path() -> Path:
     return roots[-1] / "resources" / "models" / DEFAULT_MODEL_NAME
 
 
-def _calibration_from(meta: dict[str, Any]) -> Calibration | None:
-    data = meta.get("calibration")
-    if not data:
-        return None
-    return Calibration(**data)
-
-
 @dataclass(frozen=True, eq=False)
 class ModelSpaceResult:
     """An analysis in model space (what evaluation and calibration work on).
@@ -89,37 +82,38 @@ class ModelSpaceResult:
 class Ensemble:
     """The members of a model folder, ready to analyse scans. Create with :func:`load_ensemble`.
 
-    Public: ``path``, ``preset`` (a frozen dataclass), ``info`` (:class:`engine.ModelInfo`: members, device,
-    calibration, ...) and the analysis methods; the torch networks and the raw ``model.json`` stay inside.
+    Public: ``path``, ``preset`` (a frozen dataclass), ``card`` (the folder's :class:`engine.card.ModelCard`),
+    ``info`` (:class:`engine.ModelInfo`: members, device, calibration, ...) and the analysis methods; the torch
+    networks stay inside.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], members: list[tuple[int, torch.nn.Module]],
+    def __init__(self, path: Path, card: ModelCard, members: list[tuple[int, torch.nn.Module]],
                  device: torch.device) -> None:
         self.path = path
-        self._meta = meta
-        self.preset = Preset.from_dict(meta["preset"])
+        self.card = card
+        self.preset = card.preset
         self._members = members
         self._device = device
-        self.ssim_convention = meta.get("ssim_convention", "standard")
-        if meta.get("slice_score", "canvas") not in get_args(SliceScoreMode):
-            raise ModelLoadError(f"{path}: model.json names an unknown slice_score {meta.get('slice_score')!r}; "
+        self.ssim_convention = card.ssim_convention
+        if card.slice_score not in get_args(SliceScoreMode):
+            raise ModelLoadError(f"{path}: model.json names an unknown slice_score {card.slice_score!r}; "
                                  f"known: {', '.join(get_args(SliceScoreMode))}")
         self.info = ModelInfo(
-            name=meta["name"],
-            version=str(meta["version"]),
-            model_id=f"{meta['name']}-v{meta['version']}",
-            modality=meta.get("modality", "t1"),
+            name=card.name,
+            version=str(card.version),
+            model_id=card.model_id,
+            modality=card.modality,
             preset=self.preset.name,
             members=len(members),
             folds=tuple(f for f, _ in members),
             device=device.type,
-            expects_skull_stripped=bool(meta.get("expects_skull_stripped", True)),
+            expects_skull_stripped=card.expects_skull_stripped,
             ssim_convention=self.ssim_convention,
-            calibration=_calibration_from(meta),
+            calibration=card.calibration,
             default_sampler=self.preset.default_sampler,
             default_steps=self.preset.default_steps,
             path=str(path),
-            slice_score=meta.get("slice_score", "canvas"),
+            slice_score=card.slice_score,
         )
 
     # ------------------------------------------------------------------------------------------- model space
@@ -374,9 +368,9 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
         ModelLoadError: the folder is missing, has no members, or a member file is missing or altered.
     """
     path = Path(path)
-    meta = checkpoints.read_model_json(path)
-    preset = Preset.from_dict(meta["preset"])
-    available = sorted(int(k) for k in meta.get("members", {}))
+    card = read_card(path)
+    preset = card.preset
+    available = sorted(card.members)
     if not available:
         raise ModelLoadError(f"{path}: the model has no trained members yet")
     chosen = available if folds is None else [int(f) for f in folds]
@@ -384,7 +378,7 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     if missing:
         raise ModelLoadError(f"{path}: has no member for fold(s) {missing}")
     for fold in chosen:
-        recorded = meta["members"][str(fold)].get("training", {}).get("train_tasks")
+        recorded = card.members[fold].training.train_tasks
         expected = list(fold_tasks(fold)[0])
         if recorded is not None and list(recorded) != expected:
             raise ModelLoadError(f"{path}: member {fold} was trained on tasks {list(recorded)}, but fold {fold} is "
@@ -394,11 +388,11 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     for fold in chosen:
         model = build_unet(preset.unet, preset.preprocess.size)
         try:
-            model.load_state_dict(checkpoints.load_member_state(path, fold, meta))
+            model.load_state_dict(checkpoints.load_member_state(path, fold, card))
         except RuntimeError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: member {fold} does not fit the model's network ({first_line})") from exc
         model.to(torch_device).eval()
         members.append((fold, model))
     logger.info("loaded %s (%d members) on %s", path, len(members), torch_device)
-    return Ensemble(path, meta, members, torch_device)
+    return Ensemble(path, card, members, torch_device)

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,20 @@ import torch
 
 from engine.anomaly import anomaly_map as ssim_anomaly_map
 from engine.anomaly import slice_scores
-from engine.checkpoints import update_model_json
+from engine.card import ModelCard, update_card
 from engine.data import ScanPair
 from engine.ensemble import Ensemble, ModelSpaceResult
 from engine.errors import ConfigError, DataError, VolumeError
+from engine.evaluation_report import (
+    CaseResult,
+    Detection,
+    DetectionScores,
+    EvaluationReport,
+    HealthyReport,
+    LesionCounts,
+    Scores,
+    ThresholdResult,
+)
 from engine.metrics import PixelAccumulator, SliceAccumulator, random_baseline
 from engine.preprocess import native_to_model
 from engine.progress import CancelToken, Progress, check_cancel
@@ -153,22 +163,39 @@ class Scoreboard:
                             torch.from_numpy(np.ascontiguousarray(brain))[:, None], mode="topk")
         self.slices_topk.add(topk.numpy(), slice_labels)
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> DetectionScores:
+        """The pooled metrics of everything added."""
         pixel = self.pixels.result()
         canvas = self.slices_canvas.result()
         brain = self.slices_brain.result()
         topk = self.slices_topk.result()
-        return {
-            "ap_image": canvas.ap,
-            "auroc_image": canvas.auroc,
-            "ap_pixel": pixel.ap,
-            "max_dice": pixel.max_dice,
-            "best_threshold": pixel.best_threshold,
-            "ap_image_brain_mean": brain.ap,
-            "auroc_image_brain_mean": brain.auroc,
-            "ap_image_topk": topk.ap,
-            "auroc_image_topk": topk.auroc,
-        }
+        return DetectionScores(
+            ap_image=canvas.ap,
+            auroc_image=canvas.auroc,
+            ap_pixel=pixel.ap,
+            max_dice=pixel.max_dice,
+            best_threshold=pixel.best_threshold,
+            ap_image_brain_mean=brain.ap,
+            auroc_image_brain_mean=brain.auroc,
+            ap_image_topk=topk.ap,
+            auroc_image_topk=topk.auroc,
+        )
+
+    def detection(self, noise: Scoreboard, area: SliceAccumulator, n_slices: int, n_positive_slices: int) -> Detection:
+        """This scoreboard's metrics beside the controls: chance, the ``noise`` scoreboard's metrics and brain area
+        as slice score (``area``), for a test set of ``n_slices`` slices of which ``n_positive_slices`` hold an
+        anomaly."""
+        # Every map is zero outside the brain, so the fair random control is too: random scores on brain pixels only.
+        chance_pixels = random_baseline(self.brain_pixels, self.lesion_pixels_in_brain)
+        chance_slices = random_baseline(n_slices, n_positive_slices)
+        area_metrics = area.result()
+        return Detection(
+            scores=self.result(),
+            random=Scores(ap_image=chance_slices.ap, auroc_image=0.5, ap_pixel=chance_pixels.ap,
+                          max_dice=chance_pixels.max_dice),
+            noise=noise.result(),
+            brain_area=Scores(ap_image=area_metrics.ap, auroc_image=area_metrics.auroc),
+        )
 
 
 @dataclass
@@ -188,17 +215,17 @@ class ThresholdCounts:
         self.healthy_brain += int(healthy.sum())
         self.healthy_flagged += int((flagged & healthy).sum())
 
-    def result(self, threshold: float | None) -> dict[str, float | None]:
+    def result(self, threshold: float | None) -> ThresholdResult:
         """Sensitivity, Dice and flagged non-lesion brain share at ``threshold`` (all None without a threshold)."""
         if threshold is None:
-            return {"threshold": None, "lesion_sensitivity": None, "dice": None, "healthy_brain_flagged": None}
+            return ThresholdResult(threshold=None, lesion_sensitivity=None, dice=None, healthy_brain_flagged=None)
         flagged = self.lesion_flagged + self.healthy_flagged
-        return {
-            "threshold": float(threshold),
-            "lesion_sensitivity": self.lesion_flagged / self.lesion if self.lesion else None,
-            "dice": 2 * self.lesion_flagged / (self.lesion + flagged) if self.lesion + flagged else None,
-            "healthy_brain_flagged": self.healthy_flagged / self.healthy_brain if self.healthy_brain else None,
-        }
+        return ThresholdResult(
+            threshold=float(threshold),
+            lesion_sensitivity=self.lesion_flagged / self.lesion if self.lesion else None,
+            dice=2 * self.lesion_flagged / (self.lesion + flagged) if self.lesion + flagged else None,
+            healthy_brain_flagged=self.healthy_flagged / self.healthy_brain if self.healthy_brain else None,
+        )
 
 
 def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[tuple[Case, Any, np.ndarray]]:
@@ -225,8 +252,8 @@ def evaluate(
     healthy: Sequence[ScanPair] = (),
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
-) -> dict[str, Any]:
-    """The paper's metrics for ``ensemble`` on ``cases``, with the controls, as a JSON-ready dictionary."""
+) -> EvaluationReport:
+    """The paper's metrics for ``ensemble`` on ``cases``, with the controls (``to_dict()`` gives its JSON)."""
     start = time.monotonic()
     model, noise = Scoreboard.new(), Scoreboard.new()
     area = SliceAccumulator()
@@ -247,45 +274,34 @@ def evaluate(
         slice_labels = labels.reshape(len(ms), -1).any(axis=1)
         area.add(ms.brain.reshape(len(ms), -1).sum(axis=1).astype(np.float64), slice_labels)
         n_slices += len(ms)
-        per_case.append({"case": case.name, "slices": len(ms), "lesion_slices": int(slice_labels.sum()),
-                         "lesion_pixels": int(labels.sum()),
-                         "mean_map_in_lesion": float(result.mean_map[labels].mean()) if labels.any() else None,
-                         "mean_map_in_healthy_brain": float(result.mean_map[ms.brain & ~labels].mean())})
+        per_case.append(CaseResult(
+            case=case.name, slices=len(ms), lesion_slices=int(slice_labels.sum()), lesion_pixels=int(labels.sum()),
+            mean_map_in_lesion=float(result.mean_map[labels].mean()) if labels.any() else None,
+            mean_map_in_healthy_brain=float(result.mean_map[ms.brain & ~labels].mean())))
         logger.info("%s: %d slices, %d lesion pixels", case.name, len(ms), int(labels.sum()))
         if on_progress is not None:
             on_progress(Progress(index + 1, len(cases), case.name, time.monotonic() - start))
-    model_metrics = model.result()
     pixels = model.pixels
-    # Every map is zero outside the brain, so the fair random control is too: random scores on brain pixels only.
-    chance_pixels = random_baseline(model.brain_pixels, model.lesion_pixels_in_brain)
     slice_metrics = model.slices_canvas.result()
-    chance_slices = random_baseline(slice_metrics.n_slices, slice_metrics.n_positive)
-    area_metrics = area.result()
-    out: dict[str, Any] = {
-        **model_metrics,
-        "random": {"ap_image": chance_slices.ap, "auroc_image": 0.5, "ap_pixel": chance_pixels.ap,
-                   "max_dice": chance_pixels.max_dice},
-        "noise": noise.result(),
-        "brain_area": {"ap_image": area_metrics.ap, "auroc_image": area_metrics.auroc},
-        "at_threshold": at_threshold.result(threshold),
-        "counts": {"cases": len(cases), "slices": slice_metrics.n_slices, "lesion_slices": slice_metrics.n_positive,
-                   "pixels": pixels.n_pixels, "lesion_pixels": pixels.n_positive,
-                   "brain_pixels": model.brain_pixels, "lesion_pixels_in_brain": model.lesion_pixels_in_brain},
-        "counting": "model space: every brain slice of each scan on the model canvas "
-                    f"({ensemble.preset.preprocess.size}x{ensemble.preset.preprocess.size} pixels of "
-                    f"{ensemble.preset.preprocess.spacing_mm} mm, background included); lesion = label > 0 resampled "
-                    f"and thresholded at {LABEL_THRESHOLD}",
-        "model": ensemble.info.model_id,
-        "members": list(ensemble.info.folds),
-        "sampler": settings.sampler,
-        "steps": ensemble.steps_for(settings),
-        "seed": settings.seed,
-        "cases": per_case,
-        "seconds": round(time.monotonic() - start, 1),
-    }
-    if healthy:
-        out["healthy"] = healthy_report(ensemble, healthy, settings, cancel=cancel)
-    return out
+    size = ensemble.preset.preprocess.size
+    return EvaluationReport(
+        detection=model.detection(noise, area, slice_metrics.n_slices, slice_metrics.n_positive),
+        at_threshold=at_threshold.result(threshold),
+        counts=LesionCounts(cases=len(cases), slices=slice_metrics.n_slices, lesion_slices=slice_metrics.n_positive,
+                            pixels=pixels.n_pixels, lesion_pixels=pixels.n_positive, brain_pixels=model.brain_pixels,
+                            lesion_pixels_in_brain=model.lesion_pixels_in_brain),
+        counting=f"model space: every brain slice of each scan on the model canvas ({size}x{size} pixels of "
+                 f"{ensemble.preset.preprocess.spacing_mm} mm, background included); lesion = label > 0 resampled "
+                 f"and thresholded at {LABEL_THRESHOLD}",
+        model=ensemble.info.model_id,
+        members=ensemble.info.folds,
+        sampler=settings.sampler,
+        steps=ensemble.steps_for(settings),
+        seed=settings.seed,
+        cases=tuple(per_case),
+        seconds=round(time.monotonic() - start, 1),
+        healthy=healthy_report(ensemble, healthy, settings, cancel=cancel) if healthy else None,
+    )
 
 
 def _healthy_model_space(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings,
@@ -304,7 +320,7 @@ def _fidelity(ms: Any, result: ModelSpaceResult) -> tuple[float, float]:
 
 
 def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings, *,
-                   cancel: CancelToken | None = None) -> dict[str, Any]:
+                   cancel: CancelToken | None = None) -> HealthyReport:
     """On healthy scans: how faithfully slices are restored, and the brain area flagged at the calibrated threshold."""
     threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
     flagged = total = 0
@@ -315,13 +331,13 @@ def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: Anal
             flagged += int((result.mean_map[ms.brain] >= threshold).sum())
         total += int(ms.brain.sum())
     dssim, mae = np.mean(fidelity, axis=0)
-    return {
-        "scans": len(scans),
-        "restoration_dssim_in_brain": float(dssim),
-        "restoration_mae_in_brain": float(mae),
-        "threshold": threshold,
-        "flagged_brain_fraction": (flagged / total) if threshold is not None and total else None,
-    }
+    return HealthyReport(
+        scans=len(scans),
+        restoration_dssim_in_brain=float(dssim),
+        restoration_mae_in_brain=float(mae),
+        threshold=threshold,
+        flagged_brain_fraction=(flagged / total) if threshold is not None and total else None,
+    )
 
 
 def threshold_for_fpr(values: np.ndarray, fpr: float) -> float:
@@ -398,10 +414,8 @@ def calibrate(
 
 
 def store_calibration(model_dir: str | Path, calibration: Calibration, *, slice_score: str | None = None) -> None:
-    """Write ``calibration`` into the model folder's ``model.json`` (and the slice score it was measured with)."""
-    def change(meta: dict[str, Any]) -> None:
-        meta["calibration"] = asdict(calibration)
-        if slice_score is not None:
-            meta["slice_score"] = slice_score
+    """Write ``calibration`` into the model folder's card (and the slice score it was measured with)."""
+    def change(card: ModelCard) -> ModelCard:
+        return replace(card, calibration=calibration, slice_score=slice_score or card.slice_score)
 
-    update_model_json(model_dir, change)
+    update_card(model_dir, change)

@@ -15,7 +15,7 @@ also measure how faithfully healthy slices come back.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,8 @@ import torch
 
 from engine.anomaly import anomaly_map
 from engine.evaluation import Scoreboard
-from engine.metrics import SliceAccumulator, random_baseline
+from engine.evaluation_report import Removal, SyntheticCounts, SyntheticReport, SyntheticScores
+from engine.metrics import SliceAccumulator
 from engine.seeding import Stream, derive_seed
 from engine.tasks.base import SliceSource
 from engine.tasks.registry import TASK_NAMES, build_tasks, corrupt
@@ -120,15 +121,13 @@ def _noise_maps(sset: SyntheticSet, seed: int) -> np.ndarray:
     return maps[:, 0].numpy()
 
 
-def score_synthetic(sset: SyntheticSet, restored: np.ndarray, maps: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+def score_synthetic(sset: SyntheticSet, restored: np.ndarray, maps: np.ndarray, *, seed: int = 0) -> SyntheticScores:
     """The benchmark's metrics for given restorations and maps of ``sset.condition``, with controls.
 
     Returns:
-        A JSON-ready dictionary: ``ap_pixel``, ``max_dice``, ``ap_image``, ``auroc_image`` (and the brain-mean slice
-        score's ``ap_image_brain_mean`` / ``auroc_image_brain_mean``), the removal check ``mae_to_truth`` and
-        ``mae_to_input`` inside the anomalies and ``removes_anomalies``, healthy-slice fidelity
-        ``healthy_dssim`` / ``healthy_mae`` inside the brain, the controls ``random``, ``noise`` and ``brain_area``,
-        and the counts.
+        The metrics of the maps against the synthetic masks beside the ``random``, ``noise`` and ``brain_area``
+        controls; the removal check (``mae_to_truth`` and ``mae_to_input`` inside the anomalies) and the fidelity of
+        the slices left healthy; and the counts.
     """
     board = Scoreboard.new()
     board.add(maps, sset.brain, sset.mask)
@@ -137,33 +136,27 @@ def score_synthetic(sset: SyntheticSet, restored: np.ndarray, maps: np.ndarray, 
     slice_labels = sset.mask.reshape(len(sset), -1).any(axis=1)
     area = SliceAccumulator()
     area.add(sset.brain.reshape(len(sset), -1).sum(axis=1).astype(np.float64), slice_labels)
-    area_metrics = area.result()
-    metrics = board.result()
-    chance_pixels = random_baseline(board.brain_pixels, board.lesion_pixels_in_brain)
-    chance_slices = random_baseline(len(sset), int(slice_labels.sum()))
     inside = sset.mask
     to_truth = float(np.abs(restored - sset.clean)[inside].mean()) if inside.any() else float("nan")
     to_input = float(np.abs(restored - sset.condition)[inside].mean()) if inside.any() else float("nan")
     healthy = (sset.task < 0)[:, None, None] & sset.brain
-    return {
-        **metrics,
-        "mae_to_truth": to_truth,
-        "mae_to_input": to_input,
-        "removes_anomalies": bool(to_truth < to_input),
-        "healthy_dssim": float(maps[healthy].mean()) if healthy.any() else float("nan"),
-        "healthy_mae": float(np.abs(restored - sset.clean)[healthy].mean()) if healthy.any() else float("nan"),
-        "random": {"ap_image": chance_slices.ap, "auroc_image": 0.5, "ap_pixel": chance_pixels.ap,
-                   "max_dice": chance_pixels.max_dice},
-        "noise": noise.result(),
-        "brain_area": {"ap_image": area_metrics.ap, "auroc_image": area_metrics.auroc},
-        "counts": {"slices": len(sset), "anomalous_slices": int(slice_labels.sum()),
-                   "brain_pixels": board.brain_pixels, "anomaly_pixels": board.lesion_pixels_in_brain},
-        "tasks": list(sset.task_ids),
-        "seed": seed,
-    }
+    return SyntheticScores(
+        detection=board.detection(noise, area, len(sset), int(slice_labels.sum())),
+        removal=Removal(
+            mae_to_truth=to_truth,
+            mae_to_input=to_input,
+            removes_anomalies=bool(to_truth < to_input),
+            healthy_dssim=float(maps[healthy].mean()) if healthy.any() else float("nan"),
+            healthy_mae=float(np.abs(restored - sset.clean)[healthy].mean()) if healthy.any() else float("nan"),
+        ),
+        counts=SyntheticCounts(slices=len(sset), anomalous_slices=int(slice_labels.sum()),
+                               brain_pixels=board.brain_pixels, anomaly_pixels=board.lesion_pixels_in_brain),
+        tasks=sset.task_ids,
+        seed=seed,
+    )
 
 
-def run_synthetic(sset: SyntheticSet, restore: Restorer, *, seed: int = 0) -> dict[str, Any]:
+def run_synthetic(sset: SyntheticSet, restore: Restorer, *, seed: int = 0) -> SyntheticScores:
     """Restore ``sset`` with ``restore`` and score it (:func:`score_synthetic`)."""
     restored, maps = restore(sset.condition, sset.brain, sset.index)
     return score_synthetic(sset, np.asarray(restored, np.float32), np.asarray(maps, np.float32), seed=seed)
@@ -178,8 +171,9 @@ def evaluate_synthetic(
     n_slices: int | None = None,
     seed: int = 0,
     p_no_task: float = DEFAULT_P_NO_TASK,
-) -> dict[str, Any]:
-    """The synthetic benchmark of a model folder on healthy scans (see the module docstring).
+) -> SyntheticReport:
+    """The synthetic benchmark of a model folder on healthy scans (see the module docstring); ``to_dict()`` gives
+    its JSON.
 
     Args:
         ensemble: a loaded :class:`engine.ensemble.Ensemble`.
@@ -202,8 +196,14 @@ def evaluate_synthetic(
         result = ensemble.analyse_model_space(condition, brain, index, settings)
         return result.restored, result.mean_map
 
-    report = run_synthetic(sset, restore, seed=seed)
-    report.update({"scans": len(scans), "model": ensemble.info.model_id, "members": list(ensemble.info.folds),
-                   "sampler": settings.sampler, "steps": ensemble.steps_for(settings),
-                   "p_no_task": p_no_task, "seconds": round(time.monotonic() - start, 1)})
-    return report
+    scores = run_synthetic(sset, restore, seed=seed)
+    return SyntheticReport(
+        **{f.name: getattr(scores, f.name) for f in fields(SyntheticScores)},
+        scans=len(scans),
+        model=ensemble.info.model_id,
+        members=ensemble.info.folds,
+        sampler=settings.sampler,
+        steps=ensemble.steps_for(settings),
+        p_no_task=p_no_task,
+        seconds=round(time.monotonic() - start, 1),
+    )

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from diffusers.training_utils import EMAModel
 
 from engine import checkpoints
 from engine.anomaly import anomaly_map
+from engine.card import TrainingCheck, TrainingSummary
 from engine.config import DiffusionConfig, Preset
 from engine.devices import resolve_device
 from engine.diffusion import (
@@ -85,55 +86,6 @@ class TrainRequest:
     resume: bool = False
     batch_size: int | None = None
     loader_workers: int = 0
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The two restoration checks at one step (all values inside the brain or the anomaly, model units)."""
-
-    step: int
-    healthy_dssim: float
-    healthy_mae: float
-    anomaly_mae_to_truth: float
-    anomaly_mae_to_input: float
-    sampler: str = ""  # the sampler and step count the restorations used ("" / 0: not recorded, older runs)
-    sampler_steps: int = 0
-    # The synthetic benchmark on the fold's held-out tasks (engine.synthetic); NaN when not run.
-    synthetic_ap_pixel: float = math.nan
-    synthetic_max_dice: float = math.nan
-    synthetic_ap_image: float = math.nan
-    synthetic_auroc_image: float = math.nan
-
-    @property
-    def removes_anomalies(self) -> bool:
-        """True when restorations are closer to the healthy truth than to the corrupted input."""
-        return self.anomaly_mae_to_truth < self.anomaly_mae_to_input
-
-
-@dataclass
-class TrainSummary:
-    """What a finished (or interrupted) run did."""
-
-    fold: int
-    train_tasks: tuple[int, ...]
-    val_tasks: tuple[int, ...]
-    steps: int
-    best_step: int
-    best_val_loss_ma: float
-    stopped_early: bool
-    seconds: float
-    steps_per_second: float
-    batch_size: int
-    world_size: int
-    device: str
-    seed: int
-    train_slices: int
-    val_slices: int
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary."""
-        return asdict(self)
 
 
 def coarse_noise(shape: tuple[int, int], std: float, cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -299,7 +251,7 @@ class Trainer:
         self.best_ma = math.inf
         self.ma: float | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.checks: list[CheckResult] = []
+        self.checks: list[TrainingCheck] = []
         self.elapsed = 0.0
         self.stopped_early = False
         self.validation = self._validation_set()
@@ -382,7 +334,7 @@ class Trainer:
         self.best_ma = float(state["best_ma"])
         self.ma = None if math.isnan(float(state["ma"])) else float(state["ma"])
         self.best_state = state["best_state"] or None
-        self.checks = [CheckResult(**c) for c in state["checks"]]
+        self.checks = [TrainingCheck(**c) for c in state["checks"]]
         self.elapsed = float(state["elapsed"])
         self.stopped_early = bool(state["stopped_early"])
 
@@ -457,9 +409,9 @@ class Trainer:
         return float(self._with_ema(run))
 
     @torch.no_grad()
-    def run_checks(self) -> CheckResult:
+    def run_checks(self) -> TrainingCheck:
         """Healthy-restoration and anomaly-removal checks with the EMA weights and the preset's fast sampler."""
-        def run() -> CheckResult:
+        def run() -> TrainingCheck:
             pairs = self.check_pairs
             sampler = self.preset.default_sampler
             steps = self.preset.default_steps
@@ -489,10 +441,10 @@ class Trainer:
                 restored_syn = restore_all(condition).clamp(0, 1)
                 maps = anomaly_map(restored_syn, condition, convention="standard",
                                    foreground=torch.from_numpy(sset.brain)[:, None])
-                report = score_synthetic(sset, restored_syn[:, 0].numpy(), maps[:, 0].numpy())
-                synthetic = {f"synthetic_{k}": float(report[k])
+                scores = score_synthetic(sset, restored_syn[:, 0].numpy(), maps[:, 0].numpy()).detection.scores
+                synthetic = {f"synthetic_{k}": float(getattr(scores, k))
                              for k in ("ap_pixel", "max_dice", "ap_image", "auroc_image")}
-            return CheckResult(self.step, healthy_dssim, healthy_mae, to_truth, to_input, sampler, steps, **synthetic)
+            return TrainingCheck(self.step, healthy_dssim, healthy_mae, to_truth, to_input, sampler, steps, **synthetic)
 
         result = self._with_ema(run)
         self.checks.append(result)
@@ -521,7 +473,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- run
     def fit(self, *, on_progress: Callable[[Progress], None] | None = None,
-            cancel: CancelToken | None = None) -> TrainSummary:
+            cancel: CancelToken | None = None) -> TrainingSummary:
         """Train until ``max_steps`` (or early stopping), checkpointing as configured; then write the member.
 
         Raises:
@@ -560,9 +512,9 @@ class Trainer:
             self.write_member(summary)
         return summary
 
-    def summary(self, first_step: int = 0) -> TrainSummary:
-        """The run so far as a :class:`TrainSummary`."""
-        return TrainSummary(
+    def summary(self, first_step: int = 0) -> TrainingSummary:
+        """The run so far as a :class:`TrainingSummary`."""
+        return TrainingSummary(
             fold=self.request.fold,
             train_tasks=self.train_ids,
             val_tasks=self.val_ids,
@@ -578,15 +530,15 @@ class Trainer:
             seed=self.request.seed,
             train_slices=len(self.train_slices),
             val_slices=len(self.val_slices),
-            checks=[asdict(c) for c in self.checks],
+            checks=tuple(self.checks),
         )
 
-    def write_member(self, summary: TrainSummary) -> Path:
+    def write_member(self, summary: TrainingSummary) -> Path:
         """Save the selected (best moving-average validation loss) EMA weights as the fold's member."""
         state = self.best_state
         if state is None:  # no validation happened yet: take the current EMA weights
             state = self._with_ema(lambda: {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
-        return checkpoints.save_member(self.request.model_dir, self.request.fold, state, summary.to_dict())
+        return checkpoints.save_member(self.request.model_dir, self.request.fold, state, summary)
 
 
 def setup_distributed() -> _DistEnv:
@@ -611,7 +563,7 @@ def train_member(
     external_source: SliceSource | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
-) -> TrainSummary:
+) -> TrainingSummary:
     """Train (or resume) one member and add it to ``request.model_dir``."""
     trainer = Trainer(request, train_slices, val_slices, external_source=external_source)
     if request.resume:

@@ -520,6 +520,7 @@ def make_model_folder(folder: Path, folds: tuple[int, ...] = (0, 1)) -> Path:
     import torch  # noqa: PLC0415
 
     from engine import checkpoints  # noqa: PLC0415
+    from engine.card import TrainingSummary  # noqa: PLC0415
     from engine.config import get_preset  # noqa: PLC0415
     from engine.network import build_unet  # noqa: PLC0415
 
@@ -528,7 +529,7 @@ def make_model_folder(folder: Path, folds: tuple[int, ...] = (0, 1)) -> Path:
     for fold in folds:
         torch.manual_seed(fold)
         state = build_unet(preset.unet, preset.preprocess.size).state_dict()
-        checkpoints.save_member(folder, fold, state, {"steps": 0}, dtype=torch.float32)
+        checkpoints.save_member(folder, fold, state, TrainingSummary(steps=0), dtype=torch.float32)
     return folder
 
 

@@ -272,8 +272,8 @@ def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_
     report = healthy_report(load_ensemble(model, device="cpu"), find_scans(IXI_VAL)[:2],
                             AnalysisSettings(steps=1))
     assert 0 < calibration["restoration_dssim_in_brain"] < 1
-    assert calibration["restoration_dssim_in_brain"] == pytest.approx(report["restoration_dssim_in_brain"])
-    assert calibration["restoration_mae_in_brain"] == pytest.approx(report["restoration_mae_in_brain"])
+    assert calibration["restoration_dssim_in_brain"] == pytest.approx(report.restoration_dssim_in_brain)
+    assert calibration["restoration_mae_in_brain"] == pytest.approx(report.restoration_mae_in_brain)
     out = tmp_path / "out"
     assert main(["infer", str(MS_T1), "--model", str(model), "--out", str(out), "--steps", "1", "--device", "cpu",
                  "--threads", "1"]) == 0

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine import checkpoints
+from engine.card import ModelCard, TrainingSummary, read_card, update_card
 from engine.config import get_preset
 from engine.ensemble import load_ensemble
 from engine.errors import ModelLoadError
@@ -23,7 +24,7 @@ def _model_with_members(tmp_path: Path, folds: tuple[int, ...] = (0, 3)) -> Path
     for fold in folds:
         torch.manual_seed(fold)
         state = build_unet(preset.unet, preset.preprocess.size).state_dict()
-        checkpoints.save_member(tmp_path, fold, state, {"steps": fold}, dtype=torch.float32)
+        checkpoints.save_member(tmp_path, fold, state, TrainingSummary(steps=fold), dtype=torch.float32)
     return tmp_path
 
 
@@ -78,12 +79,13 @@ def test_sampler_defaults_chosen_after_training_do_not_block_more_members(tmp_pa
     _model_with_members(tmp_path, folds=(0,))
     tiny = get_preset("tiny")
 
-    def set_steps(meta: dict) -> None:
-        meta["preset"]["default_steps"] = tiny.default_steps + 3
+    def set_steps(card: ModelCard) -> ModelCard:
+        return dataclasses.replace(card, preset=dataclasses.replace(card.preset, default_steps=tiny.default_steps + 3))
 
-    checkpoints.update_model_json(tmp_path, set_steps)
-    meta = checkpoints.init_model_folder(tmp_path, tiny, name="unit")  # the code's preset still has the old default
-    assert meta["preset"]["default_steps"] == tiny.default_steps + 3  # the folder keeps the one chosen for it
+    update_card(tmp_path, set_steps)
+    card = checkpoints.init_model_folder(tmp_path, tiny, name="unit")  # the code's preset still has the old default
+    assert card.preset.default_steps == tiny.default_steps + 3  # the folder keeps the one chosen for it
+    assert read_card(tmp_path).preset.default_steps == tiny.default_steps + 3
     changed = dataclasses.replace(tiny, diffusion=dataclasses.replace(tiny.diffusion, offset_noise=0.0))
     with pytest.raises(ModelLoadError, match="another preset"):
         checkpoints.init_model_folder(tmp_path, changed, name="unit")
@@ -106,8 +108,8 @@ def test_members_are_stored_in_half_precision_by_default(tmp_path: Path) -> None
     preset = get_preset("tiny")
     checkpoints.init_model_folder(tmp_path, preset, name="unit")
     state = build_unet(preset.unet, preset.preprocess.size).state_dict()
-    path = checkpoints.save_member(tmp_path, 0, state, {})
-    assert checkpoints.read_model_json(tmp_path)["members"]["0"]["dtype"] == "float16"
+    path = checkpoints.save_member(tmp_path, 0, state, TrainingSummary())
+    assert read_card(tmp_path).members[0].dtype == "float16"
     loaded = checkpoints.load_member_state(tmp_path, 0)
     assert all(loaded[k].dtype == torch.float32 for k in loaded)
     assert all(torch.allclose(loaded[k], state[k].half().float()) for k in state)

@@ -18,7 +18,8 @@ import torch
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 import engine
-from engine.checkpoints import init_model_folder, read_model_json
+from engine.card import read_card
+from engine.checkpoints import init_model_folder
 from engine.config import get_preset
 from engine.diffusion import make_train_scheduler
 from engine.ensemble import Ensemble
@@ -57,7 +58,7 @@ class MedianOracle(torch.nn.Module):
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
     folder = tmp_path_factory.mktemp("oracle")
     init_model_folder(folder, get_preset("small"), name="oracle")
-    return Ensemble(folder, read_model_json(folder), [(0, MedianOracle()), (1, MedianOracle())], torch.device("cpu"))
+    return Ensemble(folder, read_card(folder), [(0, MedianOracle()), (1, MedianOracle())], torch.device("cpu"))
 
 
 def _load(name: str) -> tuple[Volume, np.ndarray | None]:

@@ -156,14 +156,15 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> engine.Ensemble:
     """An ensemble whose network restores the 5 x 5 median of its condition: it removes small bright blobs."""
     import torch
 
-    from engine.checkpoints import init_model_folder, read_model_json
+    from engine.card import read_card
+    from engine.checkpoints import init_model_folder
     from engine.config import get_preset
     from engine.ensemble import Ensemble
     from tests.engine.test_ensemble import MedianOracle
 
     folder = tmp_path_factory.mktemp("oracle")
     init_model_folder(folder, get_preset("small"), name="oracle")
-    return Ensemble(folder, read_model_json(folder), [(0, MedianOracle())], torch.device("cpu"))
+    return Ensemble(folder, read_card(folder), [(0, MedianOracle())], torch.device("cpu"))
 
 
 def _written(tmp_path: Path, name: str) -> tuple[Path, np.ndarray, tuple[int, int, int], np.ndarray]:

@@ -57,22 +57,23 @@ def test_a_restorer_that_removes_anomalies_beats_a_copier_and_the_controls(sourc
 
     good, bad = run_synthetic(sset, oracle), run_synthetic(sset, copier)
     # The oracle's restoration is the healthy truth: removal passes, pixel and slice detection are near perfect.
-    assert good["removes_anomalies"]
-    assert good["mae_to_truth"] == 0.0
-    assert good["ap_pixel"] > 0.5
-    assert good["max_dice"] > 0.5
-    assert good["ap_image"] > 0.9
-    assert good["auroc_image"] > 0.9
-    assert good["healthy_dssim"] == pytest.approx(0.0, abs=1e-6)
+    assert good.removal.removes_anomalies
+    assert good.removal.mae_to_truth == 0.0
+    scores = good.detection.scores
+    assert scores.ap_pixel > 0.5
+    assert scores.max_dice > 0.5
+    assert scores.ap_image > 0.9
+    assert scores.auroc_image > 0.9
+    assert good.removal.healthy_dssim == pytest.approx(0.0, abs=1e-6)
     # A copier's map is all zero: no better than chance, and it fails the removal check.
-    assert not bad["removes_anomalies"]
-    assert bad["mae_to_input"] == 0.0
-    assert bad["ap_pixel"] <= bad["random"]["ap_pixel"] * 1.05
+    assert not bad.removal.removes_anomalies
+    assert bad.removal.mae_to_input == 0.0
+    assert bad.detection.scores.ap_pixel <= bad.detection.random.ap_pixel * 1.05
     # Controls: chance is the anomaly share of brain pixels; noise and brain area are far below the oracle.
-    counts = good["counts"]
-    assert good["random"]["ap_pixel"] == pytest.approx(counts["anomaly_pixels"] / counts["brain_pixels"])
-    assert good["ap_pixel"] > 3 * good["noise"]["ap_pixel"]
-    assert good["auroc_image"] > good["brain_area"]["auroc_image"] + 0.2
+    counts = good.counts
+    assert good.detection.random.ap_pixel == pytest.approx(counts.anomaly_pixels / counts.brain_pixels)
+    assert scores.ap_pixel > 3 * good.detection.noise.ap_pixel
+    assert scores.auroc_image > good.detection.brain_area.auroc_image + 0.2
 
 
 def test_scores_depend_on_the_maps_not_on_the_call(source) -> None:  # noqa: ANN001
@@ -81,6 +82,20 @@ def test_scores_depend_on_the_maps_not_on_the_call(source) -> None:  # noqa: ANN
     maps = np.where(sset.brain, rng.uniform(0, 1, sset.brain.shape), 0).astype(np.float32)
     first = score_synthetic(sset, sset.condition, maps)
     again = score_synthetic(sset, sset.condition, maps)
-    assert first["ap_pixel"] == again["ap_pixel"]
-    assert first["noise"] == again["noise"]
-    assert first["ap_pixel"] == pytest.approx(first["random"]["ap_pixel"], rel=0.25)
+    assert first.detection.scores.ap_pixel == again.detection.scores.ap_pixel
+    assert first.detection.noise == again.detection.noise
+    assert first.detection.scores.ap_pixel == pytest.approx(first.detection.random.ap_pixel, rel=0.25)
+    # The JSON keeps the keys ``evaluate --synthetic --json`` has always written: the metrics and the removal check
+    # at the top level, the controls beside them.
+    data = first.to_dict()
+    assert set(data) == {"ap_image", "auroc_image", "ap_pixel", "max_dice", "best_threshold", "ap_image_brain_mean",
+                         "auroc_image_brain_mean", "ap_image_topk", "auroc_image_topk", "mae_to_truth", "mae_to_input",
+                         "removes_anomalies", "healthy_dssim", "healthy_mae", "random", "noise", "brain_area",
+                         "counts", "tasks", "seed"}
+    assert data["random"] == {"ap_image": first.detection.random.ap_image, "auroc_image": 0.5,
+                              "ap_pixel": first.detection.random.ap_pixel,
+                              "max_dice": first.detection.random.max_dice}
+    assert set(data["brain_area"]) == {"ap_image", "auroc_image"}
+    assert data["counts"] == {"slices": 20, "anomalous_slices": first.counts.anomalous_slices,
+                              "brain_pixels": first.counts.brain_pixels, "anomaly_pixels": first.counts.anomaly_pixels}
+    assert data["tasks"] == [4]
