@@ -206,17 +206,56 @@ def slice_scores(
     return torch.where(counts > 0, totals / counts.clamp(min=1).to(torch.float32), torch.zeros_like(totals))
 
 
+class MemberMoments:
+    """Pixel-wise equal-weight mean and spread of an ensemble's member maps, accumulated one member (and one batch
+    of slices) at a time, so the members' maps never have to be held together.
+
+    Sums are kept in float64; ``std`` is the population standard deviation over the members (zero for one member).
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self._sum = torch.zeros(shape, dtype=torch.float64)
+        self._sum_sq = torch.zeros(shape, dtype=torch.float64)
+        self._members = 0
+
+    def add(self, maps: torch.Tensor, start: int = 0) -> None:
+        """Add one member's maps for the slices ``start : start + len(maps)`` (any device and float dtype)."""
+        values = maps.detach().cpu().double()
+        stop = start + values.shape[0]
+        self._sum[start:stop] += values
+        self._sum_sq[start:stop] += values * values
+
+    def member_done(self) -> None:
+        """Count one member as complete (call once per member, after all its batches)."""
+        self._members += 1
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` over the members counted so far, float32, each of the accumulated shape.
+
+        Raises:
+            ValueError: if no member was counted.
+        """
+        if self._members < 1:
+            raise ValueError("no member maps were added")
+        mean = self._sum / self._members
+        std = torch.sqrt(torch.clamp(self._sum_sq / self._members - mean * mean, min=0.0))
+        return mean.float(), std.float()
+
+
 def aggregate_members(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-wise equal-weight mean and spread of the maps of an ensemble's members.
+    """Pixel-wise equal-weight mean and spread of stacked member maps (see :class:`MemberMoments`).
 
     Args:
         maps: member maps stacked on the first axis, shape (M, B, 1, H, W).
 
     Returns:
-        ``(mean, std)``, each float32 of shape (B, 1, H, W). ``std`` is the population standard deviation over
+        ``(mean, std)``, each float32 of shape (B, 1, H, W); ``std`` is the population standard deviation over
         the M members (zero when M is 1).
     """
     if maps.ndim != 5 or maps.shape[0] < 1:
         raise ValueError(f"member maps must be (M, B, C, H, W) with M >= 1, got shape {tuple(maps.shape)}")
-    maps = maps.to(torch.float32)
-    return maps.mean(dim=0), maps.std(dim=0, correction=0)
+    moments = MemberMoments(tuple(maps.shape[1:]))
+    for member in maps:
+        moments.add(member)
+        moments.member_done()
+    return moments.mean_std()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine import checkpoints
-from engine.anomaly import SliceScoreMode, anomaly_map, slice_scores
+from engine.anomaly import MemberMoments, SliceScoreMode, anomaly_map, slice_scores
 from engine.card import ModelCard, read_card
 from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
@@ -149,8 +149,7 @@ class Ensemble:
             return ModelSpaceResult(empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
         steps = self.steps_for(settings)
         autocast = torch.bfloat16 if self._device.type == "cuda" else None
-        sum_map = torch.zeros((n, 1, size, size), dtype=torch.float64)
-        sum_sq = torch.zeros_like(sum_map)
+        moments = MemberMoments((n, 1, size, size))
         sum_restored = torch.zeros((n, 1, size, size), dtype=torch.float32)
         condition_all = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
         brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
@@ -175,17 +174,15 @@ class Ensemble:
                                    cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)
                 done += steps * (stop - start)
                 maps = anomaly_map(restored, condition, convention=self.ssim_convention,
-                                   foreground=brain_all[start:stop].to(self._device)).cpu().double()
-                sum_map[start:stop] += maps
-                sum_sq[start:stop] += maps * maps
+                                   foreground=brain_all[start:stop].to(self._device))
+                moments.add(maps, start)
                 sum_restored[start:stop] += restored.cpu()
+            moments.member_done()
         m = len(self._members)
-        mean = sum_map / m
-        spread = torch.sqrt(torch.clamp(sum_sq / m - mean * mean, min=0.0))
-        mean_f = mean.float()
+        mean_f, spread = moments.mean_std()
         return ModelSpaceResult(
             mean_map=mean_f[:, 0].numpy(),
-            spread=spread.float()[:, 0].numpy(),
+            spread=spread[:, 0].numpy(),
             restored=(sum_restored / m)[:, 0].numpy(),
             scores=slice_scores(mean_f, brain_all, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
             brain_scores=slice_scores(mean_f, brain_all, mode="brain").numpy(),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from engine.anomaly import aggregate_members, anomaly_map, default_foreground, slice_scores, ssim_map
+from engine.anomaly import MemberMoments, aggregate_members, anomaly_map, default_foreground, slice_scores, ssim_map
 
 BORDER = 5  # zero padding (ours) and reflection (scikit-image) differ only within window // 2 of the edge
 B = BORDER
@@ -204,3 +204,19 @@ def test_aggregate_members() -> None:
     assert torch.count_nonzero(single_std) == 0
     with pytest.raises(ValueError, match="member maps"):
         aggregate_members(maps[0])
+
+
+def test_member_moments_accumulate_batches_like_the_stacked_maps() -> None:
+    gen = torch.Generator().manual_seed(11)
+    maps = torch.rand((4, 6, 1, 8, 8), generator=gen)
+    moments = MemberMoments((6, 1, 8, 8))
+    for member in maps:  # each member in two batches of slices, in either order
+        moments.add(member[3:], start=3)
+        moments.add(member[:3], start=0)
+        moments.member_done()
+    mean, std = moments.mean_std()
+    np_maps = maps.numpy().astype(np.float64)
+    np.testing.assert_allclose(mean.numpy(), np_maps.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(std.numpy(), np_maps.std(axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="no member"):
+        MemberMoments((1, 1, 2, 2)).mean_std()
