@@ -325,3 +325,33 @@ def test_a_member_trained_on_other_tasks_than_its_fold_is_refused(tiny_model: Pa
     with pytest.raises(ModelLoadError, match="fold 1 is tasks"):
         engine.load_ensemble(model_dir, device="cpu")
     assert engine.load_ensemble(model_dir, device="cpu", folds=[0]).info.folds == (0,)
+
+
+def _torch_values(value: object, path: str, depth: int = 0) -> list[str]:
+    """Paths of torch objects (tensors, modules, devices, dtypes) inside a public value."""
+    if depth > 4:
+        return []
+    if isinstance(value, torch.Tensor | torch.nn.Module | torch.device | torch.dtype | torch.Generator):
+        return [path]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [p for f in dataclasses.fields(value)
+                for p in _torch_values(getattr(value, f.name), f"{path}.{f.name}", depth + 1)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _torch_values(v, f"{path}[{k!r}]", depth + 1)]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _torch_values(v, f"{path}[{i}]", depth + 1)]
+    return []
+
+
+def test_no_torch_type_leaves_the_public_api(oracle: Ensemble) -> None:
+    """The engine promises numpy arrays and frozen dataclasses: an ensemble's public attributes, its info and a
+    whole-volume result hold no torch object."""
+    public = {name: getattr(oracle, name) for name in dir(oracle)
+              if not name.startswith("_") and not callable(getattr(oracle, name))}
+    found = [p for name, value in public.items() for p in _torch_values(value, f"ensemble.{name}")]
+    volume = engine.load_volume(real_scan("ixi-t1/val/IXI056-HH-1327_T1.nii.gz"))
+    brain = engine.load_mask(real_scan("ixi-t1/val/IXI056-HH-1327_brainmask.nii.gz"), volume)
+    result = oracle.analyse(volume, settings=engine.AnalysisSettings(slice_stride=6), brain_mask=brain)
+    found += _torch_values(result, "result")
+    assert found == []
+    assert isinstance(result.anomaly_map, np.ndarray)
