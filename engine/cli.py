@@ -191,13 +191,11 @@ def _training_preset(args: argparse.Namespace) -> Any:
     return preset
 
 
-LANDMARK_PERCENTILES = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
-
-
 def _fitted_landmarks(spec: Any, scans: Sequence[Any]) -> Any:
     """``spec`` with ``"landmarks"`` normalisation whose reference values are fitted on ``scans``' brains."""
     import numpy as np  # noqa: PLC0415
 
+    from engine.config import LANDMARK_PERCENTILES  # noqa: PLC0415
     from engine.preprocess import fit_landmarks, foreground_mask  # noqa: PLC0415
     from engine.volumes import load_mask, load_volume  # noqa: PLC0415
 
