@@ -137,13 +137,9 @@ def _fill_the_disk_after(monkeypatch: pytest.MonkeyPatch, allowed: int) -> None:
 OUTPUT_CASES = ["out_is_a_file", "folder_unwritable", "disk_full_at_once", "disk_full_midway"]
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", OUTPUT_CASES)
-def test_infer_into_an_output_that_cannot_be_written(tmp_path: Path, model: Path, name: str,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    scan = save_nifti(tmp_path / "scan.nii.gz", head())
-    out = tmp_path / "out"
+def break_output(name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``out`` an output that cannot be written, as the corpus case ``name`` says (simulated where root could
+    write anyway): a file in the way, no permission, or a disk full at once or after a header's worth of bytes."""
     if name == "out_is_a_file":
         out.write_text("precious")
     else:
@@ -154,6 +150,16 @@ def test_infer_into_an_output_that_cannot_be_written(tmp_path: Path, model: Path
         _fill_the_disk_after(monkeypatch, 0)
     elif name == "disk_full_midway":
         _fill_the_disk_after(monkeypatch, 400)  # a header's worth, then no room
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", OUTPUT_CASES)
+def test_infer_into_an_output_that_cannot_be_written(tmp_path: Path, model: Path, name: str,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    scan = save_nifti(tmp_path / "scan.nii.gz", head())
+    out = tmp_path / "out"
+    break_output(name, out, monkeypatch)
     before = snapshot(tmp_path)
     assert infer(scan, model, out) == 1
     line = the_error_line(capsys)

@@ -104,25 +104,15 @@ OUTPUT_CASES = ["out_is_a_file", "folder_unwritable", "disk_full_at_once", "disk
 @pytest.mark.parametrize("name", OUTPUT_CASES)
 def test_export_into_an_output_that_cannot_be_written(qtbot, window, tmp_path: Path, name: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
 
     from tests.engine.test_bad_input_corpus import snapshot
-    from tests.test_cli_corpus import _fill_the_disk_after, _refuse_temporary_files
+    from tests.test_cli_corpus import break_output
 
     with qtbot.waitSignal(window.controller.analysis_done, timeout=120000):
         window.controller.request_analysis("slice")
     assert window.state.result is not None
     out = tmp_path / "export"
-    if name == "out_is_a_file":
-        out.write_text("precious")
-    else:
-        out.mkdir()
-    if name == "folder_unwritable":
-        _refuse_temporary_files(monkeypatch, errno.EACCES)
-    elif name == "disk_full_at_once":
-        _fill_the_disk_after(monkeypatch, 0)
-    elif name == "disk_full_midway":
-        _fill_the_disk_after(monkeypatch, 400)
+    break_output(name, out, monkeypatch)
     before = snapshot(tmp_path)
     assert window.export_results(out) is None
     line = _dialog_line(window)
