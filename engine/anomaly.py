@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from engine.config import MapScoring
+
 SSIMConvention = Literal["paper", "standard"]
 SliceScoreMode = Literal["canvas", "brain", "topk"]
 TOPK_PIXELS = 32
@@ -134,6 +136,7 @@ def anomaly_map(
     *,
     convention: SSIMConvention = "standard",
     foreground: torch.Tensor | None = None,
+    scoring: MapScoring | None = None,
 ) -> torch.Tensor:
     """The anomaly map ``clamp(1 - SSIM, 0, 1)`` between a restoration and its conditioning image.
 
@@ -148,16 +151,36 @@ def anomaly_map(
         foreground: boolean mask broadcastable to (B, 1, H, W); defaults to :func:`default_foreground` of
             ``condition`` (``condition > 0``), which for zero-background MRI equals the reference's rule of
             "above the batch's per-column minimum".
+        scoring: restoration masking and input smoothing (:class:`MapScoring`); None is the paper's comparison.
 
     Returns:
         float32 tensor of shape (B, 1, H, W) with values in [0, 1].
     """
-    ssim = _ssim_per_channel(restored, condition, convention=convention, window=11, sigma=1.5)
-    maps = torch.clamp(1.0 - ssim, 0.0, 1.0).mean(dim=1, keepdim=True)
     if foreground is None:
         foreground = default_foreground(condition)
-    foreground = foreground.to(device=maps.device, dtype=torch.bool)
+    foreground = torch.broadcast_to(foreground.to(device=restored.device, dtype=torch.bool),
+                                    (restored.shape[0], 1, *restored.shape[2:]))
+    if scoring is not None and scoring.mask_restoration:
+        restored = torch.where(foreground, restored.to(torch.float32), torch.zeros((), device=restored.device))
+    if scoring is not None and scoring.input_blur_px > 0:
+        condition = smooth_inside(condition.to(torch.float32), foreground, scoring.input_blur_px)
+    ssim = _ssim_per_channel(restored, condition, convention=convention, window=11, sigma=1.5)
+    maps = torch.clamp(1.0 - ssim, 0.0, 1.0).mean(dim=1, keepdim=True)
     return torch.where(foreground, maps, torch.zeros((), dtype=maps.dtype, device=maps.device))
+
+
+def smooth_inside(images: torch.Tensor, foreground: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of (B, C, H, W) images inside a (B, 1, H, W) mask, normalised by the smoothed mask
+    (normalised convolution), so pixels near the mask's edge are averaged over the mask only; zero outside it."""
+    radius = max(1, int(4.0 * sigma + 0.5))
+    kernel = _gaussian_window(2 * radius + 1, sigma, device=images.device)
+    channels = images.shape[1]
+    mask = foreground.to(torch.float32)
+    weight = kernel.expand(channels, 1, *kernel.shape).contiguous()
+    num = F.conv2d(images * mask, weight, padding=radius, groups=channels)
+    den = F.conv2d(mask, kernel[None, None], padding=radius)
+    out = num / den.clamp(min=1e-6)
+    return torch.where(foreground, out, torch.zeros((), device=images.device))
 
 
 def slice_scores(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.config import Preset
+from engine.config import MapScoring, Preset
 from engine.errors import ModelLoadError
 from engine.evaluation_report import EvaluationRecord
 from engine.records import INTERNAL, KEY, OPTIONAL, RecordError, record_from_json, record_to_json, wrong_kind
@@ -157,6 +157,8 @@ class ModelCard:
         calibration: the healthy-scan calibration, or None before ``calibrate``.
         members: the members by fold, in the order they were added.
         slice_score: how a slice's score is made from its map (:data:`engine.anomaly.SliceScoreMode`).
+        scoring: how a restoration is compared with its input (:class:`engine.config.MapScoring`; absent in older
+            cards, which used the plain comparison).
         training_data: the scans it was trained on (None when not recorded).
         notes: free-text notes for readers of the card (status, the commands that made the model; JSON key ``card``).
         evaluations: recorded evaluations by name (``evaluate --record NAME``).
@@ -174,6 +176,7 @@ class ModelCard:
     calibration: Calibration | None = None
     members: Mapping[int, MemberEntry]
     slice_score: str = field(default="canvas", metadata={OPTIONAL: True})
+    scoring: MapScoring = field(default_factory=MapScoring, metadata={OPTIONAL: True})
     training_data: TrainingData | None = field(default=None, metadata={OPTIONAL: True})
     notes: Mapping[str, str] = field(default_factory=dict, metadata={OPTIONAL: True, KEY: "card"})
     evaluations: Mapping[str, EvaluationRecord] = field(default_factory=dict, metadata={OPTIONAL: True})

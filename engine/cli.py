@@ -183,11 +183,14 @@ def _training_preset(args: argparse.Namespace) -> Any:
 
     preset = get_preset(args.preset)
     train = {name: value for name, value in (("anomaly_loss_weight", args.anomaly_weight),
-                                             ("condition_noise", args.condition_noise)) if value is not None}
+                                             ("condition_noise", args.condition_noise),
+                                             ("acquisition_augmentation", args.augment)) if value is not None}
     if train:
         preset = replace(preset, train=replace(preset.train, **train))
     if args.train_timesteps is not None:
         preset = replace(preset, diffusion=replace(preset.diffusion, train_timesteps=args.train_timesteps))
+    if args.slice_spacing is not None:
+        preset = replace(preset, preprocess=replace(preset.preprocess, slice_spacing_mm=args.slice_spacing))
     return preset
 
 
@@ -219,6 +222,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _role_option(p: argparse.ArgumentParser, default: str) -> None:
+    from engine.data import ROLES  # noqa: PLC0415
+
+    p.add_argument("--role", choices=["all", *ROLES], default=default,
+                   help="of the healthy folder, use only this role of the fixed split (train / selection / "
+                   f"calibration, see the README; default: {default})")
+
+
+def _shift_list(text: str) -> list[str]:
+    from engine.transfer import SHIFTS  # noqa: PLC0415
+
+    names = list(SHIFTS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in SHIFTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown shift(s) {', '.join(unknown)}; known: {', '.join(SHIFTS)}")
+    return names
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
@@ -236,6 +257,20 @@ def _open_fraction(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _finite_positive(text: str) -> float:
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -250,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one fold, several, or all ten, adding members to one model folder."""
     from engine.card import TrainingData  # noqa: PLC0415
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
-    from engine.data import HealthySlices, find_scans, split_scans  # noqa: PLC0415
+    from engine.data import HealthySlices, find_scans, split_roles, split_scans  # noqa: PLC0415
     from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
     from engine.training import TrainRequest, setup_distributed, train_member  # noqa: PLC0415
 
@@ -259,7 +294,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     env = setup_distributed()
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
-    if args.val_data:
+    if args.roles:
+        roles = split_roles(scans)
+        train_scans, val_scans = roles["train"], roles["selection"]
+    elif args.val_data:
         train_scans = scans
         val_scans = find_scans(args.val_data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix)
     else:
@@ -272,7 +310,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_slices = HealthySlices.cached(val_scans, preset.preprocess, cache)
     external = folder_source(args.external_images, size) if args.external_images else default_external_source(size)
     if env.is_main:
-        data = TrainingData(train=str(args.data), val=str(args.val_data or f"{args.data} (held-out split)"),
+        val_name = (f"{args.data} (selection role)" if args.roles
+                    else str(args.val_data or f"{args.data} (held-out split)"))
+        data = TrainingData(train=f"{args.data} (train role)" if args.roles else str(args.data), val=val_name,
                             train_scans=len(train_scans), val_scans=len(val_scans))
         init_model_folder(out, preset, name=args.name, version=args.model_version, modality=args.modality,
                           training_data=data)
@@ -310,7 +350,17 @@ def _settings(args: argparse.Namespace, ensemble: Any) -> Any:
     if sampler == "paper" and args.sampler == "fast":
         sampler = "ddim"
     return AnalysisSettings(sampler=sampler, steps=args.steps, seed=args.seed,
-                            batch_size=args.batch_size, slice_stride=getattr(args, "slice_stride", None))
+                            batch_size=args.batch_size, slice_stride=getattr(args, "slice_stride", None),
+                            scoring=_scoring(args, ensemble))
+
+
+def _scoring(args: argparse.Namespace, ensemble: Any) -> Any:
+    """The model card's map comparison with ``--mask-restoration`` / ``--input-blur`` applied (None: unchanged)."""
+    mask, blur = getattr(args, "mask_restoration", None), getattr(args, "input_blur", None)
+    if mask is None and blur is None:
+        return None
+    changes = {k: v for k, v in (("mask_restoration", mask), ("input_blur_px", blur)) if v is not None}
+    return replace(ensemble.scoring, **changes)
 
 
 def _load_model(args: argparse.Namespace) -> Any:
@@ -385,7 +435,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure healthy scans and store the calibration in model.json."""
-    from engine.data import find_scans  # noqa: PLC0415
+    from engine.data import find_scans, scans_for_role  # noqa: PLC0415
     from engine.evaluation import calibrate, store_calibration  # noqa: PLC0415
 
     ensemble = _load_model(args)
@@ -395,6 +445,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         update_card(ensemble.path, lambda card: replace(card, slice_score=args.slice_score))
         ensemble = _load_model(args)  # the slice score is part of what the calibration measures
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix or None)
+    scans = scans_for_role(scans, args.role)
     if args.max_scans:
         scans = scans[: args.max_scans]
     bar = _BarCallback(len(scans), "calibrate", "scan")
@@ -404,38 +455,64 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     store_calibration(ensemble.path, calibration)
-    print(json.dumps(calibration.__dict__, indent=2))
+    print(json.dumps(asdict(calibration), indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The paper's metrics with controls, on a folder of cases or a CSV manifest, or on synthetic anomalies."""
-    from engine.data import find_scans  # noqa: PLC0415
+    from engine.data import find_scans, scans_for_role  # noqa: PLC0415
     from engine.evaluation import evaluate, find_cases  # noqa: PLC0415
 
-    if (args.dataset is None) == (args.synthetic is None):
-        raise EngineError("evaluate needs either --dataset (scans with lesion labels) or --synthetic (healthy scans)")
+    if args.dataset is not None and args.synthetic is not None:
+        raise EngineError("evaluate takes --dataset (scans with lesion labels) or --synthetic (healthy scans), "
+                          "not both")
     if args.synthetic is not None:
         return _evaluate_synthetic(args)
+    if args.dataset is None:
+        if args.healthy is None:
+            raise EngineError("evaluate needs --dataset (scans with lesion labels), --synthetic (healthy scans) or "
+                              "--healthy (healthy scans alone)")
+        return _evaluate_healthy(args)
     cases = find_cases(args.dataset, args.modality)
     if args.max_cases:
         cases = cases[: args.max_cases]
     ensemble = _load_model(args)
-    healthy = find_scans(args.healthy) if args.healthy else []
+    healthy = scans_for_role(find_scans(args.healthy), args.role) if args.healthy else []
     bar = _BarCallback(len(cases), "evaluate", "case")
     try:
-        report = evaluate(ensemble, cases, _settings(args, ensemble), healthy=healthy, on_progress=bar)
+        report = evaluate(ensemble, cases, _settings(args, ensemble), healthy=healthy, shifts=args.shifts,
+                          on_progress=bar)
     finally:
         bar.close()
     _finish_report(args, ensemble, replace(report, dataset=str(args.dataset), modality=args.modality))
     return 0
 
 
+def _evaluate_healthy(args: argparse.Namespace) -> int:
+    """Healthy scans alone: restoration fidelity and the brain flagged, as they are and shifted (``--shifts``)."""
+    from engine.data import find_scans, scans_for_role  # noqa: PLC0415
+    from engine.evaluation import healthy_report  # noqa: PLC0415
+
+    scans = scans_for_role(find_scans(args.healthy), args.role)
+    if args.max_cases:
+        scans = scans[: args.max_cases]
+    ensemble = _load_model(args)
+    report = healthy_report(ensemble, scans, _settings(args, ensemble), shifts=args.shifts)
+    if args.json != JSON_STDOUT:
+        shifted = "".join(f", {k} {_pct(v)}" for k, v in report.shifted_flagged.items())
+        print(f"healthy ({report.scans} scans of {args.healthy}, role {args.role}): restoration 1-SSIM "
+              f"{report.restoration_dssim_in_brain:.3f}, MAE {report.restoration_mae_in_brain:.4f}; at "
+              f"{report.threshold} brain flagged {_pct(report.flagged_brain_fraction)}{shifted}")
+    _emit_json(args.json, asdict(report))
+    return 0
+
+
 def _evaluate_synthetic(args: argparse.Namespace) -> int:
-    from engine.data import find_scans  # noqa: PLC0415
+    from engine.data import find_scans, scans_for_role  # noqa: PLC0415
     from engine.synthetic import evaluate_synthetic  # noqa: PLC0415
 
-    scans = find_scans(args.synthetic)
+    scans = scans_for_role(find_scans(args.synthetic), args.role)
     if args.max_cases:
         scans = scans[: args.max_cases]
     ensemble = _load_model(args)
@@ -460,6 +537,10 @@ def _finish_report(args: argparse.Namespace, ensemble: Any, report: EvaluationRe
         update_card(ensemble.path, lambda card: card.with_evaluation(args.record, record))
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
 def _print_table(report: EvaluationReport | SyntheticReport) -> None:
     from engine.evaluation_report import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
 
@@ -481,10 +562,16 @@ def _print_table(report: EvaluationReport | SyntheticReport) -> None:
         if at.threshold is not None:
             print(f"at the calibrated threshold {at.threshold:.4g}: lesion sensitivity {at.lesion_sensitivity:.3f}, "
                   f"Dice {at.dice:.3f}, non-lesion brain flagged {at.healthy_brain_flagged:.4f}")
+        t = report.transfer
+        if t is not None:
+            print(f"on the map a user gets (each scan's grid) at {t.threshold:.4g}: sensitivity "
+                  f"{_pct(t.sensitivity)}, precision {_pct(t.precision)}, non-lesion brain flagged "
+                  f"{_pct(t.nonlesion_flagged)}, brain > 10 mm from any lesion flagged {_pct(t.far_flagged)}")
         if report.healthy is not None:
             h = report.healthy
-            print(f"healthy: restoration 1-SSIM {h.restoration_dssim_in_brain:.3f}, MAE "
-                  f"{h.restoration_mae_in_brain:.4f}; flagged brain fraction {h.flagged_brain_fraction}")
+            shifted = "".join(f", {k} {_pct(v)}" for k, v in h.shifted_flagged.items())
+            print(f"healthy ({h.scans} scans): restoration 1-SSIM {h.restoration_dssim_in_brain:.3f}, MAE "
+                  f"{h.restoration_mae_in_brain:.4f}; brain flagged {_pct(h.flagged_brain_fraction)}{shifted}")
     if isinstance(report, SyntheticReport):
         r = report.removal
         print(f"removal: restoration MAE inside anomalies {r.mae_to_truth:.4f} to the truth, "
@@ -536,6 +623,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-timesteps", type=_count, metavar="N",
                    help="train only on the N timesteps the N-step DDIM sampler visits (default: the preset's, "
                    "0 = all 1000, the paper)")
+    p.add_argument("--augment", type=_fraction, metavar="P",
+                   help="give this share of training slices another scanner's look (bias field, gamma, blur, noise, "
+                   "anisotropic resolution) in target and condition alike (default: the preset's, 0 = none)")
+    p.add_argument("--slice-spacing", type=_finite_positive, metavar="MM",
+                   help="the model's spacing through the plane: anti-alias every scan along its slice axis to it "
+                   "(default: the preset's; none keeps native slices)")
+    p.add_argument("--roles", action="store_true",
+                   help="split --data by the fixed role rule: train on its 'train' role, validate and select on "
+                   "its 'selection' role (its 'calibration' role is left for calibrate); --val-data is then unused")
     p.add_argument("--normalisation", choices=["preset", "landmarks"], default="preset",
                    help="landmarks: standardise each scan's brain histogram to reference values fitted on --data "
                    "(default: the preset's normalisation)")
@@ -564,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         p.add_argument("--batch-size", type=_positive, default=64, help="slices per network call")
+        p.add_argument("--mask-restoration", action=argparse.BooleanOptionalAction, default=None,
+                       help="zero the restoration outside the brain before comparing (default: the model card's)")
+        p.add_argument("--input-blur", type=_non_negative, metavar="PX",
+                       help="compare against the input smoothed inside the brain by a Gaussian of this sigma in model "
+                       "pixels, the restoration's own sharpness (default: the model card's)")
         p.add_argument("--threads", type=_positive, help="torch CPU threads")
 
     p = sub.add_parser("infer", help="analyse a scan and write mask, map, restoration and sidecar")
@@ -586,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans with brain masks")
     p.add_argument("--fpr", type=_open_fraction, default=0.01, help="share of healthy brain pixels the threshold flags")
     p.add_argument("--max-scans", type=_positive)
+    _role_option(p, "all")
     p.add_argument("--slice-score", choices=["canvas", "brain", "topk"],
                    help="the slice score the model reports (stored in model.json; default: keep the model's)")
     p.add_argument("--hold-out", type=_count, default=0, metavar="N",
@@ -609,6 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", default="t1")
     _json_option(p)
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
+    p.add_argument("--shifts", type=_shift_list, default=[], metavar="LIST",
+                   help="with --healthy: also the same scans as other acquisitions show them (1mm, bias, contrast, "
+                   "comma-separated, or 'all'), each with its flagged brain share")
+    _role_option(p, "all")
     p.add_argument("--record", metavar="NAME", help="also keep a summary in the model's model.json under "
                    "evaluations.NAME (the model card)")
     p.add_argument("--max-cases", type=_positive)

@@ -33,6 +33,11 @@ class PreprocessSpec:
             scanner then present their tissues at the intensities the model was trained on.
         min_brain_fraction: slices whose brain covers less than this share of the canvas are not used for training
             (and are skipped, map = 0, at inference).
+        slice_spacing_mm: the model's spacing through the plane. None (1.x and 2.x models, the paper) takes every
+            native slice as it is. A number anti-aliases every scan along its slice axis to that spacing (a Gaussian of
+            sigma ``(spacing / thickness - 1) / 2`` slices, as in-plane) before its slices are taken, in training and
+            at inference alike, so a 1 mm slice reaches the network as smooth as the training scans' slabs; a
+            whole-volume analysis then restores one slice per ``slice_spacing_mm`` and interpolates between them.
     """
 
     size: int = 64
@@ -42,8 +47,11 @@ class PreprocessSpec:
     min_brain_fraction: float = 0.02
     landmark_percentiles: tuple[float, ...] = ()
     landmark_values: tuple[float, ...] = ()
+    slice_spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
+        if self.slice_spacing_mm is not None and not self.slice_spacing_mm > 0:
+            raise ConfigError(f"slice_spacing_mm must be positive, got {self.slice_spacing_mm}")
         if self.size < 8 or self.size % 8:
             raise ConfigError(f"size must be a multiple of 8 and at least 8, got {self.size}")
         if self.spacing_mm <= 0:
@@ -135,6 +143,9 @@ class TrainConfig:
       brain (model intensity units; 0 = none). The noise is drawn on a ``condition_noise_cells`` square grid and
       upsampled smoothly to the canvas, as the denoising autoencoders of Kascenas et al. (MIDL 2022) corrupt their
       input, so the condition's local intensities cannot simply be copied. Validation and check pairs get none.
+    * ``acquisition_augmentation``: share of training slices given another scanner's look (bias field, gamma,
+      blur, noise, anisotropic resolution; :mod:`engine.augment`) before the synthetic anomaly, identically in
+      target and condition (0 = none). Validation and check pairs get none.
     """
 
     batch_size: int = 16
@@ -153,14 +164,38 @@ class TrainConfig:
     anomaly_loss_weight: float = 0.0
     condition_noise: float = 0.0
     condition_noise_cells: int = 8
+    acquisition_augmentation: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.acquisition_augmentation <= 1.0:
+            raise ConfigError(f"acquisition_augmentation must be in [0, 1], got {self.acquisition_augmentation}")
         if not self.anomaly_loss_weight >= 0:
             raise ConfigError(f"anomaly_loss_weight must be >= 0, got {self.anomaly_loss_weight}")
         if not self.condition_noise >= 0:
             raise ConfigError(f"condition_noise must be >= 0, got {self.condition_noise}")
         if self.condition_noise_cells < 1:
             raise ConfigError(f"condition_noise_cells must be at least 1, got {self.condition_noise_cells}")
+
+
+@dataclass(frozen=True)
+class MapScoring:
+    """How a restoration is compared with its input, besides the SSIM constants (recorded in the model card; the
+    defaults are the paper's comparison and condiff 2.0's).
+
+    Attributes:
+        mask_restoration: zero the restoration outside the brain before SSIM, as the input already is, so the brain's
+            rim is not scored against whatever the network put outside it.
+        input_blur_px: compare at the restoration's own sharpness: the input is smoothed inside the brain (a Gaussian
+            of this sigma in model pixels, normalised by the smoothed brain mask so the rim does not darken) before
+            SSIM. Detail a few-step restoration cannot reproduce then no longer scores like an anomaly. 0 = none.
+    """
+
+    mask_restoration: bool = False
+    input_blur_px: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.input_blur_px >= 0 and self.input_blur_px < 10):
+            raise ConfigError(f"input_blur_px must be in [0, 10), got {self.input_blur_px}")
 
 
 LANDMARK_PERCENTILES: tuple[float, ...] = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)

@@ -23,7 +23,8 @@ from engine.preprocess import to_model_space
 from engine.progress import CancelToken, ProgressCallback, ProgressThrottle, check_cancel
 from engine.volumes import atomic_write_bytes, load_mask, load_volume
 
-__all__ = ["HealthySlices", "ScanPair", "find_scans", "split_scans"]
+__all__ = ["ROLES", "ROLE_PERIOD", "HealthySlices", "ScanPair", "find_scans", "scans_for_role", "split_roles",
+           "split_scans"]
 
 _CACHE_VERSION = 1
 
@@ -101,6 +102,44 @@ def split_scans(scans: Sequence[ScanPair], val_fraction: float = 0.1) -> tuple[l
     train = [s for i, s in enumerate(scans) if i not in picks]
     val = [s for i, s in enumerate(scans) if i in picks]
     return train, val
+
+
+ROLE_PERIOD = 15
+"""Of every ``ROLE_PERIOD`` scans (sorted by file name), one chooses and one calibrates (see :func:`split_roles`)."""
+ROLES = ("train", "selection", "calibration")
+"""The roles a folder of healthy training scans is split into; they never share a scan."""
+_ROLE_POSITION = {"selection": 7, "calibration": 14}
+
+
+def split_roles(scans: Sequence[ScanPair]) -> dict[str, list[ScanPair]]:
+    """Split healthy scans into disjoint roles by a fixed rule on their order by file name.
+
+    The scan at position ``i`` (0-based, names sorted) goes to ``"selection"`` when ``i % 15 == 7`` (checkpoints,
+    recipes, the synthetic benchmark), to ``"calibration"`` when ``i % 15 == 14`` (the threshold, nothing else), and
+    to ``"train"`` otherwise. On IXI's 154 training scans that is 134 / 10 / 10. A scan that chose or calibrated
+    anything is never a test scan; the held-out test set is another folder.
+
+    Raises:
+        DataError: fewer than ``ROLE_PERIOD`` scans (a role would be empty).
+    """
+    ordered = sorted(scans, key=lambda s: s.image.name)
+    if len(ordered) < ROLE_PERIOD:
+        raise DataError(f"splitting into {', '.join(ROLES)} needs at least {ROLE_PERIOD} scans, got {len(ordered)}")
+    roles: dict[str, list[ScanPair]] = {role: [] for role in ROLES}
+    for i, scan in enumerate(ordered):
+        position = i % ROLE_PERIOD
+        role = next((r for r, at in _ROLE_POSITION.items() if at == position), "train")
+        roles[role].append(scan)
+    return roles
+
+
+def scans_for_role(scans: Sequence[ScanPair], role: str | None) -> list[ScanPair]:
+    """``scans`` themselves (``role`` None or ``"all"``) or the scans of one role of :func:`split_roles`."""
+    if role in (None, "all"):
+        return list(scans)
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; known: all, {', '.join(ROLES)}")
+    return split_roles(scans)[role]
 
 
 def _cache_key(scans: Sequence[ScanPair], spec: PreprocessSpec) -> str:

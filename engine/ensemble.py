@@ -26,6 +26,7 @@ import torch
 from engine import checkpoints
 from engine.anomaly import MemberMoments, SliceScoreMode, anomaly_map, slice_scores
 from engine.card import ModelCard, read_card
+from engine.config import MapScoring
 from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
 from engine.errors import ModelLoadError
@@ -70,6 +71,8 @@ class ModelSpaceResult:
         scores: float32 ``(N,)`` the model's slice score of the mean map (``ModelInfo.slice_score``: the paper's
             canvas mean unless the model card names another).
         brain_scores: float32 ``(N,)`` mean of the mean map over brain pixels.
+        member_restored: float32 ``(M, N, H, W)`` each member's restoration, when asked for (``keep_members``), so
+            other comparisons can be scored without restoring again (:meth:`Ensemble.score_restorations`).
     """
 
     mean_map: np.ndarray
@@ -77,6 +80,7 @@ class ModelSpaceResult:
     restored: np.ndarray
     scores: np.ndarray
     brain_scores: np.ndarray
+    member_restored: np.ndarray | None = None
 
 
 class Ensemble:
@@ -95,6 +99,7 @@ class Ensemble:
         self._members = members
         self._device = device
         self.ssim_convention = card.ssim_convention
+        self.scoring = card.scoring
         if card.slice_score not in get_args(SliceScoreMode):
             raise ModelLoadError(f"{path}: model.json names an unknown slice_score {card.slice_score!r}; "
                                  f"known: {', '.join(get_args(SliceScoreMode))}")
@@ -131,6 +136,7 @@ class Ensemble:
         *,
         on_step: Callable[[int], None] | None = None,
         cancel: CancelToken | None = None,
+        keep_members: bool = False,
     ) -> ModelSpaceResult:
         """Restore and score model-space slices with every member.
 
@@ -141,6 +147,7 @@ class Ensemble:
             settings: sampler, steps, seed, batch size.
             on_step: called with the number of slice-steps done so far (for progress).
             cancel: checked before every sampler step.
+            keep_members: also return every member's restoration (``member_restored``).
         """
         n = slices.shape[0]
         size = self.preset.preprocess.size
@@ -151,10 +158,12 @@ class Ensemble:
         autocast = torch.bfloat16 if self._device.type == "cuda" else None
         moments = MemberMoments((n, 1, size, size))
         sum_restored = torch.zeros((n, 1, size, size), dtype=torch.float32)
+        kept = np.zeros((len(self._members), n, size, size), np.float32) if keep_members else None
+        scoring = settings.scoring or self.scoring
         condition_all = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
         brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
         done = 0
-        for fold, model in self._members:
+        for member, (fold, model) in enumerate(self._members):
             for start in range(0, n, settings.batch_size):
                 stop = min(n, start + settings.batch_size)
                 condition = condition_all[start:stop].to(self._device)
@@ -174,9 +183,11 @@ class Ensemble:
                                    cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)
                 done += steps * (stop - start)
                 maps = anomaly_map(restored, condition, convention=self.ssim_convention,
-                                   foreground=brain_all[start:stop].to(self._device))
+                                   foreground=brain_all[start:stop].to(self._device), scoring=scoring)
                 moments.add(maps, start)
                 sum_restored[start:stop] += restored.cpu()
+                if kept is not None:
+                    kept[member, start:stop] = restored[:, 0].float().cpu().numpy()
             moments.member_done()
         m = len(self._members)
         mean_f, spread = moments.mean_std()
@@ -186,6 +197,29 @@ class Ensemble:
             restored=(sum_restored / m)[:, 0].numpy(),
             scores=slice_scores(mean_f, brain_all, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
             brain_scores=slice_scores(mean_f, brain_all, mode="brain").numpy(),
+            member_restored=kept,
+        )
+
+    def score_restorations(self, member_restored: np.ndarray, slices: np.ndarray, brain: np.ndarray,
+                           scoring: MapScoring | None = None) -> ModelSpaceResult:
+        """Score members' restorations (``ModelSpaceResult.member_restored``) against their input slices with another
+        comparison (None: the model card's), exactly as :meth:`analyse_model_space` would have."""
+        restored = torch.from_numpy(np.ascontiguousarray(member_restored, dtype=np.float32))[:, :, None]
+        condition = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
+        brain_t = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
+        moments = MemberMoments(tuple(condition.shape))
+        for member in restored:
+            moments.add(anomaly_map(member, condition, convention=self.ssim_convention, foreground=brain_t,
+                                    scoring=scoring or self.scoring))
+            moments.member_done()
+        mean_f, spread = moments.mean_std()
+        return ModelSpaceResult(
+            mean_map=mean_f[:, 0].numpy(),
+            spread=spread[:, 0].numpy(),
+            restored=restored.mean(dim=0)[:, 0].numpy(),
+            scores=slice_scores(mean_f, brain_t, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
+            brain_scores=slice_scores(mean_f, brain_t, mode="brain").numpy(),
+            member_restored=np.asarray(member_restored, dtype=np.float32),
         )
 
     # ------------------------------------------------------------------------------------------- volumes
@@ -204,12 +238,25 @@ class Ensemble:
                                 "1-1.7 l); this model expects brain-extracted scans or a brain mask")
         return tuple(warnings)
 
-    def auto_stride(self, volume: Volume, slice_axis: int) -> int:
-        """Slice stride that matches the model's spacing: model spacing over the scan's slice thickness, at least 1."""
-        thickness = float(volume.zooms[slice_axis])
-        return max(1, int(round(self.preset.preprocess.spacing_mm / max(thickness, 1e-3))))
+    def calibration_warnings(self, settings: AnalysisSettings) -> tuple[str, ...]:
+        """One line when the calibrated threshold was not measured with ``settings`` (it is then uncalibrated)."""
+        calibration = self.info.calibration
+        if calibration is None:
+            return ()
+        differs = calibration.mismatches(settings.sampler, self.steps_for(settings), settings.slice_stride,
+                                         settings.scoring or self.scoring)
+        if not differs:
+            return ()
+        return (f"the threshold is uncalibrated for these settings: {', '.join(differs)}",)
 
-    def _stride_choice(self, volume: Volume, ms: ModelSpace, settings: AnalysisSettings) -> np.ndarray:
+    def auto_stride(self, volume: Volume, slice_axis: int) -> int:
+        """Slice stride that matches the model's spacing through the plane (``slice_spacing_mm``, else its in-plane
+        spacing) over the scan's slice thickness, at least 1."""
+        spec = self.preset.preprocess
+        thickness = float(volume.zooms[slice_axis])
+        return max(1, int(round((spec.slice_spacing_mm or spec.spacing_mm) / max(thickness, 1e-3))))
+
+    def stride_choice(self, volume: Volume, ms: ModelSpace, settings: AnalysisSettings) -> np.ndarray:
         """Model-slice positions a whole-volume analysis restores: every stride-th brain slice and the last."""
         if len(ms) <= 2:
             return np.arange(len(ms))
@@ -225,7 +272,7 @@ class Ensemble:
         between with :func:`engine.fill_between_slices`."""
         settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
         ms = self.to_model_space(volume, brain_mask)
-        return tuple(sorted(int(k) for k in ms.native_index[self._stride_choice(volume, ms, settings)]))
+        return tuple(sorted(int(k) for k in ms.native_index[self.stride_choice(volume, ms, settings)]))
 
     def analyse(
         self,
@@ -255,7 +302,7 @@ class Ensemble:
         settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
         check_cancel(cancel)
         ms = self.to_model_space(volume, brain_mask, slices)
-        chosen = np.arange(len(ms)) if slices is not None else self._stride_choice(volume, ms, settings)
+        chosen = np.arange(len(ms)) if slices is not None else self.stride_choice(volume, ms, settings)
         steps = self.steps_for(settings)
         total = len(chosen) * steps * len(self._members)
         throttle = ProgressThrottle(on_progress, total)
@@ -268,11 +315,15 @@ class Ensemble:
         partial = self.analyse_model_space(ms.slices[chosen], ms.brain[chosen], ms.native_index[chosen], settings,
                                            on_step=on_step, cancel=cancel)
         throttle.report(total, f"{len(chosen)}/{len(chosen)} slices", force=True)
-        result = _fill_between(partial, chosen, ms)
-        return self._to_native(volume, ms, result, chosen, settings, steps, brain_mask)
+        return self.native_result(volume, ms, partial, chosen, settings, brain_mask)
 
-    def _to_native(self, volume: Volume, ms: ModelSpace, result: ModelSpaceResult, chosen: np.ndarray,
-                   settings: AnalysisSettings, steps: int, brain_mask: np.ndarray | None) -> AnomalyResult:
+    def native_result(self, volume: Volume, ms: ModelSpace, partial: ModelSpaceResult, chosen: np.ndarray,
+                      settings: AnalysisSettings, brain_mask: np.ndarray | None = None) -> AnomalyResult:
+        """The result on the scan's own grid of model slices ``chosen`` (positions in ``ms``) analysed as
+        ``partial``: the slices in between filled by interpolation, everything mapped back, exactly as
+        :meth:`analyse` returns it. Evaluation and calibration use it to score the map a user gets."""
+        steps = self.steps_for(settings)
+        result = _fill_between(partial, chosen, ms)
         data = np.asarray(volume.data, dtype=np.float32)
         amap = from_model_space(result.mean_map, ms, fill=0.0)
         spread = from_model_space(result.spread, ms, fill=0.0)
@@ -293,7 +344,7 @@ class Ensemble:
         scores = np.full(n_native, np.nan, dtype=np.float32)
         scores[ms.native_index[chosen]] = result.scores[chosen]
         calibration = self.info.calibration
-        warnings = self.input_warnings(volume, brain_mask)
+        warnings = self.input_warnings(volume, brain_mask) + self.calibration_warnings(settings)
         if ms.cropped:
             warnings += (f"{volume.name}: the brain is larger than the model's canvas and was cropped",)
         return AnomalyResult(

@@ -46,9 +46,10 @@ from engine.evaluation_report import (
     ThresholdResult,
 )
 from engine.metrics import PixelAccumulator, SliceAccumulator, random_baseline
-from engine.preprocess import native_to_model
+from engine.preprocess import foreground_mask, native_to_model
 from engine.progress import CancelToken, Progress, check_cancel
 from engine.results import AnalysisSettings, Calibration
+from engine.transfer import TransferCounts, shifted_healthy
 from engine.volumes import load_mask, load_volume
 
 logger = logging.getLogger(__name__)
@@ -233,12 +234,9 @@ def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[tupl
     for case in cases:
         volume = load_volume(case.image)
         brain = load_mask(case.brain_mask, volume) if case.brain_mask else None
-        label_img = nib.load(str(case.label)) if case.label.exists() else None
-        if label_img is None:
+        if not case.label.exists():
             raise VolumeError(f"{case.label}: no such label file")
-        label = np.asanyarray(label_img.dataobj) > 0
-        if label.shape != volume.shape:
-            raise VolumeError(f"{case.label}: label shape {label.shape} differs from the scan's {volume.shape}")
+        label = _native_label(case, volume)
         ms = ensemble.to_model_space(volume, brain)
         labels = native_to_model(label.astype(np.float32), ms) > LABEL_THRESHOLD
         yield case, ms, labels
@@ -250,6 +248,7 @@ def evaluate(
     settings: AnalysisSettings,
     *,
     healthy: Sequence[ScanPair] = (),
+    shifts: Sequence[str] = (),
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> EvaluationReport:
@@ -260,6 +259,7 @@ def evaluate(
     rng = np.random.default_rng(settings.seed)
     threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
     at_threshold = ThresholdCounts()
+    transfer = TransferCounts(threshold) if threshold is not None else None
     per_case = []
     n_slices = 0
     for index, (case, ms, labels) in enumerate(iter_model_space(ensemble, cases)):
@@ -268,6 +268,8 @@ def evaluate(
         model.add(result.mean_map, ms.brain, labels)
         if threshold is not None:
             at_threshold.add(result.mean_map >= threshold, ms.brain, labels)
+        if transfer is not None:
+            _count_user_map(ensemble, case, ms, result, settings, transfer)
         noise_maps = _maps_of(noise_restoration(ms.slices, ms.brain, rng), ms.slices, ms.brain,
                               ensemble.ssim_convention)
         noise.add(noise_maps, ms.brain, labels)
@@ -300,43 +302,105 @@ def evaluate(
         seed=settings.seed,
         cases=tuple(per_case),
         seconds=round(time.monotonic() - start, 1),
-        healthy=healthy_report(ensemble, healthy, settings, cancel=cancel) if healthy else None,
+        healthy=healthy_report(ensemble, healthy, settings, shifts=shifts, cancel=cancel) if healthy else None,
+        transfer=transfer.result() if transfer is not None else None,
     )
 
 
-def _healthy_model_space(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings,
-                         cancel: CancelToken | None) -> Iterator[tuple[Any, ModelSpaceResult]]:
+def _take(result: ModelSpaceResult, index: np.ndarray) -> ModelSpaceResult:
+    """The slices ``index`` of a model-space result."""
+    return ModelSpaceResult(mean_map=result.mean_map[index], spread=result.spread[index],
+                            restored=result.restored[index], scores=result.scores[index],
+                            brain_scores=result.brain_scores[index])
+
+
+def _count_user_map(ensemble: Ensemble, case: Case, ms: Any, result: ModelSpaceResult, settings: AnalysisSettings,
+                    counts: TransferCounts) -> None:
+    """Add one case to ``counts`` on the map a user gets from a whole-volume analysis: the slices it restores (a
+    subset of those evaluated, with identical results since each slice's noise depends on its index alone), filled
+    between, on the scan's own grid, inside the brain the analysis used."""
+    volume = load_volume(case.image)
+    mask = load_mask(case.brain_mask, volume) if case.brain_mask else None
+    chosen = ensemble.stride_choice(volume, ms, settings)
+    native = ensemble.native_result(volume, ms, _take(result, chosen), chosen, settings, mask)
+    brain = mask if mask is not None else foreground_mask(np.asarray(volume.data, dtype=np.float32))
+    label = _native_label(case, volume)
+    counts.add(native.anomaly_map, brain, label, volume.zooms)
+
+
+def _native_label(case: Case, volume: Any) -> np.ndarray:
+    label_img = nib.load(str(case.label))
+    label = np.asanyarray(label_img.dataobj) > 0
+    if label.shape != volume.shape:
+        raise VolumeError(f"{case.label}: label shape {label.shape} differs from the scan's {volume.shape}")
+    return label
+
+
+@dataclass(frozen=True, eq=False)
+class _HealthyScan:
+    """One healthy scan analysed as a user would: model space, the restored slices' result, the user's map."""
+
+    ms: Any
+    chosen: np.ndarray
+    result: ModelSpaceResult
+    native_map: np.ndarray
+    brain: np.ndarray
+    zooms: tuple[float, ...]
+
+
+def _healthy_scans(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings,
+                   cancel: CancelToken | None, shift: str | None = None) -> Iterator[_HealthyScan]:
+    """Each healthy scan (optionally as another acquisition shows it) analysed whole, as ``infer`` would."""
     for scan in scans:
+        check_cancel(cancel)
         volume = load_volume(scan.image)
+        data = np.asarray(volume.data, dtype=np.float32)
         mask = load_mask(scan.mask, volume) if scan.mask else None
+        if shift is not None:
+            volume, mask = shifted_healthy(volume, mask if mask is not None else foreground_mask(data), shift)
+            data = np.asarray(volume.data, dtype=np.float32)
         ms = ensemble.to_model_space(volume, mask)
-        yield ms, ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
+        chosen = ensemble.stride_choice(volume, ms, settings)
+        result = ensemble.analyse_model_space(ms.slices[chosen], ms.brain[chosen], ms.native_index[chosen], settings,
+                                              cancel=cancel)
+        native = ensemble.native_result(volume, ms, result, chosen, settings, mask)
+        brain = mask if mask is not None else foreground_mask(data)
+        yield _HealthyScan(ms, chosen, result, native.anomaly_map, brain, volume.zooms)
 
 
-def _fidelity(ms: Any, result: ModelSpaceResult) -> tuple[float, float]:
-    """How faithfully one healthy scan came back: mean 1 - SSIM and mean absolute error inside its brain."""
-    brain = ms.brain
-    return float(result.mean_map[brain].mean()), float(np.abs(result.restored - ms.slices)[brain].mean())
+def _fidelity(scan: _HealthyScan) -> tuple[float, float]:
+    """How faithfully one healthy scan came back: mean 1 - SSIM and mean absolute error inside its brain (over the
+    restored model slices)."""
+    brain = scan.ms.brain[scan.chosen]
+    return (float(scan.result.mean_map[brain].mean()),
+            float(np.abs(scan.result.restored - scan.ms.slices[scan.chosen])[brain].mean()))
 
 
 def healthy_report(ensemble: Ensemble, scans: Sequence[ScanPair], settings: AnalysisSettings, *,
-                   cancel: CancelToken | None = None) -> HealthyReport:
-    """On healthy scans: how faithfully slices are restored, and the brain area flagged at the calibrated threshold."""
+                   shifts: Sequence[str] = (), cancel: CancelToken | None = None) -> HealthyReport:
+    """On healthy scans: how faithfully slices are restored, and the brain flagged at the calibrated threshold on
+    the map a user gets; with ``shifts``, also on the scans as other acquisitions show them."""
     threshold = ensemble.info.calibration.threshold if ensemble.info.calibration else None
-    flagged = total = 0
+    counts = TransferCounts(threshold if threshold is not None else np.inf)
     fidelity = []
-    for ms, result in _healthy_model_space(ensemble, scans, settings, cancel):
-        fidelity.append(_fidelity(ms, result))
-        if threshold is not None:
-            flagged += int((result.mean_map[ms.brain] >= threshold).sum())
-        total += int(ms.brain.sum())
+    for scan in _healthy_scans(ensemble, scans, settings, cancel):
+        fidelity.append(_fidelity(scan))
+        counts.add(scan.native_map, scan.brain, None, scan.zooms)
+    shifted = {}
+    if threshold is not None:
+        for shift in shifts:
+            shift_counts = TransferCounts(threshold)
+            for scan in _healthy_scans(ensemble, scans, settings, cancel, shift):
+                shift_counts.add(scan.native_map, scan.brain, None, scan.zooms)
+            shifted[shift] = float(shift_counts.result().brain_flagged or 0.0)
     dssim, mae = np.mean(fidelity, axis=0)
     return HealthyReport(
         scans=len(scans),
         restoration_dssim_in_brain=float(dssim),
         restoration_mae_in_brain=float(mae),
         threshold=threshold,
-        flagged_brain_fraction=(flagged / total) if threshold is not None and total else None,
+        flagged_brain_fraction=counts.result().brain_flagged if threshold is not None else None,
+        shifted_flagged=shifted,
     )
 
 
@@ -365,7 +429,9 @@ def calibrate(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Calibration:
     """Measure the healthy distribution of map values and slice scores, and the threshold flagging ``fpr`` of
-    healthy brain pixels (model space). Pixels and scores of all calibration scans are pooled.
+    healthy brain voxels on the map a user gets: each scan analysed whole as ``infer`` does (the model's slice stride,
+    the slices in between filled), on its own grid, inside its brain mask. Voxels and slice scores of all calibration
+    scans are pooled; the sampler, steps, stride and comparison are recorded with the threshold.
 
     With ``hold_out = n``, the last ``n`` scans do not take part in choosing the threshold; the share of their brain
     voxels it flags is recorded as :attr:`Calibration.heldout_fpr` (a threshold that holds on other healthy scans
@@ -380,15 +446,15 @@ def calibrate(
     values, scores, fidelity = [], [], []
     heldout_values, heldout_fidelity = [], []
     n_fit = len(scans) - hold_out
-    for i, (ms, result) in enumerate(_healthy_model_space(ensemble, scans, settings, cancel)):
-        brain_values = result.mean_map[ms.brain].astype(np.float32)
+    for i, scan in enumerate(_healthy_scans(ensemble, scans, settings, cancel)):
+        brain_values = scan.native_map[scan.brain].astype(np.float32)
         if i < n_fit:
             values.append(brain_values)
-            scores.append(result.scores.astype(np.float32))
-            fidelity.append(_fidelity(ms, result))
+            scores.append(scan.result.scores.astype(np.float32))
+            fidelity.append(_fidelity(scan))
         else:
             heldout_values.append(brain_values)
-            heldout_fidelity.append(_fidelity(ms, result))
+            heldout_fidelity.append(_fidelity(scan))
         if on_progress is not None:
             on_progress(Progress(i + 1, len(scans), "healthy scans", time.monotonic() - start))
     pooled = np.concatenate(values)
@@ -410,12 +476,17 @@ def calibrate(
         heldout_scans=hold_out,
         heldout_fpr=float((heldout >= threshold).mean()) if heldout is not None else None,
         heldout_dssim_in_brain=float(np.mean([f[0] for f in heldout_fidelity])) if heldout_fidelity else None,
+        grid="native",
+        slice_stride=settings.slice_stride,
+        scoring=settings.scoring or ensemble.scoring,
     )
 
 
 def store_calibration(model_dir: str | Path, calibration: Calibration, *, slice_score: str | None = None) -> None:
-    """Write ``calibration`` into the model folder's card (and the slice score it was measured with)."""
+    """Write ``calibration`` into the model folder's card (and the slice score and map comparison it was measured
+    with: the card's comparison becomes the calibration's, so the threshold and the maps agree)."""
     def change(card: ModelCard) -> ModelCard:
-        return replace(card, calibration=calibration, slice_score=slice_score or card.slice_score)
+        return replace(card, calibration=calibration, slice_score=slice_score or card.slice_score,
+                       scoring=calibration.scoring or card.scoring)
 
     update_card(model_dir, change)

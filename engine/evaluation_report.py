@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.records import INLINE, OPTIONAL, record_to_json
+from engine.transfer import TransferResult
 
 HEADLINE = ("ap_image", "auroc_image", "ap_pixel", "max_dice")
 """The four numbers a model card records for the model and each control (the paper's metrics)."""
@@ -115,7 +116,10 @@ class HealthyReport:
         restoration_dssim_in_brain / restoration_mae_in_brain: mean over scans of 1 - SSIM and of the absolute error
             inside the brain.
         threshold: the calibrated threshold (None when uncalibrated).
-        flagged_brain_fraction: share of brain pixels at or above it (None without a threshold).
+        flagged_brain_fraction: share of brain voxels at or above it on the map a user gets (each scan's own grid;
+            None without a threshold).
+        shifted_flagged: the same share on the scans as other acquisitions show them (:func:`engine.transfer.
+            shifted_healthy`: ``"1mm"``, ``"bias"``, ``"contrast"``), when asked for.
     """
 
     scans: int
@@ -123,6 +127,7 @@ class HealthyReport:
     restoration_mae_in_brain: float
     threshold: float | None
     flagged_brain_fraction: float | None
+    shifted_flagged: Mapping[str, float] = field(default_factory=dict, metadata=_SKIP_NONE)
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,9 @@ class EvaluationReport:
         cases: per case, its size and mean map values.
         seconds: how long the evaluation took.
         healthy: the healthy-scan part, when healthy scans were given.
+        transfer: what the calibrated threshold flags on the map a user gets (each scan's own grid, the analysed
+            slices and those filled between them): sensitivity, precision, non-lesion brain and brain far from any
+            lesion flagged (None for an uncalibrated model).
         dataset / modality: where the cases came from (set by the caller; left out of the JSON when None).
     """
 
@@ -204,6 +212,7 @@ class EvaluationReport:
     cases: tuple[CaseResult, ...]
     seconds: float
     healthy: HealthyReport | None = field(default=None, metadata=_SKIP_NONE)
+    transfer: TransferResult | None = field(default=None, metadata=_SKIP_NONE)
     dataset: str | None = field(default=None, metadata=_SKIP_NONE)
     modality: str | None = field(default=None, metadata=_SKIP_NONE)
 

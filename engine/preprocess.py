@@ -1,7 +1,9 @@
 """Native volume <-> model space: the geometry and intensities the network sees, and the exact way back.
 
 Model space is a stack of square axial slices, ``size x size`` pixels of ``spacing_mm``, one per native axial
-slice (no resampling through-plane), with intensities in [0, 1] and zero outside the brain.
+slice, with intensities in [0, 1] and zero outside the brain. With ``slice_spacing_mm`` set, the scan is first
+anti-aliased along its slice axis to that spacing (step 2b), so each native slice carries what a slice of the model's
+thickness would; a whole-volume analysis restores one slice per model spacing (the stride) and interpolates.
 
 Going there (:func:`to_model_space`):
 
@@ -11,6 +13,9 @@ Going there (:func:`to_model_space`):
 2. **Reorient** by axis permutations and flips only (``nibabel.io_orientation``), so no voxel value is
    interpolated here and the step is undone exactly. An oblique scan is processed in its closest canonical
    orientation. The slice axis is the native axis closest to RAS superior (:func:`axial_axis`).
+2b. **Anti-alias through the plane** (only with ``slice_spacing_mm``): a Gaussian along the slice axis of sigma
+   ``(slice_spacing_mm / thickness - 1) / 2`` native slices (:func:`through_plane_sigma`), the in-plane rule, applied
+   to the image and the brain mask alike. Nothing is resampled through the plane, so the way back stays exact.
 3. **Resample in-plane** from the native voxel size to ``spacing_mm`` with linear interpolation, after a Gaussian
    anti-aliasing blur when downsampling (sigma = (factor - 1) / 2 native pixels, as ``skimage.transform.resize``).
 4. **Crop or zero-pad** to ``size x size`` around the centre of the brain's bounding box, computed once per
@@ -64,6 +69,7 @@ __all__ = [
     "from_model_space",
     "native_to_model",
     "piecewise_linear",
+    "through_plane_sigma",
     "to_model_space",
 ]
 
@@ -137,6 +143,14 @@ def axial_axis(affine: np.ndarray) -> int:
     """The native array axis closest to the RAS superior direction (the axial slice axis)."""
     ornt = nib.io_orientation(np.asarray(affine, dtype=np.float64))
     return int(np.flatnonzero(ornt[:, 0] == 2)[0])
+
+
+def through_plane_sigma(spec: PreprocessSpec, thickness_mm: float) -> float:
+    """Gaussian sigma, in native slices, that anti-aliases slices of ``thickness_mm`` to the model's
+    ``slice_spacing_mm`` (0 when the spec keeps native slices or the slices are already as thick)."""
+    if spec.slice_spacing_mm is None or thickness_mm <= 0:
+        return 0.0
+    return max(0.0, (spec.slice_spacing_mm / thickness_mm - 1.0) / 2.0)
 
 
 def foreground_mask(data: np.ndarray) -> np.ndarray:
@@ -319,6 +333,13 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
     zooms = np.empty(3)
     zooms[ornt[:, 0].astype(int)] = volume.zooms
     factors = (spec.spacing_mm / zooms[0], spec.spacing_mm / zooms[1])
+    sigma = through_plane_sigma(spec, float(zooms[2]))
+    if sigma > 0:
+        model_img = ndimage.gaussian_filter1d(model_img, sigma, axis=2, mode="constant", truncate=4.0)
+        model_brain = ndimage.gaussian_filter1d(model_brain.astype(np.float32), sigma, axis=2, mode="constant",
+                                                truncate=4.0) > 0.5
+        if not model_brain.any():
+            raise VolumeError(f"{volume.name}: the {what} is thinner than the model's slice spacing")
 
     # Canvas offset (whole model pixels) that puts the brain's bounding-box centre at the canvas centre.
     offsets_list = []

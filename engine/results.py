@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.config import MapScoring
 from engine.errors import ConfigError
 from engine.samplers import SAMPLERS, SamplerName
 
@@ -30,6 +31,7 @@ class AnalysisSettings:
         slice_stride: when analysing a whole volume, analyse every ``slice_stride``-th axial slice and interpolate
             the slices in between; None picks the model's in-plane spacing over the scan's slice thickness (e.g. 3
             for a 3 mm model on a 1 mm scan), 1 analyses every slice. Ignored when slices are chosen explicitly.
+        scoring: how restorations are compared with the input; None takes the model card's.
     """
 
     sampler: Sampler = "ddim"
@@ -37,6 +39,7 @@ class AnalysisSettings:
     seed: int = 0
     batch_size: int = 64
     slice_stride: int | None = None
+    scoring: MapScoring | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -70,6 +73,10 @@ class Calibration:
         heldout_scans / heldout_fpr: healthy scans kept out of the threshold's choice, and the share of their brain
             voxels the threshold flags (the calibration's honest check; 0 / None when none were held out).
         heldout_dssim_in_brain: how faithfully those held-out scans were restored (1 - SSIM inside the brain).
+        grid: where the voxels were counted: ``"native"``, the map a user gets (each scan's own grid, the analysed
+            slices and the ones filled between them), or ``"model"`` (the model canvas, every slice; older cards).
+        slice_stride: the slice stride the maps were made with (None: the model's automatic stride).
+        scoring: the comparison the maps were made with (None in older cards: the plain one).
     """
 
     threshold: float
@@ -86,6 +93,23 @@ class Calibration:
     heldout_scans: int = 0
     heldout_fpr: float | None = None
     heldout_dssim_in_brain: float | None = None
+    grid: str = "model"
+    slice_stride: int | None = None
+    scoring: MapScoring | None = None
+
+    def mismatches(self, sampler: str, steps: int, slice_stride: int | None, scoring: MapScoring) -> tuple[str, ...]:
+        """What differs between an analysis's settings and the ones this threshold was measured with (empty when
+        the threshold holds for them)."""
+        out = []
+        if self.sampler and self.sampler != sampler:
+            out.append(f"sampler {sampler} (calibrated: {self.sampler})")
+        if self.steps and self.steps != steps:
+            out.append(f"{steps} steps (calibrated: {self.steps})")
+        if self.grid == "native" and self.slice_stride != slice_stride:
+            out.append(f"slice stride {slice_stride or 'auto'} (calibrated: {self.slice_stride or 'auto'})")
+        if (self.scoring or MapScoring()) != scoring:
+            out.append("another map comparison than the calibrated one")
+        return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from diffusers.training_utils import EMAModel
 
 from engine import checkpoints
 from engine.anomaly import anomaly_map
+from engine.augment import AcquisitionAugmentation, acquisition_augment
 from engine.card import TrainingCheck, TrainingSummary
 from engine.config import DiffusionConfig, Preset
 from engine.devices import resolve_device
@@ -106,11 +107,14 @@ def make_pairs(
     *,
     condition_noise: float = 0.0,
     condition_noise_cells: int = 8,
+    augmentation: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Build (condition, clean, anomaly mask) arrays for the given slices, one generator per image.
 
     With ``condition_noise > 0``, coarse noise (:func:`coarse_noise`) is added to each condition inside the slice's
-    foreground after its corruption, drawn from the same generator (the clean target is untouched).
+    foreground after its corruption, drawn from the same generator (the clean target is untouched). With
+    ``augmentation > 0``, that share of the slices first gets another acquisition's look
+    (:func:`engine.augment.acquisition_augment`), which the target and the condition then share.
 
     Returns:
         ``condition`` and ``clean`` float32 ``(B, 1, H, W)``, ``mask`` bool ``(B, 1, H, W)``.
@@ -119,6 +123,9 @@ def make_pairs(
     for index, seed in zip(indices, seeds, strict=True):
         image, foreground = source.get(int(index))
         rng = np.random.default_rng(seed)
+        if augmentation > 0:
+            image = acquisition_augment(image, foreground if foreground is not None else image > 0, rng,
+                                        AcquisitionAugmentation(probability=augmentation))
         result = corrupt(image, foreground, tasks, rng, p_no_task=p_no_task)
         condition = result.image
         if condition_noise > 0:
@@ -165,6 +172,7 @@ class _StepBatches:
     diffusion: DiffusionConfig
     condition_noise: float = 0.0
     condition_noise_cells: int = 8
+    augmentation: float = 0.0
 
     def __call__(self, step: int) -> Batch:
         base = _seed(self.seed, self.fold, Stream.BATCHES, step)
@@ -174,7 +182,8 @@ class _StepBatches:
         seeds = [_seed(base, i) for i in share]
         condition, clean, mask = make_pairs(self.slices, self.tasks, indices[list(share)], seeds, self.p_no_task,
                                             condition_noise=self.condition_noise,
-                                            condition_noise_cells=self.condition_noise_cells)
+                                            condition_noise_cells=self.condition_noise_cells,
+                                            augmentation=self.augmentation)
         timesteps, noise = draw_timesteps_and_noise(clean.shape[1:], [_seed(base, Stream.DIFFUSION + i) for i in share],
                                                     self.diffusion)
         return torch.from_numpy(condition), torch.from_numpy(clean), timesteps, noise, torch.from_numpy(mask)
@@ -230,7 +239,8 @@ class Trainer:
         self.val_tasks = build_tasks(self.val_ids, same_source=val_slices, external_source=external_source)
         self.batches = _StepBatches(train_slices, self.train_tasks, self.batch_size, self.dist.rank,
                                     self.dist.world_size, request.seed, request.fold, self.cfg.p_no_task,
-                                    self.preset.diffusion, self.cfg.condition_noise, self.cfg.condition_noise_cells)
+                                    self.preset.diffusion, self.cfg.condition_noise, self.cfg.condition_noise_cells,
+                                    self.cfg.acquisition_augmentation)
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
 
         torch.manual_seed(_seed(request.seed, request.fold, Stream.INIT))
