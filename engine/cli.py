@@ -451,7 +451,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     bar = _BarCallback(len(scans), "calibrate", "scan")
     try:
         calibration = calibrate(ensemble, scans, _settings(args, ensemble), fpr=args.fpr, hold_out=args.hold_out,
-                                on_progress=bar)
+                                shifts=args.shifts, on_progress=bar)
     finally:
         bar.close()
     store_calibration(ensemble.path, calibration)
@@ -692,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the slice score the model reports (stored in model.json; default: keep the model's)")
     p.add_argument("--hold-out", type=_count, default=0, metavar="N",
                    help="keep the last N scans out of the threshold's choice and report what it flags on them")
+    p.add_argument("--shifts", type=_shift_list, default=[], metavar="LIST",
+                   help="also calibrate on the scans as other acquisitions show them (1mm, thick, noise, bias, "
+                   "contrast, comma-separated, or 'all'): the threshold flags at most --fpr on each")
     p.add_argument("--image-pattern", default="*_T1.nii.gz")
     p.add_argument("--mask-suffix", default="_brainmask.nii.gz")
     analysis_options(p)
@@ -712,8 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json_option(p)
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
     p.add_argument("--shifts", type=_shift_list, default=[], metavar="LIST",
-                   help="with --healthy: also the same scans as other acquisitions show them (1mm, bias, contrast, "
-                   "comma-separated, or 'all'), each with its flagged brain share")
+                   help="with --healthy: also the same scans as other acquisitions show them (1mm, thick, noise, "
+                   "bias, contrast, comma-separated, or 'all'), each with its flagged brain share")
     _role_option(p, "all")
     p.add_argument("--record", metavar="NAME", help="also keep a summary in the model's model.json under "
                    "evaluations.NAME (the model card)")

@@ -238,16 +238,14 @@ class Ensemble:
                                 "1-1.7 l); this model expects brain-extracted scans or a brain mask")
         return tuple(warnings)
 
-    def calibration_warnings(self, settings: AnalysisSettings) -> tuple[str, ...]:
-        """One line when the calibrated threshold was not measured with ``settings`` (it is then uncalibrated)."""
+    def calibration_mismatches(self, settings: AnalysisSettings) -> tuple[str, ...]:
+        """What in ``settings`` differs from the settings the calibrated threshold was measured with (empty: it
+        holds, or there is no calibration)."""
         calibration = self.info.calibration
         if calibration is None:
             return ()
-        differs = calibration.mismatches(settings.sampler, self.steps_for(settings), settings.slice_stride,
-                                         settings.scoring or self.scoring)
-        if not differs:
-            return ()
-        return (f"the threshold is uncalibrated for these settings: {', '.join(differs)}",)
+        return calibration.mismatches(settings.sampler, self.steps_for(settings), settings.slice_stride,
+                                      settings.scoring or self.scoring)
 
     def auto_stride(self, volume: Volume, slice_axis: int) -> int:
         """Slice stride that matches the model's spacing through the plane (``slice_spacing_mm``, else its in-plane
@@ -344,7 +342,10 @@ class Ensemble:
         scores = np.full(n_native, np.nan, dtype=np.float32)
         scores[ms.native_index[chosen]] = result.scores[chosen]
         calibration = self.info.calibration
-        warnings = self.input_warnings(volume, brain_mask) + self.calibration_warnings(settings)
+        mismatches = self.calibration_mismatches(settings)
+        warnings = self.input_warnings(volume, brain_mask)
+        if mismatches:
+            warnings += (f"the threshold is uncalibrated for these settings: {', '.join(mismatches)}",)
         if ms.cropped:
             warnings += (f"{volume.name}: the brain is larger than the model's canvas and was cropped",)
         return AnomalyResult(
@@ -361,6 +362,7 @@ class Ensemble:
             model_id=self.info.model_id,
             threshold=calibration.threshold if calibration else None,
             warnings=warnings,
+            uncalibrated_for=mismatches,
         )
 
 

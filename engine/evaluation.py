@@ -425,6 +425,7 @@ def calibrate(
     *,
     fpr: float = 0.01,
     hold_out: int = 0,
+    shifts: Sequence[str] = (),
     cancel: CancelToken | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Calibration:
@@ -436,6 +437,12 @@ def calibrate(
     With ``hold_out = n``, the last ``n`` scans do not take part in choosing the threshold; the share of their brain
     voxels it flags is recorded as :attr:`Calibration.heldout_fpr` (a threshold that holds on other healthy scans
     stays near ``fpr`` there).
+
+    With ``shifts`` (:data:`engine.transfer.SHIFTS`), the calibration scans are also analysed as those other
+    acquisitions would show them, and the threshold is the highest of the per-acquisition thresholds: it flags at
+    most ``fpr`` of healthy brain on the scans as they are *and* on each shifted version (recorded in
+    :attr:`Calibration.shift_thresholds`). One scanner's healthy scans then no longer set a threshold that only holds
+    on that scanner.
     """
     if not 0 < fpr < 1:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
@@ -460,6 +467,14 @@ def calibrate(
     pooled = np.concatenate(values)
     pooled_scores = np.concatenate(scores)
     threshold = threshold_for_fpr(pooled, fpr)
+    shift_thresholds = {}
+    for shift in shifts:
+        shifted = [scan.native_map[scan.brain] for scan in _healthy_scans(ensemble, scans[:n_fit], settings, cancel,
+                                                                           shift)]
+        shift_thresholds[shift] = threshold_for_fpr(np.concatenate(shifted), fpr)
+        if on_progress is not None:
+            on_progress(Progress(len(scans), len(scans), f"shift {shift}", time.monotonic() - start))
+    threshold = max([threshold, *shift_thresholds.values()])
     dssim, mae = np.mean(fidelity, axis=0)
     heldout = np.concatenate(heldout_values) if heldout_values else None
     return Calibration(
@@ -478,6 +493,7 @@ def calibrate(
         heldout_dssim_in_brain=float(np.mean([f[0] for f in heldout_fidelity])) if heldout_fidelity else None,
         grid="native",
         slice_stride=settings.slice_stride,
+        shift_thresholds=shift_thresholds,
         scoring=settings.scoring or ensemble.scoring,
     )
 

@@ -100,6 +100,9 @@ def sidecar(volume: Volume, result: AnomalyResult, threshold: float, *, units: s
         "Seed": result.seed,
         "Threshold": float(threshold),
         "ThresholdUnits": units,
+        "ThresholdCalibrated": bool(result.threshold is not None and not result.uncalibrated_for
+                                    and np.float32(threshold) == np.float32(result.threshold)),
+        "UncalibratedFor": list(result.uncalibrated_for),
         "SliceAxis": result.slice_axis,
         "AnalysedSlices": [int(i) for i in np.flatnonzero(result.analysed)],
         "FlaggedVoxels": int((result.anomaly_map >= threshold).sum()),

@@ -77,6 +77,9 @@ class Calibration:
             slices and the ones filled between them), or ``"model"`` (the model canvas, every slice; older cards).
         slice_stride: the slice stride the maps were made with (None: the model's automatic stride).
         scoring: the comparison the maps were made with (None in older cards: the plain one).
+        shift_thresholds: with ``calibrate --shifts``, the threshold flagging the same share of each shifted
+            acquisition of the calibration scans (``"thick"``, ``"noise"``, ...); ``threshold`` is the highest of
+            these and the plain one.
     """
 
     threshold: float
@@ -96,6 +99,7 @@ class Calibration:
     grid: str = "model"
     slice_stride: int | None = None
     scoring: MapScoring | None = None
+    shift_thresholds: dict[str, float] = field(default_factory=dict)
 
     def mismatches(self, sampler: str, steps: int, slice_stride: int | None, scoring: MapScoring) -> tuple[str, ...]:
         """What differs between an analysis's settings and the ones this threshold was measured with (empty when
@@ -169,6 +173,8 @@ class AnomalyResult:
         seed / sampler / steps / model_id: what produced the result.
         threshold: the model's calibrated default threshold (None when uncalibrated).
         warnings: one-line warnings about the input (e.g. "not skull-stripped?").
+        uncalibrated_for: what in this analysis's settings differs from those the threshold was calibrated with
+            (sampler, steps, stride, comparison); empty when the threshold holds for them.
     """
 
     anomaly_map: np.ndarray
@@ -184,6 +190,7 @@ class AnomalyResult:
     model_id: str
     threshold: float | None = None
     warnings: tuple[str, ...] = ()
+    uncalibrated_for: tuple[str, ...] = ()
 
 
 def fill_between_slices(result: AnomalyResult, brain: np.ndarray) -> AnomalyResult:

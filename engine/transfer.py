@@ -27,7 +27,7 @@ __all__ = ["FAR_MM", "SHIFTS", "TransferCounts", "TransferResult", "far_from", "
 
 FAR_MM = 10.0
 """Brain farther than this from every lesion label counts as "far from the lesion"."""
-SHIFTS = ("1mm", "bias", "contrast")
+SHIFTS = ("1mm", "thick", "noise", "bias", "contrast")
 """The shifted-healthy variants :func:`shifted_healthy` makes."""
 
 
@@ -123,6 +123,31 @@ def _in_memory(data: np.ndarray, affine: np.ndarray) -> Volume:
     return Volume(data=data, affine=affine, header=nib.Nifti1Image(data, affine).header)
 
 
+THICK_MM = 5.0
+"""Slice thickness of the ``"thick"`` shifted-healthy variant."""
+
+
+def _thick_axial(data: np.ndarray, affine: np.ndarray, thickness_mm: float) -> np.ndarray:
+    """``data`` (1 mm voxels) as slabs of ``thickness_mm`` along its axial axis, interpolated back to 1 mm."""
+    from engine.preprocess import axial_axis  # noqa: PLC0415
+
+    axis = axial_axis(affine)
+    n = data.shape[axis]
+    width = max(1, int(round(thickness_mm)))
+    moved = np.moveaxis(data, axis, 0).astype(np.float32)
+    n_slabs = int(np.ceil(n / width))
+    padded = np.concatenate([moved, np.repeat(moved[-1:], n_slabs * width - n, axis=0)], axis=0)
+    slabs = padded.reshape(n_slabs, width, *moved.shape[1:]).mean(axis=1)
+    centres = np.arange(n_slabs) * width + (width - 1) / 2.0
+    position = np.clip(np.arange(n, dtype=np.float64), centres[0], centres[-1])
+    upper = np.clip(np.searchsorted(centres, position), 1, max(1, n_slabs - 1)) if n_slabs > 1 else np.zeros(n, int)
+    lower = np.maximum(upper - 1, 0)
+    span = np.where(centres[upper] > centres[lower], centres[upper] - centres[lower], 1.0)
+    weight = ((position - centres[lower]) / span).astype(np.float32).reshape(-1, *([1] * (moved.ndim - 1)))
+    out = (1 - weight) * slabs[lower] + weight * slabs[upper]
+    return np.moveaxis(out, 0, axis)
+
+
 def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative field ``exp(p)``, ``p`` a random polynomial of degree 2 in normalised coordinates
     scaled so that ``p`` spans about ``±strength`` over the volume."""
@@ -144,7 +169,11 @@ def shifted_healthy(volume: Volume, brain: np.ndarray, kind: str, *, seed: int =
         volume: the healthy scan.
         brain: its bool brain mask.
         kind: ``"1mm"``: resampled to 1 mm voxels (linear; the mask by nearest neighbour), as BraTS and the MS scans
-            come, so the slices are thinner and sharper than the training scans'; ``"bias"``: under a smooth
+            come, so the slices are thinner and sharper than the training scans'; ``"thick"``: the 1 mm scan as a 2-D
+            axial acquisition of 5 mm slices would give it once resampled to 1 mm (each 5 mm slab averaged, then
+            linear interpolation between slab centres), as many clinical T1 scans (and BraTS's older ones) come;
+            ``"noise"``: Rician noise of 4 % of the brain's 99th percentile added (an older, noisier scanner);
+            ``"bias"``: under a smooth
             multiplicative bias field spanning about exp(±0.4); ``"contrast"``: intensities raised to the power 1.5
             (relative to the brain's 99th percentile), another T1 weighting's tissue contrast.
         seed: the bias field's seed.
@@ -166,6 +195,15 @@ def shifted_healthy(volume: Volume, brain: np.ndarray, kind: str, *, seed: int =
         shift[:3, 3] = (1.0 / factors - 1.0) / 2.0
         new_affine = affine @ shift @ scale
         return _in_memory(new_data, new_affine), new_brain
+    if kind == "thick":
+        fine, fine_brain = shifted_healthy(volume, brain, "1mm")
+        return _in_memory(_thick_axial(np.asarray(fine.data), fine.affine, THICK_MM), fine.affine), fine_brain
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        sigma = 0.04 * (float(np.percentile(data[brain], 99)) if brain.any() else float(data.max() or 1.0))
+        real = data + rng.normal(0.0, sigma, data.shape)
+        imag = rng.normal(0.0, sigma, data.shape)
+        return _in_memory(np.sqrt(real * real + imag * imag), volume.affine), brain
     if kind == "bias":
         field_ = _bias_field(data.shape, 0.4, np.random.default_rng(seed))
         return _in_memory(data * field_, volume.affine), brain

@@ -498,3 +498,39 @@ def test_infer_report_writes_one_pdf_page(tmp_path: Path, tiny_model: Path,
     content = report.read_bytes()
     assert content.startswith(b"%PDF")
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", content)) == 1
+
+
+def test_the_threshold_is_calibrated_on_the_map_infer_writes_and_across_shifted_acquisitions(
+        tmp_path: Path, tiny_model: Path, require_data: Path) -> None:
+    from engine.data import find_scans
+    from engine.ensemble import load_ensemble
+    from engine.evaluation import threshold_for_fpr
+    from engine.results import AnalysisSettings
+    from engine.volumes import load_mask, load_volume
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert main(["calibrate", "--model", str(model), "--data", str(IXI_VAL), "--max-scans", "2", "--fpr", "0.05",
+                 "--shifts", "thick,noise", "--threads", "1"]) == 0
+    calibration = json.loads((model / "model.json").read_text())["calibration"]
+    assert calibration["grid"] == "native"
+    assert set(calibration["shift_thresholds"]) == {"thick", "noise"}
+    # The plain threshold is the one of the whole-volume maps `infer` writes (scan grid, stride, filled slices).
+    ensemble = load_ensemble(model, device="cpu")
+    values = []
+    for scan in find_scans(IXI_VAL)[:2]:
+        volume = load_volume(scan.image)
+        brain = load_mask(scan.mask, volume)
+        values.append(ensemble.analyse(volume, brain_mask=brain, settings=AnalysisSettings()).anomaly_map[brain])
+    plain = threshold_for_fpr(np.concatenate(values), 0.05)
+    assert calibration["threshold"] == pytest.approx(max(plain, *calibration["shift_thresholds"].values()))
+    assert calibration["threshold"] >= plain
+    # Infer with the calibrated settings: the threshold holds; with other steps, the sidecar says it does not.
+    for steps, calibrated in ((None, True), ("1", False)):
+        out = tmp_path / f"out{steps}"
+        extra = ["--steps", steps] if steps else []
+        assert main(["infer", str(MS_T1), "--model", str(model), "--out", str(out), "--threads", "1", *extra]) == 0
+        sidecar = json.loads(next(out.glob("*.json")).read_text())
+        assert sidecar["ThresholdCalibrated"] is calibrated
+        assert bool(sidecar["UncalibratedFor"]) is not calibrated
+    assert "1 steps (calibrated: 2)" in sidecar["UncalibratedFor"]

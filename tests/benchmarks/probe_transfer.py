@@ -38,17 +38,18 @@ from engine.evaluation import find_cases, threshold_for_fpr  # noqa: E402
 from engine.metrics import average_precision  # noqa: E402
 from engine.preprocess import foreground_mask  # noqa: E402
 from engine.results import AnalysisSettings  # noqa: E402
-from engine.transfer import SHIFTS, TransferCounts, shifted_healthy  # noqa: E402
+from engine.transfer import TransferCounts, shifted_healthy  # noqa: E402
 from engine.volumes import load_mask, load_volume  # noqa: E402
 
 SAMPLE_IDS = ("IXI056",)
-SCORINGS = {
+ALL_SCORINGS = {
     "plain": MapScoring(),
     "mask": MapScoring(mask_restoration=True),
     "mask+blur0.5": MapScoring(mask_restoration=True, input_blur_px=0.5),
     "mask+blur0.75": MapScoring(mask_restoration=True, input_blur_px=0.75),
     "mask+blur1": MapScoring(mask_restoration=True, input_blur_px=1.0),
 }
+SCORINGS = dict(ALL_SCORINGS)
 
 
 def robust_z(amap: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -84,6 +85,34 @@ def native_maps(ensemble, volume, brain, settings, cache: Path) -> dict[str, np.
     return out
 
 
+def synthetic_part(ensemble, roles, settings, cache: Path) -> dict[str, dict[str, float]]:
+    """The synthetic benchmark (all five tasks) on the selection role, every scoring variant on one restoration."""
+    from engine.data import HealthySlices  # noqa: PLC0415
+    from engine.synthetic import make_synthetic_set, score_synthetic  # noqa: PLC0415
+
+    slices = HealthySlices(roles["selection"], ensemble.preset.preprocess)
+    sset = make_synthetic_set(slices, (0, 1, 2, 3, 4), seed=0)
+    if cache.is_file():
+        with np.load(cache) as z:
+            member_restored = z["restored"]
+    else:
+        res = ensemble.analyse_model_space(sset.condition, sset.brain, sset.index, settings, keep_members=True)
+        member_restored = res.member_restored
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, restored=member_restored)
+    out = {}
+    for name, scoring in SCORINGS.items():
+        scored = ensemble.score_restorations(member_restored, sset.condition, sset.brain, scoring)
+        result = score_synthetic(sset, scored.restored, scored.mean_map, seed=0)
+        det = result.detection.scores
+        out[name] = {"ap_pixel": det.ap_pixel, "max_dice": det.max_dice, "ap_image": det.ap_image,
+                     "auroc_image": det.auroc_image, "healthy_dssim": result.removal.healthy_dssim,
+                     "chance_ap_pixel": result.detection.random.ap_pixel}
+        print(f"synthetic {name:16s} AP_p {det.ap_pixel:.3f} max Dice {det.max_dice:.3f} AP_i {det.ap_image:.3f} "
+              f"AUROC {det.auroc_image:.3f} healthy 1-SSIM {result.removal.healthy_dssim:.3f}", flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "resources/models/condiff-t1-small")
@@ -95,7 +124,18 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fpr", type=float, default=0.01)
+    parser.add_argument("--scorings", default=",".join(ALL_SCORINGS), help="scoring variants to compare")
+    parser.add_argument("--shifts", default="1mm,bias,contrast", help="shifted-healthy variants of the test scans")
+    parser.add_argument("--calibration-shifts", default="",
+                        help="also calibrate across these shifted variants of the calibration scans: the threshold "
+                        "is then the highest of the per-variant thresholds (at most --fpr on every acquisition)")
+    parser.add_argument("--synthetic-only", action="store_true",
+                        help="only the synthetic benchmark on the selection role (all five tasks)")
     args = parser.parse_args()
+    SCORINGS.clear()
+    SCORINGS.update({k: ALL_SCORINGS[k] for k in args.scorings.split(",")})
+    shifts = [k for k in args.shifts.split(",") if k]
+    cal_shifts = [k for k in args.calibration_shifts.split(",") if k]
     import torch  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
@@ -110,28 +150,42 @@ def main() -> int:
     roles = split_roles(find_scans(args.data / "ixi-t1/train"))
     test = [s for s in find_scans(args.data / "ixi-t1/val") if not s.image.name.startswith(SAMPLE_IDS)]
     cases = find_cases(args.data / "brats2018-dev", "t1")
+    if args.synthetic_only:
+        synthetic = synthetic_part(ensemble, roles, settings, args.cache / "synthetic-selection.npz")
+        if args.json:
+            args.json.write_text(json.dumps({"model": str(args.model), "members": ensemble.info.folds,
+                                             "synthetic": synthetic}, indent=1, default=float))
+        return 0
 
     # 1. thresholds per variant from the calibration role
-    values: dict[str, list[np.ndarray]] = {}
+    values: dict[str, dict[str, list[np.ndarray]]] = {}
     for scan in roles["calibration"]:
         volume = load_volume(scan.image)
         brain = load_mask(scan.mask, volume)
-        for name, amap in native_maps(ensemble, volume, brain, settings,
-                                      args.cache / "calibration" / f"{scan.image.name}.npz").items():
-            values.setdefault(name, []).append(amap[brain])
+        for kind in ("asis", *cal_shifts):
+            vol, br = (volume, brain) if kind == "asis" else shifted_healthy(volume, brain, kind, seed=1)
+            folder = "calibration" if kind == "asis" else f"calibration-{kind}"
+            for name, amap in native_maps(ensemble, vol, br, settings,
+                                          args.cache / folder / f"{scan.image.name}.npz").items():
+                values.setdefault(name, {}).setdefault(kind, []).append(amap[br])
         print(f"[{time.monotonic() - t0:6.0f}s] calibration {scan.image.name}", flush=True)
-    thresholds = {name: threshold_for_fpr(np.concatenate(v), args.fpr) for name, v in values.items()}
+    thresholds = {name: threshold_for_fpr(np.concatenate(v["asis"]), args.fpr) for name, v in values.items()}
+    if cal_shifts:
+        for name, v in values.items():
+            per_kind = {kind: threshold_for_fpr(np.concatenate(x), args.fpr) for kind, x in v.items()}
+            print(f"{name}: per-acquisition thresholds {per_kind}", flush=True)
+            thresholds[name + "@shifts"] = max(per_kind.values())
 
     # 2. held-out healthy, as it is and shifted
-    healthy = {kind: {n: TransferCounts(t) for n, t in thresholds.items()} for kind in ("asis", *SHIFTS)}
+    healthy = {kind: {n: TransferCounts(t) for n, t in thresholds.items()} for kind in ("asis", *shifts)}
     for scan in test:
         volume = load_volume(scan.image)
         brain = load_mask(scan.mask, volume)
-        for kind in ("asis", *SHIFTS):
+        for kind in ("asis", *shifts):
             vol, br = (volume, brain) if kind == "asis" else shifted_healthy(volume, brain, kind, seed=0)
             maps = native_maps(ensemble, vol, br, settings, args.cache / f"test-{kind}" / f"{scan.image.name}.npz")
-            for name, amap in maps.items():
-                healthy[kind][name].add(amap, br, None, vol.zooms)
+            for name, counts in healthy[kind].items():
+                counts.add(maps[name.split("@")[0]], br, None, vol.zooms)
         print(f"[{time.monotonic() - t0:6.0f}s] test {scan.image.name}", flush=True)
 
     # 3. dev lesions
@@ -143,8 +197,9 @@ def main() -> int:
         label = np.asarray(load_volume(case.label).data) > 0
         fg = foreground_mask(np.asarray(volume.data))
         maps = native_maps(ensemble, volume, fg, settings, args.cache / "dev" / f"{case.name}.npz")
+        for name, counts in dev.items():
+            counts.add(maps[name.split("@")[0]], fg, label, volume.zooms)
         for name, amap in maps.items():
-            dev[name].add(amap, fg, label, volume.zooms)
             scores.setdefault(name, []).append(amap[fg])
         labels_all.append(label[fg])
         print(f"[{time.monotonic() - t0:6.0f}s] dev {case.name}", flush=True)
@@ -153,15 +208,15 @@ def main() -> int:
     report = {"model": str(args.model), "members": ensemble.info.folds, "slice_spacing": args.slice_spacing,
               "calibration_scans": len(roles["calibration"]), "test_scans": len(test), "dev_cases": len(cases),
               "seconds": round(time.monotonic() - t0), "variants": {}}
-    print(f"{'variant':18s} {'thr':>7s} {'test':>6s} {'1mm':>6s} {'bias':>6s} {'contr':>6s} | {'sens':>5s} "
-          f"{'prec':>5s} {'nonles':>6s} {'far':>6s} {'AP_p':>6s}")
+    print(f"{'variant':24s} {'thr':>7s} " + " ".join(f"{k[:6]:>6s}" for k in healthy)
+          + f" | {'sens':>5s} {'prec':>5s} {'nonles':>6s} {'far':>6s} {'AP_p':>6s}")
     for name, thr in thresholds.items():
         d = dev[name].result()
-        ap = average_precision(labels, np.concatenate(scores[name]))
+        ap = average_precision(labels, np.concatenate(scores[name.split("@")[0]]))
         h = {kind: healthy[kind][name].result().brain_flagged for kind in healthy}
         report["variants"][name] = {"threshold": thr, "healthy_flagged": h, "dev": asdict(d), "dev_ap_p": ap}
-        print(f"{name:18s} {thr:7.3f} {h['asis']:6.2%} {h['1mm']:6.2%} {h['bias']:6.2%} {h['contrast']:6.2%} | "
-              f"{d.sensitivity:5.2f} {d.precision:5.2f} {d.nonlesion_flagged:6.2%} {d.far_flagged:6.2%} {ap:6.3f}")
+        print(f"{name:24s} {thr:7.3f} " + " ".join(f"{v:6.2%}" for v in h.values())
+              + f" | {d.sensitivity:5.2f} {d.precision:5.2f} {d.nonlesion_flagged:6.2%} {d.far_flagged:6.2%} {ap:6.3f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=float))
     return 0

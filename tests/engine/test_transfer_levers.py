@@ -216,6 +216,19 @@ def test_shifted_healthy_scans_keep_the_brain_where_it_was(require_data: Path) -
     ratio = biased.data[brain] / np.maximum(volume.data[brain], 1e-3)
     assert same is brain
     assert 0.6 < ratio[volume.data[brain] > 10].min() < 0.95 < 1.05 < ratio.max() < 1.6
+    thick, thick_brain = shifted_healthy(volume, brain, "thick")
+    np.testing.assert_array_equal(thick.affine, fine.affine)
+    np.testing.assert_array_equal(thick_brain, fine_brain)
+    axis = 1  # IXI is P S R on disk: the second array axis is the axial one
+    steps_fine = np.abs(np.diff(fine.data, axis=axis))[..., :].mean()
+    steps_thick = np.abs(np.diff(thick.data, axis=axis)).mean()
+    assert steps_thick < 0.6 * steps_fine
+    # A slab's mean is kept: 5 mm slabs average to what the 1 mm scan holds there.
+    assert float(thick.data[fine_brain].mean()) == pytest.approx(float(fine.data[fine_brain].mean()), rel=0.02)
+    noisy, _ = shifted_healthy(volume, brain, "noise", seed=0)
+    other, _ = shifted_healthy(volume, brain, "noise", seed=1)
+    assert not np.array_equal(noisy.data, other.data)
+    assert 0.02 < float(np.std((noisy.data - volume.data)[brain])) / float(np.percentile(volume.data[brain], 99)) < 0.06
     contrast, _ = shifted_healthy(volume, brain, "contrast")
     assert not np.allclose(contrast.data[brain], volume.data[brain])
     np.testing.assert_array_equal(volume.data, load_volume(image).data)  # the input is never changed
