@@ -113,6 +113,29 @@ def synthetic_part(ensemble, roles, settings, cache: Path) -> dict[str, dict[str
     return out
 
 
+def calibration_part(ensemble, roles, settings, args, cal_shifts, t0) -> dict[str, float]:
+    """Thresholds per scoring variant from the calibration role (and, as ``<variant>@shifts``, across shifts)."""
+    values: dict[str, dict[str, list[np.ndarray]]] = {}
+    for scan in roles["calibration"]:
+        volume = load_volume(scan.image)
+        brain = load_mask(scan.mask, volume)
+        for kind in ("asis", *cal_shifts):
+            vol, br = (volume, brain) if kind == "asis" else shifted_healthy(volume, brain, kind, seed=1)
+            folder = "calibration" if kind == "asis" else f"calibration-{kind}"
+            for name, amap in native_maps(ensemble, vol, br, settings,
+                                          args.cache / folder / f"{scan.image.name}.npz").items():
+                values.setdefault(name, {}).setdefault(kind, []).append(amap[br])
+        print(f"[{time.monotonic() - t0:6.0f}s] calibration {scan.image.name}", flush=True)
+    thresholds = {name: threshold_for_fpr(np.concatenate(v["asis"]), args.fpr) for name, v in values.items()}
+    if cal_shifts:
+        for name, v in values.items():
+            per_kind = {kind: threshold_for_fpr(np.concatenate(x), args.fpr) for kind, x in v.items()}
+            print(f"{name}: per-acquisition thresholds {per_kind}", flush=True)
+            thresholds[name + "@shifts"] = max(per_kind.values())
+
+    return thresholds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "resources/models/condiff-t1-small")
@@ -157,24 +180,7 @@ def main() -> int:
                                              "synthetic": synthetic}, indent=1, default=float))
         return 0
 
-    # 1. thresholds per variant from the calibration role
-    values: dict[str, dict[str, list[np.ndarray]]] = {}
-    for scan in roles["calibration"]:
-        volume = load_volume(scan.image)
-        brain = load_mask(scan.mask, volume)
-        for kind in ("asis", *cal_shifts):
-            vol, br = (volume, brain) if kind == "asis" else shifted_healthy(volume, brain, kind, seed=1)
-            folder = "calibration" if kind == "asis" else f"calibration-{kind}"
-            for name, amap in native_maps(ensemble, vol, br, settings,
-                                          args.cache / folder / f"{scan.image.name}.npz").items():
-                values.setdefault(name, {}).setdefault(kind, []).append(amap[br])
-        print(f"[{time.monotonic() - t0:6.0f}s] calibration {scan.image.name}", flush=True)
-    thresholds = {name: threshold_for_fpr(np.concatenate(v["asis"]), args.fpr) for name, v in values.items()}
-    if cal_shifts:
-        for name, v in values.items():
-            per_kind = {kind: threshold_for_fpr(np.concatenate(x), args.fpr) for kind, x in v.items()}
-            print(f"{name}: per-acquisition thresholds {per_kind}", flush=True)
-            thresholds[name + "@shifts"] = max(per_kind.values())
+    thresholds = calibration_part(ensemble, roles, settings, args, cal_shifts, t0)
 
     # 2. held-out healthy, as it is and shifted
     healthy = {kind: {n: TransferCounts(t) for n, t in thresholds.items()} for kind in ("asis", *shifts)}
