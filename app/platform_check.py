@@ -113,14 +113,16 @@ def platform_problem(env: Mapping[str, str] | None = None, *, plugins_dir: Path 
     plugin = plugin_file(platform, env, plugins_dir)
     if not plugin.exists():
         return text.ERR_NO_PLUGIN.format(platform=platform, folder=plugin.parent)
-    missing = missing_libraries(plugin, run_ldd)
-    if missing:
-        packages = " ".join(dict.fromkeys(debian_package(name) for name in missing))
-        return text.ERR_PLUGIN_LIBRARIES.format(platform=platform, libraries=", ".join(missing), packages=packages)
+    # Without a display nothing can open a window, whatever the plugin needs: say that first (it is what a user on
+    # a headless machine has to act on, e.g. with --screenshot), then what the plugin is missing.
     if platform == "xcb":
         display = env.get("DISPLAY", "")
         if not display:
             return text.ERR_NO_DISPLAY
         if not _x_server_reachable(display):
             return text.ERR_NO_X_SERVER.format(display=display)
+    missing = missing_libraries(plugin, run_ldd)
+    if missing:
+        packages = " ".join(dict.fromkeys(debian_package(name) for name in missing))
+        return text.ERR_PLUGIN_LIBRARIES.format(platform=platform, libraries=", ".join(missing), packages=packages)
     return None
