@@ -87,12 +87,15 @@ def test_analyse_and_cancel_cycles(qtbot, settings, tiny_model: Path, tmp_path: 
                 assert window.open_brain_mask(mask)
             for wait_for_a_chunk in (False, True):
                 seed += 1
-                controller.set_settings(seed=seed)
+                # Enough sampler steps that the volume run is still working when the cancel arrives, on a fast
+                # idle machine too (with one step the tiny model finished most runs before they could be cancelled).
+                controller.set_settings(seed=seed, steps=25)
                 controller.request_analysis("volume")
                 if wait_for_a_chunk:
                     qtbot.waitUntil(lambda: window.state.result is not None, timeout=120000)
                 controller.cancel_analysis()
                 qtbot.waitUntil(controller.is_idle, timeout=60000)  # a hang fails here
+        controller.set_settings(steps=1)
         with qtbot.waitSignal(controller.analysis_done, timeout=120000):
             controller.request_analysis("slice")
         assert controller.is_idle()
