@@ -189,15 +189,19 @@ class Ensemble:
                 if kept is not None:
                     kept[member, start:stop] = restored[:, 0].float().cpu().numpy()
             moments.member_done()
-        m = len(self._members)
+        return self._result(moments, sum_restored / len(self._members), brain_all, kept)
+
+    def _result(self, moments: MemberMoments, restored: torch.Tensor, brain: torch.Tensor,
+                member_restored: np.ndarray | None) -> ModelSpaceResult:
+        """The model-space result of the members' accumulated maps and their mean ``(N, 1, H, W)`` restoration."""
         mean_f, spread = moments.mean_std()
         return ModelSpaceResult(
             mean_map=mean_f[:, 0].numpy(),
             spread=spread[:, 0].numpy(),
-            restored=(sum_restored / m)[:, 0].numpy(),
-            scores=slice_scores(mean_f, brain_all, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
-            brain_scores=slice_scores(mean_f, brain_all, mode="brain").numpy(),
-            member_restored=kept,
+            restored=restored[:, 0].numpy(),
+            scores=slice_scores(mean_f, brain, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
+            brain_scores=slice_scores(mean_f, brain, mode="brain").numpy(),
+            member_restored=member_restored,
         )
 
     def score_restorations(self, member_restored: np.ndarray, slices: np.ndarray, brain: np.ndarray,
@@ -212,15 +216,7 @@ class Ensemble:
             moments.add(anomaly_map(member, condition, convention=self.ssim_convention, foreground=brain_t,
                                     scoring=scoring or self.scoring))
             moments.member_done()
-        mean_f, spread = moments.mean_std()
-        return ModelSpaceResult(
-            mean_map=mean_f[:, 0].numpy(),
-            spread=spread[:, 0].numpy(),
-            restored=restored.mean(dim=0)[:, 0].numpy(),
-            scores=slice_scores(mean_f, brain_t, mode=self.info.slice_score).numpy(),  # type: ignore[arg-type]
-            brain_scores=slice_scores(mean_f, brain_t, mode="brain").numpy(),
-            member_restored=np.asarray(member_restored, dtype=np.float32),
-        )
+        return self._result(moments, restored.mean(dim=0), brain_t, np.asarray(member_restored, dtype=np.float32))
 
     # ------------------------------------------------------------------------------------------- volumes
     def to_model_space(self, volume: Volume, brain_mask: np.ndarray | None = None,

@@ -229,8 +229,21 @@ class ThresholdCounts:
         )
 
 
-def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[tuple[Case, Any, np.ndarray]]:
-    """Each case in model space with its lesion labels there (bool ``(N, size, size)``)."""
+@dataclass(frozen=True, eq=False)
+class LoadedCase:
+    """One evaluation case read once: the scan, its brain mask (None: the foreground), its native lesion label, the
+    scan in model space and the label there (bool ``(N, size, size)``)."""
+
+    case: Case
+    volume: Any
+    brain_mask: np.ndarray | None
+    label: np.ndarray
+    ms: Any
+    labels: np.ndarray
+
+
+def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[LoadedCase]:
+    """Each case read and carried into model space, with its lesion labels there."""
     for case in cases:
         volume = load_volume(case.image)
         brain = load_mask(case.brain_mask, volume) if case.brain_mask else None
@@ -239,7 +252,7 @@ def iter_model_space(ensemble: Ensemble, cases: Sequence[Case]) -> Iterator[tupl
         label = _native_label(case, volume)
         ms = ensemble.to_model_space(volume, brain)
         labels = native_to_model(label.astype(np.float32), ms) > LABEL_THRESHOLD
-        yield case, ms, labels
+        yield LoadedCase(case, volume, brain, label, ms, labels)
 
 
 def evaluate(
@@ -262,14 +275,15 @@ def evaluate(
     transfer = TransferCounts(threshold) if threshold is not None else None
     per_case = []
     n_slices = 0
-    for index, (case, ms, labels) in enumerate(iter_model_space(ensemble, cases)):
+    for index, loaded in enumerate(iter_model_space(ensemble, cases)):
+        case, ms, labels = loaded.case, loaded.ms, loaded.labels
         check_cancel(cancel)
         result = ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
         model.add(result.mean_map, ms.brain, labels)
         if threshold is not None:
             at_threshold.add(result.mean_map >= threshold, ms.brain, labels)
         if transfer is not None:
-            _count_user_map(ensemble, case, ms, result, settings, transfer)
+            _count_user_map(ensemble, loaded, result, settings, transfer)
         noise_maps = _maps_of(noise_restoration(ms.slices, ms.brain, rng), ms.slices, ms.brain,
                               ensemble.ssim_convention)
         noise.add(noise_maps, ms.brain, labels)
@@ -314,18 +328,16 @@ def _take(result: ModelSpaceResult, index: np.ndarray) -> ModelSpaceResult:
                             brain_scores=result.brain_scores[index])
 
 
-def _count_user_map(ensemble: Ensemble, case: Case, ms: Any, result: ModelSpaceResult, settings: AnalysisSettings,
+def _count_user_map(ensemble: Ensemble, loaded: LoadedCase, result: ModelSpaceResult, settings: AnalysisSettings,
                     counts: TransferCounts) -> None:
     """Add one case to ``counts`` on the map a user gets from a whole-volume analysis: the slices it restores (a
     subset of those evaluated, with identical results since each slice's noise depends on its index alone), filled
     between, on the scan's own grid, inside the brain the analysis used."""
-    volume = load_volume(case.image)
-    mask = load_mask(case.brain_mask, volume) if case.brain_mask else None
+    volume, mask, ms = loaded.volume, loaded.brain_mask, loaded.ms
     chosen = ensemble.stride_choice(volume, ms, settings)
     native = ensemble.native_result(volume, ms, _take(result, chosen), chosen, settings, mask)
     brain = mask if mask is not None else foreground_mask(np.asarray(volume.data, dtype=np.float32))
-    label = _native_label(case, volume)
-    counts.add(native.anomaly_map, brain, label, volume.zooms)
+    counts.add(native.anomaly_map, brain, loaded.label, volume.zooms)
 
 
 def _native_label(case: Case, volume: Any) -> np.ndarray:
