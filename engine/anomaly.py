@@ -53,9 +53,20 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def _ssim_per_channel(
-    x: torch.Tensor, y: torch.Tensor, *, convention: SSIMConvention, window: int, sigma: float
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    convention: SSIMConvention,
+    window: int,
+    sigma: float,
+    y_noise_var: torch.Tensor | None = None,
+    x_noise_var: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Local SSIM per channel, float32, shape (B, C, H, W)."""
+    """Local SSIM per channel, float32, shape (B, C, H, W).
+
+    ``y_noise_var`` (broadcastable to (B, C, 1, 1)), when given, is taken off ``y``'s local variance (floored at 0):
+    the structure ``y`` owes to its own noise is then not asked of ``x``.
+    """
     _check_pair(x, y)
     if convention not in _DATA_RANGE:
         raise ValueError(f"convention must be 'paper' or 'standard', got {convention!r}")
@@ -80,6 +91,10 @@ def _ssim_per_channel(
     mu_xy = mu_x * mu_y
     var_x = e_xx - mu_xx
     var_y = e_yy - mu_yy
+    if y_noise_var is not None:
+        var_y = torch.clamp(var_y - y_noise_var.to(var_y), min=0.0)
+    if x_noise_var is not None:
+        var_x = torch.clamp(var_x - x_noise_var.to(var_x), min=0.0)
     cov_xy = e_xy - mu_xy
     numerator = (2.0 * mu_xy + c1) * (2.0 * cov_xy + c2)
     denominator = (mu_xx + mu_yy + c1) * (var_x + var_y + c2)
@@ -164,9 +179,44 @@ def anomaly_map(
         restored = torch.where(foreground, restored.to(torch.float32), torch.zeros((), device=restored.device))
     if scoring is not None and scoring.input_blur_px > 0:
         condition = smooth_inside(condition.to(torch.float32), foreground, scoring.input_blur_px)
-    ssim = _ssim_per_channel(restored, condition, convention=convention, window=11, sigma=1.5)
+        if scoring.blur_restoration:
+            restored = smooth_inside(restored.to(torch.float32), foreground, scoring.input_blur_px)
+    noise_var = restored_var = None
+    if scoring is not None and scoring.noise_debias in ("input", "both"):
+        noise_var = noise_sigma(condition, foreground) ** 2
+    if scoring is not None and scoring.noise_debias in ("restoration", "both"):
+        restored_var = noise_sigma(restored, foreground) ** 2
+    ssim = _ssim_per_channel(restored, condition, convention=convention, window=11, sigma=1.5, y_noise_var=noise_var,
+                             x_noise_var=restored_var)
     maps = torch.clamp(1.0 - ssim, 0.0, 1.0).mean(dim=1, keepdim=True)
     return torch.where(foreground, maps, torch.zeros((), dtype=maps.dtype, device=maps.device))
+
+
+NOISE_MIN_PIXELS = 64
+"""Fewest interior brain pixels a slice needs for :func:`noise_sigma` to estimate its noise (else 0)."""
+
+
+def noise_sigma(images: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """Each slice's noise standard deviation, estimated from the image alone, shape (B, C, 1, 1).
+
+    Immerkaer's mask (the difference of two Laplacians, which cancels any locally linear intensity) is applied at
+    every brain pixel whose 3 x 3 neighbourhood lies inside ``foreground``; for Gaussian noise of deviation s its
+    response is Gaussian with deviation 6 s, so s = median(|response|) / (0.6745 * 6). The median keeps edges and a
+    lesion of less than half the slice from counting as noise. Slices with fewer than :data:`NOISE_MIN_PIXELS` such
+    pixels get 0.
+    """
+    images = images.to(torch.float32)
+    channels = images.shape[1]
+    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=images.device)
+    response = F.conv2d(images, mask.expand(channels, 1, 3, 3).contiguous(), padding=1, groups=channels).abs()
+    inside = foreground.to(torch.float32)
+    interior = F.conv2d(inside, torch.ones(1, 1, 3, 3, device=images.device), padding=1) > 8.5
+    interior = torch.broadcast_to(interior, response.shape)
+    values = torch.where(interior, response, torch.full((), float("nan"), device=images.device)).flatten(2)
+    sigma = values.nanmedian(dim=2).values / (0.6745 * 6.0)
+    enough = interior.flatten(2).sum(dim=2) >= NOISE_MIN_PIXELS
+    sigma = torch.where(enough & torch.isfinite(sigma), sigma, torch.zeros((), device=images.device))
+    return sigma[:, :, None, None]
 
 
 def smooth_inside(images: torch.Tensor, foreground: torch.Tensor, sigma: float) -> torch.Tensor:

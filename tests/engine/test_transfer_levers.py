@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.anomaly import anomaly_map, smooth_inside
+from engine.anomaly import NOISE_MIN_PIXELS, anomaly_map, noise_sigma, smooth_inside
 from engine.augment import AcquisitionAugmentation, acquisition_augment
 from engine.config import MapScoring, PreprocessSpec
 from engine.data import ROLE_PERIOD, ScanPair, scans_for_role, split_roles
@@ -153,6 +153,49 @@ def test_input_blur_forgives_detail_the_restoration_lacks_but_not_a_lesion() -> 
     np.testing.assert_allclose(smooth_inside(flat, fg, 2.0)[fg].numpy(), 0.6, atol=1e-5)
     with pytest.raises(ConfigError):
         MapScoring(input_blur_px=-1.0)
+
+
+def test_noise_is_estimated_from_the_image_alone_whatever_its_anatomy() -> None:
+    image, brain = _brain_slice()
+    fg = torch.from_numpy(brain)[None, None]
+    rng = np.random.default_rng(1)
+    for sigma in (0.0, 0.01, 0.03, 0.1):
+        noisy = np.where(brain, image + rng.normal(0, sigma, image.shape), 0).astype(np.float32)
+        estimate = float(noise_sigma(torch.from_numpy(noisy)[None, None], fg))
+        # The slice's edges and tissue boundaries add a little; the median keeps it within 0.005 of the truth.
+        assert abs(estimate - sigma) < 0.005 + 0.1 * sigma, (sigma, estimate)
+    tiny = torch.zeros_like(fg)
+    tiny[..., :5, :5] = True  # 9 interior pixels: too few to say
+    assert int(tiny[..., 1:4, 1:4].sum()) < NOISE_MIN_PIXELS
+    assert float(noise_sigma(torch.rand(1, 1, 64, 64), tiny)) == 0.0
+
+
+def test_noise_debias_forgives_grain_but_not_a_lesion() -> None:
+    image, brain = _brain_slice()
+    rng = np.random.default_rng(2)
+    fg = torch.from_numpy(brain)[None, None]
+    condition = torch.from_numpy(np.where(brain, image + rng.normal(0, 0.03, image.shape), 0).astype(np.float32))
+    restored = torch.from_numpy(np.where(brain, image + rng.normal(0, 0.03, image.shape), 0).astype(np.float32))
+    condition, restored = condition[None, None], restored[None, None]
+    lesion = torch.zeros_like(fg)
+    lesion[..., 28:36, 28:36] = True
+    with_lesion = torch.where(lesion, torch.full_like(condition, 0.95), condition)
+    both = MapScoring(noise_debias="both")
+    plain = anomaly_map(restored, condition, foreground=fg)
+    debiased = anomaly_map(restored, condition, foreground=fg, scoring=both)
+    assert float(debiased[fg].mean()) < 0.5 * float(plain[fg].mean())
+    debiased_lesion = anomaly_map(restored, with_lesion, foreground=fg, scoring=both)
+    assert float(debiased_lesion[lesion].mean()) > 3 * float(debiased[lesion].mean())
+    # Each side on its own removes part of it; blurring both compares them at one coarser scale.
+    for one in ("input", "restoration"):
+        part = anomaly_map(restored, condition, foreground=fg, scoring=MapScoring(noise_debias=one))
+        assert float(debiased[fg].mean()) < float(part[fg].mean()) < float(plain[fg].mean())
+    blur_both = MapScoring(input_blur_px=1.0, blur_restoration=True)
+    blur_input = MapScoring(input_blur_px=1.0)
+    assert float(anomaly_map(restored, condition, foreground=fg, scoring=blur_both)[fg].mean()) < float(
+        anomaly_map(restored, condition, foreground=fg, scoring=blur_input)[fg].mean())
+    with pytest.raises(ConfigError):
+        MapScoring(noise_debias="sometimes")  # type: ignore[arg-type]
 
 
 def test_a_calibration_names_the_settings_it_does_not_hold_for() -> None:
