@@ -25,15 +25,16 @@ import torch
 
 from engine import checkpoints
 from engine.anomaly import MemberMoments, SliceScoreMode, anomaly_map, slice_scores
+from engine.brain import analysis_brain
 from engine.card import ModelCard, read_card
 from engine.config import MapScoring
 from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
 from engine.errors import ModelLoadError
 from engine.network import build_unet
-from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
+from engine.preprocess import ModelSpace, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
-from engine.results import AnalysisSettings, AnomalyResult, ModelInfo
+from engine.results import AnalysisSettings, AnomalyResult, ModelInfo, fill_between_slices
 from engine.samplers import steps_for
 from engine.seeding import Stream, derive_seed, slice_seed
 from engine.tasks.registry import fold_tasks
@@ -43,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "condiff-t1-small"
 SKULL_ON_LITRES = 2.3
+NETWORK_BATCH: dict[str, int] = {"cpu": 4, "cuda": 32, "mps": 16}
+"""Slices per network call by device type. Every call is padded to this width, so a slice's result does not depend
+on which slices share its batch (CPU kernels block by batch size: on the build machine, batches of 1, 2, 3 or 30 gave
+maps up to 1.3e-4 apart from a batch of 4). On a CPU the time per slice is flat from 4 to 48 slices a batch (84-94 ms a
+slice and member, one thread), so a narrow batch costs nothing; a GPU wants wider calls."""
 """Above this foreground volume (litres) a scan is most likely not skull-stripped (a brain is about 1-1.7 l)."""
 
 
@@ -163,11 +169,16 @@ class Ensemble:
         condition_all = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
         brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
         done = 0
+        width = self.network_batch(settings)
         for member, (fold, model) in enumerate(self._members):
-            for start in range(0, n, settings.batch_size):
-                stop = min(n, start + settings.batch_size)
-                condition = condition_all[start:stop].to(self._device)
+            for start in range(0, n, width):
+                stop = min(n, start + width)
+                # Every call sees exactly ``width`` slices (the last batch padded with empty ones, whose results are
+                # dropped): kernels pick their blocking by batch size, so this keeps a slice's result the same
+                # whichever slices it was analysed with, in a whole-volume run or in the viewer's chunks.
+                condition = _padded(condition_all[start:stop], width).to(self._device)
                 seeds = [slice_seed(settings.seed, fold, int(k)) for k in native_index[start:stop]]
+                seeds += [0] * (width - len(seeds))
                 noise = initial_noise(condition.shape[1:], seeds, self._device)
                 scheduler, _ = make_sampler(settings.sampler, self.preset.diffusion, steps)
                 # One generator per slice (CPU, like the starting noise): a stochastic sampler's draws for a slice
@@ -180,7 +191,8 @@ class Ensemble:
                         on_step(base + i * width)
 
                 restored = restore(model, condition, scheduler, noise, generator=generator, on_step=step_done,
-                                   cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)
+                                   cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)[: stop - start]
+                condition = condition[: stop - start]
                 done += steps * (stop - start)
                 maps = anomaly_map(restored, condition, convention=self.ssim_convention,
                                    foreground=brain_all[start:stop].to(self._device), scoring=scoring)
@@ -190,6 +202,11 @@ class Ensemble:
                     kept[member, start:stop] = restored[:, 0].float().cpu().numpy()
             moments.member_done()
         return self._result(moments, sum_restored / len(self._members), brain_all, kept)
+
+    def network_batch(self, settings: AnalysisSettings) -> int:
+        """Slices per network call: :data:`NETWORK_BATCH` for this device, or fewer if ``settings.batch_size`` (the
+        memory knob) asks. Results are the same for a given width whatever slices are analysed together."""
+        return max(1, min(settings.batch_size, NETWORK_BATCH.get(self._device.type, NETWORK_BATCH["cpu"])))
 
     def _result(self, moments: MemberMoments, restored: torch.Tensor, brain: torch.Tensor,
                 member_restored: np.ndarray | None) -> ModelSpaceResult:
@@ -314,29 +331,35 @@ class Ensemble:
     def native_result(self, volume: Volume, ms: ModelSpace, partial: ModelSpaceResult, chosen: np.ndarray,
                       settings: AnalysisSettings, brain_mask: np.ndarray | None = None) -> AnomalyResult:
         """The result on the scan's own grid of model slices ``chosen`` (positions in ``ms``) analysed as
-        ``partial``: the slices in between filled by interpolation, everything mapped back, exactly as
-        :meth:`analyse` returns it. Evaluation and calibration use it to score the map a user gets."""
+        ``partial``: the analysed slices mapped back, then, when slices were skipped, the slices in between filled
+        on the native grid by :func:`engine.fill_between_slices`, exactly as the viewer fills its chunks. This is
+        what :meth:`analyse` returns; evaluation and calibration use it to score the map a user gets."""
         steps = self.steps_for(settings)
-        result = _fill_between(partial, chosen, ms)
+        chosen = np.asarray(chosen, dtype=np.int64)
+        n_model, size = len(ms), self.preset.preprocess.size
+
+        def on_model_slices(values: np.ndarray, fill: float) -> np.ndarray:
+            full = np.full((n_model, size, size), fill, dtype=np.float32)
+            full[chosen] = values
+            return full
+
         data = np.asarray(volume.data, dtype=np.float32)
-        amap = from_model_space(result.mean_map, ms, fill=0.0)
-        spread = from_model_space(result.spread, ms, fill=0.0)
-        restored_model = from_model_space(ms.to_native_intensity(result.restored), ms, fill=np.nan)
+        amap = from_model_space(on_model_slices(partial.mean_map, 0.0), ms, fill=0.0)
+        spread = from_model_space(on_model_slices(partial.spread, 0.0), ms, fill=0.0)
+        restored_model = from_model_space(ms.to_native_intensity(on_model_slices(partial.restored, np.nan)), ms,
+                                          fill=np.nan)
         n_native = volume.shape[ms.slice_axis]
         analysed = np.zeros(n_native, dtype=bool)
         analysed[ms.native_index[chosen]] = True
-        covered = np.zeros(n_native, dtype=bool)
-        covered[ms.native_index] = True
         shape = [1, 1, 1]
         shape[ms.slice_axis] = n_native
-        in_slices = covered.reshape(shape)
-        brain = np.asarray(brain_mask, dtype=bool) if brain_mask is not None else foreground_mask(data)
-        inside = in_slices & brain
+        brain = analysis_brain(volume, brain_mask)
+        inside = analysed.reshape(shape) & brain
         restored = np.where(inside & np.isfinite(restored_model), restored_model, data).astype(np.float32)
         amap = np.where(inside, amap, 0.0).astype(np.float32)
         spread = np.where(inside, spread, 0.0).astype(np.float32)
         scores = np.full(n_native, np.nan, dtype=np.float32)
-        scores[ms.native_index[chosen]] = result.scores[chosen]
+        scores[ms.native_index[chosen]] = partial.scores
         calibration = self.info.calibration
         mismatches = self.calibration_mismatches(settings)
         warnings = self.input_warnings(volume, brain_mask)
@@ -344,13 +367,13 @@ class Ensemble:
             warnings += (f"the threshold is uncalibrated for these settings: {', '.join(mismatches)}",)
         if ms.cropped:
             warnings += (f"{volume.name}: the brain is larger than the model's canvas and was cropped",)
-        return AnomalyResult(
+        result = AnomalyResult(
             anomaly_map=amap,
             member_spread=spread,
             restored=restored,
             slice_scores=scores,
             analysed=analysed,
-            covered=covered,
+            covered=analysed.copy(),
             slice_axis=ms.slice_axis,
             seed=settings.seed,
             sampler=settings.sampler,
@@ -360,40 +383,14 @@ class Ensemble:
             warnings=warnings,
             uncalibrated_for=mismatches,
         )
+        return fill_between_slices(result, brain) if len(chosen) < n_model else result
 
 
-def _fill_between(partial: ModelSpaceResult, chosen: np.ndarray, ms: ModelSpace) -> ModelSpaceResult:
-    """Expand a result on the ``chosen`` model slices to all of ``ms``'s slices by linear interpolation along the
-    native slice index (slices outside the chosen range take the nearest chosen slice)."""
-    n = len(ms)
-    if len(chosen) == n:
-        return partial
-    position = ms.native_index.astype(np.float64)
-    known = position[chosen]
-    order = np.argsort(known)
-    known, chosen_sorted = known[order], np.asarray(chosen)[order]
-    upper = np.clip(np.searchsorted(known, position), 1, len(known) - 1) if len(known) > 1 else np.zeros(n, int)
-    lower = np.maximum(upper - 1, 0)
-    span = np.where(known[upper] > known[lower], known[upper] - known[lower], 1.0)
-    weight = np.clip((position - known[lower]) / span, 0.0, 1.0).astype(np.float32)[:, None, None]
-
-    def expand(values: np.ndarray) -> np.ndarray:
-        ordered = values[order]
-        return ((1 - weight) * ordered[lower] + weight * ordered[upper]).astype(np.float32)
-
-    brain = ms.brain
-    mean_map = np.where(brain, expand(partial.mean_map), 0.0).astype(np.float32)
-    scores = np.full(n, np.nan, np.float32)
-    brain_scores = np.full(n, np.nan, np.float32)
-    scores[chosen_sorted] = partial.scores[order]
-    brain_scores[chosen_sorted] = partial.brain_scores[order]
-    return ModelSpaceResult(
-        mean_map=mean_map,
-        spread=np.where(brain, expand(partial.spread), 0.0).astype(np.float32),
-        restored=expand(partial.restored),
-        scores=scores,
-        brain_scores=brain_scores,
-    )
+def _padded(batch: torch.Tensor, width: int) -> torch.Tensor:
+    """``batch`` with empty slices appended up to ``width``."""
+    if batch.shape[0] >= width:
+        return batch
+    return torch.cat([batch, batch.new_zeros((width - batch.shape[0], *batch.shape[1:]))])
 
 
 def skull_on_litres(volume: Volume) -> float:

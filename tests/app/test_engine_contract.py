@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import scan_path
-from scipy import ndimage
 
 import engine
 from app.volume_run import CHUNK, FIRST_CHUNK, merge_chunk, nearest_first
@@ -39,10 +38,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespace:
 
         api = make_backend(tmp_path)
         api.model = api.load_ensemble(tmp_path, device="cpu")
-        api.exact = True
         return api
     tiny_model = request.getfixturevalue("tiny_model")
-    return SimpleNamespace(model=engine.load_ensemble(tiny_model, device="cpu"), exact=False,
+    return SimpleNamespace(model=engine.load_ensemble(tiny_model, device="cpu"),
                            analysis_brain=engine.analysis_brain, fill_between_slices=engine.fill_between_slices,
                            CancelToken=engine.CancelToken, Cancelled=engine.Cancelled, VolumeError=engine.VolumeError)
 
@@ -87,24 +85,13 @@ def test_chunks_nearest_first_then_filled_give_the_whole_volume_result(backend: 
     result = chunked(backend, volume, mask, plan, centre=plan[len(plan) // 3] + 1)
     np.testing.assert_array_equal(result.analysed, whole.analysed)
     np.testing.assert_array_equal(result.covered, whole.covered)
-    done = whole.analysed
-    axis = whole.slice_axis
-    tolerance = 1e-6 if backend.exact else 1e-3  # batched convolutions round by batch size, nothing more
-    np.testing.assert_allclose(np.take(result.anomaly_map, np.flatnonzero(done), axis=axis),
-                               np.take(whole.anomaly_map, np.flatnonzero(done), axis=axis), atol=tolerance)
-    np.testing.assert_allclose(result.slice_scores[done], whole.slice_scores[done], atol=tolerance)
+    # One analysis: the viewer's chunks, merged and filled, are the whole-volume run bit for bit.
+    for name in ("anomaly_map", "member_spread", "restored"):
+        np.testing.assert_array_equal(getattr(result, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(result.slice_scores, whole.slice_scores)  # NaN where filled, in both
     between = np.flatnonzero(whole.covered & ~whole.analysed)
+    assert len(between) > 10
     assert np.isnan(result.slice_scores[between]).all()
-    diff = np.abs(np.take(result.anomaly_map, between, axis=axis) - np.take(whole.anomaly_map, between, axis=axis))
-    if backend.exact:
-        assert diff.max() < 1e-6
-    else:
-        # native-grid and model-space interpolation agree inside the brain; they differ only along its edge, where a
-        # whole-volume run zeroes what falls outside the coarser model-space brain
-        interior = np.take(ndimage.binary_erosion(mask, iterations=4), between, axis=axis)
-        assert diff[interior].max() < 1e-4
-        in_brain = np.take(mask, between, axis=axis)
-        assert diff[in_brain].mean() < 0.02 * np.take(whole.anomaly_map, between, axis=axis)[in_brain].mean()
 
 
 def test_a_slice_gets_the_same_map_in_any_chunk(backend: SimpleNamespace, ixi: tuple[Any, np.ndarray]) -> None:
@@ -114,8 +101,7 @@ def test_a_slice_gets_the_same_map_in_any_chunk(backend: SimpleNamespace, ixi: t
     alone = backend.model.analyse(volume, settings=SETTINGS, slices=[k], brain_mask=mask)
     among = backend.model.analyse(volume, settings=SETTINGS, slices=[plan[0], k, plan[-1]], brain_mask=mask)
     axis = alone.slice_axis
-    np.testing.assert_allclose(np.take(alone.anomaly_map, k, axis=axis), np.take(among.anomaly_map, k, axis=axis),
-                               atol=1e-6 if backend.exact else 1e-3)
+    np.testing.assert_array_equal(np.take(alone.anomaly_map, k, axis=axis), np.take(among.anomaly_map, k, axis=axis))
     assert alone.covered.sum() == 1  # explicit slices: nothing is filled in
 
 

@@ -182,24 +182,18 @@ def test_planned_slices_in_chunks_then_filled_match_a_whole_volume_run(require_d
             merged, anomaly_map=np.where(keep, part.anomaly_map, merged.anomaly_map),
             member_spread=np.where(keep, part.member_spread, merged.member_spread),
             restored=np.where(keep, part.restored, merged.restored),
+            slice_scores=np.where(part.analysed, part.slice_scores, merged.slice_scores),
             analysed=merged.analysed | part.analysed, covered=merged.covered | part.covered)
     assert merged is not None
     assert np.array_equal(merged.analysed, whole.analysed)
-    done = merged.analysed
-    # batched convolutions round differently by batch size (about 1e-4), nothing more
-    assert np.allclose(merged.anomaly_map[:, :, done], whole.anomaly_map[:, :, done], atol=1e-3)
     filled = engine.fill_between_slices(merged, foreground_mask(volume.data))
-    assert np.array_equal(filled.covered, whole.covered)
     between = whole.covered & ~whole.analysed
     assert between.sum() > 50
-    # Inside the brain, native and model-space interpolation agree; they differ only along the brain's edge, where
-    # a whole-volume run zeroes what falls outside the 3 mm model-space brain.
-    from scipy import ndimage
-
-    interior = ndimage.binary_erosion(foreground_mask(volume.data), iterations=4)[:, :, between]
-    diff = np.abs(filled.anomaly_map[:, :, between] - whole.anomaly_map[:, :, between])
-    assert (diff[interior] < 1e-3).mean() > 0.999
-    assert diff.mean() < 1e-3
+    # One analysis: chunks of any grouping, merged and filled on the native grid, are the whole-volume result, bit
+    # for bit (the network always sees batches of one width, and both fill the same way).
+    for name in ("anomaly_map", "member_spread", "restored", "analysed", "covered"):
+        assert np.array_equal(getattr(filled, name), getattr(whole, name)), name
+    assert np.array_equal(filled.slice_scores, whole.slice_scores, equal_nan=True)
     assert np.isnan(filled.slice_scores[between]).all()
     with pytest.raises(ValueError, match="brain mask shape"):
         engine.fill_between_slices(merged, np.ones((2, 2, 2), bool))
