@@ -400,7 +400,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     for line in result.warnings:
-        logger.warning(line)
+        if line not in volume.warnings:  # the reader logged its own already
+            logger.warning(line)
     units = calibration.units if calibration else "1 - SSIM (ensemble mean)"
     paths = write_outputs(volume, result, args.out, threshold=threshold, units=units, extra={
         "ThresholdSource": "--threshold" if args.threshold is not None else "model calibration",

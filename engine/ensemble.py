@@ -362,7 +362,8 @@ class Ensemble:
         scores[ms.native_index[chosen]] = partial.scores
         calibration = self.info.calibration
         mismatches = self.calibration_mismatches(settings)
-        warnings = self.input_warnings(volume, brain_mask)
+        # What the reader said about the file travels with the result, into the sidecar, the report and the viewer.
+        warnings = tuple(volume.warnings) + self.input_warnings(volume, brain_mask)
         if mismatches:
             warnings += (f"the threshold is uncalibrated for these settings: {', '.join(mismatches)}",)
         if ms.cropped:

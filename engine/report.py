@@ -28,6 +28,8 @@ DISCLAIMER = "Research software, not a medical device. Not for diagnosis or trea
 PAGE_INCHES = (8.27, 11.69)  # A4 portrait
 TABLE_ROWS = 10
 PANELS = 3
+REPORT_WARNINGS = 3
+"""Warnings written on the report page; the rest are counted (the sidecar lists them all)."""
 
 
 def report_path(volume: Volume, out_dir: str | Path | None = None, stem: str | None = None) -> Path:
@@ -94,7 +96,7 @@ def _draw(volume: Volume, result: AnomalyResult, findings: Findings, *, model: M
     figure.text(0.07, 0.94, DISCLAIMER, fontsize=8.5, color="#a00000", weight="bold", va="center",
                 bbox={"boxstyle": "round,pad=0.35", "facecolor": "#fff0f0", "edgecolor": "#a00000", "linewidth": 0.8})
     _identity(figure.add_axes((0.07, 0.79, 0.86, 0.125)), volume, result, findings, model, brain_mask)
-    _table(figure.add_axes((0.07, 0.545, 0.86, 0.215)), findings)
+    _table(figure.add_axes((0.07, 0.545, 0.86, 0.185)), findings)
     top = display_max
     if top is None and model is not None and model.calibration is not None:
         top = model.calibration.display_max
@@ -164,9 +166,15 @@ def _identity(axes: Any, volume: Volume, result: AnomalyResult, findings: Findin
             x = 0.0 if column == 0 else 0.5
             axes.text(x, y, key, fontsize=7.5, weight="bold", va="top", transform=axes.transAxes)
             axes.text(x + 0.095, y, textwrap.fill(value, 60), fontsize=7, va="top", transform=axes.transAxes)
-    for warning_row, warning in enumerate(result.warnings[:2]):
-        axes.text(0.0, -0.04 - 0.11 * warning_row, textwrap.shorten(f"Warning: {warning}", 150), fontsize=7,
-                  color="#a05000", va="top", transform=axes.transAxes)
+    # The scan is named above, so a warning about it is shown without its path.
+    prefix = f"{volume.path}: " if volume.path is not None else "\0"
+    shown = [textwrap.shorten(f"Warning: {warning.removeprefix(prefix)}", 150)
+             for warning in result.warnings[:REPORT_WARNINGS]]
+    if len(result.warnings) > REPORT_WARNINGS:
+        shown.append(f"... and {len(result.warnings) - REPORT_WARNINGS} more warning(s), listed in the sidecar JSON")
+    for warning_row, line in enumerate(shown):
+        axes.text(0.0, -0.05 - 0.08 * warning_row, line, fontsize=6.5, color="#a05000", va="top",
+                  transform=axes.transAxes)
 
 
 def _table(axes: Any, findings: Findings) -> None:

@@ -371,6 +371,9 @@ def _nifti_placement_and_scaling(path: Path, header: nib.Nifti1Header, shape: tu
     forms = _forms_warning(path, header, shape)
     if forms:
         notes.append(forms)
+    if not int(header["sform_code"]) and not int(header["qform_code"]):
+        notes.append(f"{path}: has no sform or qform, so its orientation is assumed (LAS, the NIfTI fallback): "
+                     "left and right may be swapped")
     return notes
 
 

@@ -238,6 +238,11 @@ def _disagreeing_forms(header: nib.Nifti1Header) -> None:
     header.set_qform(qform, code="scanner")
 
 
+def _no_forms(header: nib.Nifti1Header) -> None:
+    header["sform_code"] = 0
+    header["qform_code"] = 0
+
+
 GEOMETRY = [
     Case("two_d", "geometry", _nifti("two_d.nii.gz", lambda: head((20, 22, 18))[:, :, 9]), "error", "2-d"),
     Case("single_slice", "geometry", _nifti("single.nii.gz", lambda: head((20, 22, 18))[:, :, 9:10]), "error",
@@ -257,6 +262,7 @@ GEOMETRY = [
     Case("singular_affine", "geometry", _raw("singular.nii", _singular_sform), "error", "affine"),
     Case("non_finite_affine", "geometry", _raw("nan_affine.nii", _nan_sform), "error", "affine"),
     Case("sform_qform_disagree", "geometry", _raw("forms.nii", _disagreeing_forms), "warning", "using the sform"),
+    Case("no_forms", "geometry", _raw("no_forms.nii", _no_forms), "warning", "orientation is assumed"),
 ]
 
 

@@ -75,6 +75,8 @@ def test_infer_on_a_scan_case(tmp_path: Path, model: Path, name: str, capsys: py
         assert sidecar["Threshold"] == 0.5
         if case.outcome == "warning":  # the sidecar keeps what the loader said about the input
             assert any(case.says in w.lower() for w in sidecar["InputWarnings"])
+            assert any(case.says in w.lower() for w in sidecar["Warnings"])  # and so does the result (the report)
+            assert sum(case.says in w.lower() for w in warnings) == 1  # logged once, not again by the analysis
         else:
             assert sidecar["InputWarnings"] == []
         assert not list(out.glob(".*.tmp"))
