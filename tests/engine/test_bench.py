@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
-from engine.bench import matmul_gflops, run_bench
+from engine.bench import PAPER_STEPS, _synthetic_brats_volume, matmul_gflops, run_bench
+from engine.ensemble import load_ensemble
+from engine.results import AnalysisSettings
 
 
 def test_bench_reports_speed_keys_on_a_tiny_model(tiny_model: Path) -> None:
@@ -16,8 +19,21 @@ def test_bench_reports_speed_keys_on_a_tiny_model(tiny_model: Path) -> None:
                 "unet_fraction_of_matmul", "train_s_per_step", "peak_rss_mb"):
         assert report[key] > 0, key
     assert report["members"] == 2
-    assert report["volume_seconds"] == report["fast_volume_s"]
     assert report["first_slice_seconds"] < report["volume_seconds"]
+    # The derived keys agree with the keys they are derived from (each recomputed here from its inputs).
+    ensemble = load_ensemble(tiny_model, device="cpu")
+    fast = AnalysisSettings(sampler=ensemble.preset.default_sampler)
+    planned = ensemble.plan_slices(_synthetic_brats_volume(), settings=fast)
+    assert report["fast_slices_analysed"] == len(planned)
+    steps = ensemble.steps_for(fast)
+    assert report["fast_sampler"] == f"ddim x {steps} steps"
+    calls = len(planned) * steps * 2
+    assert report["fast_ms_per_slice_step_member"] * calls / 1000 == pytest.approx(report["volume_seconds"], abs=0.06)
+    fast_per_slice_step = report["fast_ms_per_slice_step_member"] * steps
+    paper_per_slice = report["paper_ms_per_slice_step_member"] * PAPER_STEPS
+    assert report["speedup_fast_vs_paper"] == pytest.approx(paper_per_slice / fast_per_slice_step, rel=0.05, abs=0.1)
+    assert report["unet_fraction_of_matmul"] == pytest.approx(report["unet_gflops"] / report["matmul_gflops"],
+                                                              rel=0.02, abs=0.002)
     # The tiny network costs next to nothing, so both samplers are dominated by fixed costs here; a real model's
     # ratio is in the README. What must hold: the paper's protocol was timed per slice, step and member.
     assert report["paper_ms_per_slice_step_member"] > 0
