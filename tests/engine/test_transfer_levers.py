@@ -321,3 +321,41 @@ def test_training_pairs_share_the_acquisition_and_keep_the_paper_recipe_without_
     # Without augmentation the pairs are what they were (the same draws from the same seeds).
     plain_condition, plain_clean, _ = make_pairs(source, tasks, [0, 0], [11, 12], 1.0)
     np.testing.assert_array_equal(plain_clean[:, 0], np.stack([source.image] * 2))
+
+
+def test_transfer_counts_on_a_real_case_match_scikit_learn_at_two_thresholds(require_data: Path,
+                                                                             tiny_model: Path) -> None:
+    """The lesion path evaluate reports (sensitivity, precision, Dice, non-lesion flagged) on a real dev case's map
+    and label on the native grid, against scikit-learn's metrics at two thresholds; far-from-lesion against a
+    brute-force distance."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    import engine
+    from engine.evaluation import find_cases
+
+    case = find_cases(require_data / "brats2018-dev", "t1")[0]
+    volume = engine.load_volume(case.image)
+    label = engine.load_mask(case.label, volume)
+    ensemble = engine.load_ensemble(tiny_model, device="cpu")
+    result = ensemble.analyse(volume, settings=engine.AnalysisSettings(steps=1))
+    brain = engine.analysis_brain(volume)
+    truth, scores = label[brain], result.anomaly_map[brain]
+    assert 0 < truth.mean() < 0.5
+    for threshold in np.quantile(scores, [0.9, 0.97]):
+        counts = TransferCounts(float(threshold))
+        counts.add(result.anomaly_map, brain, label, volume.zooms)
+        r = counts.result()
+        flagged = scores >= threshold
+        assert r.sensitivity == pytest.approx(recall_score(truth, flagged))
+        assert r.precision == pytest.approx(precision_score(truth, flagged))
+        assert r.dice == pytest.approx(f1_score(truth, flagged))
+        assert r.nonlesion_flagged == pytest.approx(flagged[~truth].mean())
+        assert r.brain_flagged == pytest.approx(flagged.mean())
+    # Far from the lesion, by brute force on a coarse copy: every voxel's nearest lesion voxel, in mm.
+    coarse = label[::8, ::8, ::8]
+    zooms = tuple(8.0 * z for z in volume.zooms)
+    far = far_from(coarse, zooms, 20.0)
+    points = np.argwhere(coarse) * np.asarray(zooms)
+    every = np.argwhere(np.ones_like(coarse)) * np.asarray(zooms)
+    nearest = np.sqrt(((every[:, None, :] - points[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    np.testing.assert_array_equal(far.ravel(), nearest > 20.0)
