@@ -15,11 +15,10 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.state import ViewerState
+from engine.config import DEFAULT_MIN_VOLUME_ML
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MIN_VOLUME_ML = 0.05
-"""Smallest finding listed, mL (the engine's ``infer --min-finding-ml`` default)."""
 REFRESH_DELAY_MS = 150
 
 

@@ -12,7 +12,8 @@ from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from app import findings_model, slicing, state, text
+from app import slicing, state, text
+from engine.config import DEFAULT_MIN_VOLUME_ML
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ DEVICE = Pref("analysis/device", "auto")
 SAMPLER = Pref("analysis/sampler", "ddim")
 STEPS = Pref("analysis/steps", 0)  # 0: the model's default
 SEED = Pref("analysis/seed", 0)
-FINDINGS_MIN_ML = Pref("findings/min_volume_ml", findings_model.DEFAULT_MIN_VOLUME_ML)
+FINDINGS_MIN_ML = Pref("findings/min_volume_ml", DEFAULT_MIN_VOLUME_ML)
 # --- files ---------------------------------------------------------------------------------------------------------
 RECENT_FILES = Pref("recent/files", [])
 RECENT_FOLDER = Pref("recent/folder", "")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.config import PRESETS
+from engine.config import DEFAULT_MIN_VOLUME_ML, PRESETS
 from engine.errors import EngineError, OutputError
 from engine.samplers import SAMPLERS
 
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("engine.cli")
 
 PROG = "condiff-engine"
-MIN_FINDING_ML = 0.05
-"""Default of ``infer --min-finding-ml``: ``engine.findings.DEFAULT_MIN_VOLUME_ML`` (not imported, to keep start-up
-cheap; a test keeps the two equal)."""
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -375,6 +372,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse one scan and write its mask, map, restoration, sidecar and findings on the scan's own grid."""
     from engine.findings import find_findings, format_findings, write_findings  # noqa: PLC0415
     from engine.outputs import modality_warning, write_outputs  # noqa: PLC0415
+    from engine.results import flagged as flagged_by  # noqa: PLC0415
     from engine.volumes import check_output_folder, load_mask, load_volume  # noqa: PLC0415
 
     volume = load_volume(args.scan)
@@ -409,7 +407,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         "BrainMask": str(args.brain_mask) if args.brain_mask else None,
         "Seconds": round(time.monotonic() - start, 2), "InputWarnings": list(volume.warnings),
     })
-    flagged = int((result.anomaly_map >= threshold).sum())
+    flagged = int(flagged_by(result.anomaly_map, threshold).sum())
     logger.info("%s: %d slices analysed (%d covered) in %.1f s; %d voxels flagged at %.4g", volume.name,
                 int(result.analysed.sum()), int(result.covered.sum()), time.monotonic() - start, flagged, threshold)
     findings = find_findings(result, volume.affine, threshold=threshold, min_volume_ml=args.min_finding_ml)
@@ -678,9 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write a one-page PDF report (identity, settings, findings, top slices, slice scores)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write the findings as a DICOM SEG referencing the source series (DICOM input only)")
-    p.add_argument("--min-finding-ml", type=_non_negative, default=MIN_FINDING_ML, metavar="ML",
+    p.add_argument("--min-finding-ml", type=_non_negative, default=DEFAULT_MIN_VOLUME_ML, metavar="ML",
                    help=f"findings smaller than this many mL are left out of the findings table "
-                        f"(default: {MIN_FINDING_ML})")
+                        f"(default: {DEFAULT_MIN_VOLUME_ML})")
     analysis_options(p)
     p.set_defaults(func=cmd_infer)
 

@@ -214,6 +214,10 @@ class MapScoring:
             raise ConfigError(f"input_blur_px must be in [0, 10), got {self.input_blur_px}")
 
 
+DEFAULT_MIN_VOLUME_ML = 0.05
+"""Findings smaller than this (mL) are not listed, by default, in the CLI, the report and the viewer: below about two
+voxels of the bundled model's 3 mm canvas."""
+
 LANDMARK_PERCENTILES: tuple[float, ...] = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
 """Brain-intensity percentiles that ``"landmarks"`` normalisation maps onto reference values."""
 

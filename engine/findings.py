@@ -26,13 +26,13 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr
 
+from engine.config import DEFAULT_MIN_VOLUME_ML
 from engine.errors import OutputError
 from engine.outputs import output_paths
 from engine.results import AnomalyResult
+from engine.results import flagged as flagged_by
 from engine.volumes import Volume, atomic_write_bytes, atomic_write_json
 
-DEFAULT_MIN_VOLUME_ML = 0.05
-"""Regions smaller than this (mL) are not listed: below about two voxels of the bundled model's 3 mm canvas."""
 RANK_RULE = "anomaly load (sum of the map over the finding x voxel volume, in mL), largest first"
 AGREEMENT_RULE = ("estimated share of members above the threshold: mean over the finding of Phi((mean - threshold) "
                   "/ member spread), assuming normally spread members (per-member maps are not kept)")
@@ -162,7 +162,7 @@ def find_findings(result: AnomalyResult, affine: np.ndarray, *, threshold: float
     spread = np.asarray(result.member_spread, dtype=np.float32)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     axis = result.slice_axis
-    flagged = scores >= np.float32(threshold)
+    flagged = flagged_by(scores, threshold)
     labels = np.zeros(scores.shape, dtype=np.int32)
     box = _bounding_box(flagged)
     if box is None:

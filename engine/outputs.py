@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import OutputError
-from engine.results import AnomalyResult
+from engine.results import AnomalyResult, flagged
 from engine.volumes import Volume, atomic_write_json, save_like
 
 OUTPUT_KINDS = ("mask", "map", "spread", "restored", "sidecar")
@@ -82,7 +82,7 @@ def output_paths(volume: Volume, out_dir: str | Path | None = None, stem: str | 
 
 def anomaly_mask(result: AnomalyResult, threshold: float) -> np.ndarray:
     """uint8 mask of the voxels whose anomaly score is at or above ``threshold``."""
-    return (result.anomaly_map >= np.float32(threshold)).astype(np.uint8)
+    return flagged(result.anomaly_map, threshold).astype(np.uint8)
 
 
 def sidecar(volume: Volume, result: AnomalyResult, threshold: float, *, units: str, files: dict[str, Path],
@@ -105,7 +105,7 @@ def sidecar(volume: Volume, result: AnomalyResult, threshold: float, *, units: s
         "UncalibratedFor": list(result.uncalibrated_for),
         "SliceAxis": result.slice_axis,
         "AnalysedSlices": [int(i) for i in np.flatnonzero(result.analysed)],
-        "FlaggedVoxels": int((result.anomaly_map >= threshold).sum()),
+        "FlaggedVoxels": int(flagged(result.anomaly_map, threshold).sum()),
         "Warnings": list(result.warnings),
         "Files": {kind: path.name for kind, path in files.items() if kind != "sidecar"},
         "DateCreated": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -193,6 +193,12 @@ class AnomalyResult:
     uncalibrated_for: tuple[str, ...] = ()
 
 
+def flagged(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """The voxels a threshold flags: score at or above it, compared in float32 as the maps are stored (the one rule
+    behind the exported mask, its voxel count, the findings, the transfer counts and the viewer's overlay)."""
+    return np.asarray(anomaly_map) >= np.float32(threshold)
+
+
 def fill_between_slices(result: AnomalyResult, brain: np.ndarray) -> AnomalyResult:
     """Fill the slices between analysed ones by linear interpolation along the slice axis, on the native grid.
 

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from engine.results import flagged as flagged_by
 from engine.volumes import Volume
 
 __all__ = ["FAR_MM", "SHIFTS", "TransferCounts", "TransferResult", "far_from", "shifted_healthy"]
@@ -85,7 +86,7 @@ class TransferCounts:
             zooms: tuple[float, ...]) -> None:
         """Count one scan: its map, brain mask and lesion label (None for a healthy scan) on its own grid."""
         brain = np.asarray(brain, dtype=bool)
-        flagged = (np.asarray(anomaly_map) >= self.threshold) & brain
+        flagged = flagged_by(anomaly_map, self.threshold) & brain
         lesion = np.zeros_like(brain) if lesion is None else (np.asarray(lesion, dtype=bool) & brain)
         far = far_from(lesion, zooms) & brain
         self.scans += 1

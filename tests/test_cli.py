@@ -154,13 +154,6 @@ def test_infer_writes_outputs_on_the_inputs_grid(tmp_path: Path, tiny_model: Pat
         assert "no findings" in printed[0]
 
 
-def test_infer_min_finding_default_is_the_engines() -> None:
-    from engine.cli import MIN_FINDING_ML
-    from engine.findings import DEFAULT_MIN_VOLUME_ML
-
-    assert MIN_FINDING_ML == DEFAULT_MIN_VOLUME_ML
-
-
 def test_evaluate_writes_the_documented_keys(tmp_path: Path, tiny_model: Path, require_data: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     report_path = tmp_path / "report.json"

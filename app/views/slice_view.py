@@ -20,6 +20,7 @@ from PySide6.QtGui import QColor, QFont, QKeyEvent
 
 from app import colormaps, slicing, text
 from app.state import ViewerState
+from engine.results import flagged
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         if self._map_slice is None:
             self.mask_item.clear()
             return
-        mask = self._map_slice >= self.state.threshold
+        mask = flagged(self._map_slice, self.state.threshold)
         mask &= self._map_slice > 0
         self.mask_item.setLookupTable(colormaps.mask_lut(self.state.mask_fill))
         self.mask_item.setImage(colormaps.mask_labels(mask), autoLevels=False, levels=(0, colormaps.LUT_SIZE - 1))
