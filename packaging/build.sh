@@ -77,6 +77,13 @@ if [[ $SMOKE -eq 1 ]]; then
     "$BUNDLE/condiff-engine" info --preset paper --json >/dev/null
     "$BUNDLE/condiff-engine" info --model "$BUNDLE/_internal/resources/models/condiff-t1-small" --json >/dev/null
     echo "build.sh: frozen condiff-engine info (preset and bundled model): ok"
+    # Every output path of infer on the frozen program: maps, mask, findings and the PDF report.
+    OUTS="$ROOT/build/frozen-infer"
+    rm -rf "$OUTS"
+    "$BUNDLE/condiff-engine" infer "$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz" --out "$OUTS" \
+        --steps 1 --report >/dev/null
+    ls "$OUTS"/*_report.pdf "$OUTS"/*_desc-anomaly_mask.nii.gz "$OUTS"/*_findings.tsv >/dev/null
+    echo "build.sh: frozen condiff-engine infer with findings and --report: ok"
     # The MS sample, analysed on one slice: the frozen torch, the bundled model and the overlay all take part.
     SCAN="$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz"
     SHOT="$ROOT/build/frozen-viewer.png"
