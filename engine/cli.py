@@ -225,6 +225,9 @@ def _role_option(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--role", choices=["all", *ROLES], default=default,
                    help="of the healthy folder, use only this role of the fixed split (train / selection / "
                    f"calibration, see the README; default: {default})")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out the healthy scans whose file name matches (repeatable), e.g. 'IXI056*', the "
+                   "shipped sample, which the held-out test set does not include")
 
 
 def _shift_list(text: str) -> list[str]:
@@ -444,7 +447,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         update_card(ensemble.path, lambda card: replace(card, slice_score=args.slice_score))
         ensemble = _load_model(args)  # the slice score is part of what the calibration measures
     scans = find_scans(args.data, image_pattern=args.image_pattern, mask_suffix=args.mask_suffix or None)
-    scans = scans_for_role(scans, args.role)
+    scans = scans_for_role(scans, args.role, args.exclude)
     if args.max_scans:
         scans = scans[: args.max_scans]
     bar = _BarCallback(len(scans), "calibrate", "scan")
@@ -477,7 +480,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.max_cases:
         cases = cases[: args.max_cases]
     ensemble = _load_model(args)
-    healthy = scans_for_role(find_scans(args.healthy), args.role) if args.healthy else []
+    healthy = scans_for_role(find_scans(args.healthy), args.role, args.exclude) if args.healthy else []
     bar = _BarCallback(len(cases), "evaluate", "case")
     try:
         report = evaluate(ensemble, cases, _settings(args, ensemble), healthy=healthy, shifts=args.shifts,
@@ -493,7 +496,7 @@ def _evaluate_healthy(args: argparse.Namespace) -> int:
     from engine.data import find_scans, scans_for_role  # noqa: PLC0415
     from engine.evaluation import healthy_report  # noqa: PLC0415
 
-    scans = scans_for_role(find_scans(args.healthy), args.role)
+    scans = scans_for_role(find_scans(args.healthy), args.role, args.exclude)
     if args.max_cases:
         scans = scans[: args.max_cases]
     ensemble = _load_model(args)
@@ -511,7 +514,7 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     from engine.data import find_scans, scans_for_role  # noqa: PLC0415
     from engine.synthetic import evaluate_synthetic  # noqa: PLC0415
 
-    scans = scans_for_role(find_scans(args.synthetic), args.role)
+    scans = scans_for_role(find_scans(args.synthetic), args.role, args.exclude)
     if args.max_cases:
         scans = scans[: args.max_cases]
     ensemble = _load_model(args)

@@ -8,6 +8,7 @@ synthetic tasks use. The arrays can be cached in an ``.npz`` file keyed by the f
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -133,13 +134,14 @@ def split_roles(scans: Sequence[ScanPair]) -> dict[str, list[ScanPair]]:
     return roles
 
 
-def scans_for_role(scans: Sequence[ScanPair], role: str | None) -> list[ScanPair]:
-    """``scans`` themselves (``role`` None or ``"all"``) or the scans of one role of :func:`split_roles`."""
-    if role in (None, "all"):
-        return list(scans)
-    if role not in ROLES:
+def scans_for_role(scans: Sequence[ScanPair], role: str | None, exclude: Sequence[str] = ()) -> list[ScanPair]:
+    """``scans`` themselves (``role`` None or ``"all"``) or the scans of one role of :func:`split_roles`, without
+    those whose image file name matches a glob of ``exclude`` (e.g. ``"IXI056*"``, the shipped sample, which the
+    held-out test leaves out). The roles are split before the exclusion, so excluding a scan moves no other."""
+    if role not in (None, "all") and role not in ROLES:
         raise ValueError(f"unknown role {role!r}; known: all, {', '.join(ROLES)}")
-    return split_roles(scans)[role]
+    chosen = list(scans) if role in (None, "all") else split_roles(scans)[role]
+    return [s for s in chosen if not any(fnmatch.fnmatch(s.image.name, pattern) for pattern in exclude)]
 
 
 def _cache_key(scans: Sequence[ScanPair], spec: PreprocessSpec) -> str:

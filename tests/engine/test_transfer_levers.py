@@ -60,6 +60,17 @@ def _brain_slice() -> tuple[np.ndarray, np.ndarray]:
     return image, brain
 
 
+def test_excluding_a_scan_moves_no_other_between_roles() -> None:
+    pairs = _pairs(45)
+    calibration = scans_for_role(pairs, "calibration")
+    dropped = calibration[0].image.name
+    without = scans_for_role(pairs, "calibration", exclude=[dropped[:6] + "*"])
+    assert [s.image.name for s in without] == [s.image.name for s in calibration[1:]]
+    assert scans_for_role(pairs, "selection", exclude=[dropped]) == scans_for_role(pairs, "selection")
+    everything = scans_for_role(pairs, "all", exclude=["IXI00*"])
+    assert len(everything) == 35 and not any(s.image.name.startswith("IXI00") for s in everything)
+
+
 def test_acquisition_augmentation_is_seeded_stays_in_the_brain_and_changes_it() -> None:
     image, brain = _brain_slice()
     params = AcquisitionAugmentation(probability=1.0, transform_probability=1.0)
