@@ -32,7 +32,7 @@ from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
 from engine.errors import ModelLoadError
 from engine.network import build_unet
-from engine.preprocess import ModelSpace, from_model_space, to_model_space
+from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, ModelInfo, fill_between_slices
 from engine.samplers import steps_for
@@ -395,14 +395,10 @@ def _padded(batch: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def skull_on_litres(volume: Volume) -> float:
-    """Foreground volume in litres (voxels above 10% of the robust maximum), a skull-stripping heuristic."""
-    data = np.asarray(volume.data, dtype=np.float32)
-    positive = data[data > 0]
-    if positive.size == 0:
-        return 0.0
-    threshold = 0.1 * float(np.percentile(positive, 99.5))
+    """Volume of the scan's foreground (:func:`engine.preprocess.foreground_mask`, the brain an analysis takes when
+    given no mask) in litres: a brain is 1-1.7 l, a head with its skull well over 2.3 l."""
     voxel_ml = float(np.prod(volume.zooms)) / 1000.0
-    return float((data > threshold).sum()) * voxel_ml / 1000.0
+    return float(foreground_mask(np.asarray(volume.data, dtype=np.float32)).sum()) * voxel_ml / 1000.0
 
 
 def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int] | None = None) -> Ensemble:
