@@ -221,10 +221,7 @@ class AnalysisController(QObject):
         return volume
 
     def _axial_axis(self, volume: Any) -> int:
-        try:
-            return int(self.backend.axial_axis(volume.affine))
-        except (AttributeError, ImportError):
-            return slicing.plane_layout(volume.affine, np.shape(volume.data), "axial").slice_axis
+        return int(self.backend.axial_axis(volume.affine))
 
     def open_brain_mask(self, path: str | Path) -> bool:
         """Use a brain mask on the open scan's grid; on failure report why and keep the current one.

@@ -96,12 +96,6 @@ def load_volume(path: str | Path) -> Any:
     return real(path)
 
 
-def axial_axis(affine: np.ndarray) -> int:
-    """Array axis closest to RAS superior."""
-    ornt = nib.io_orientation(np.asarray(affine, dtype=np.float64))
-    return int(np.flatnonzero(ornt[:, 0] == 2)[0])
-
-
 def analysis_brain(volume: Any, brain_mask: np.ndarray | None = None) -> np.ndarray:
     """The fake's brain: the brain mask when given, else the voxels above zero."""
     data = np.asarray(volume.data)
@@ -134,7 +128,7 @@ class FakeEnsemble:
                     settings: AnalysisSettings | None = None) -> tuple[int, ...]:
         """Every stride-th slice with brain and the last one, ascending."""
         settings = settings if settings is not None else AnalysisSettings()
-        axis = axial_axis(volume.affine)
+        axis = engine.axial_axis(volume.affine)
         brain = analysis_brain(volume, brain_mask)
         with_brain = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
         if with_brain.size <= 2:
@@ -150,7 +144,7 @@ class FakeEnsemble:
         if self.fail_with is not None:
             raise self.fail_with
         data = np.asarray(volume.data, dtype=np.float32)
-        axis = axial_axis(volume.affine)
+        axis = engine.axial_axis(volume.affine)
         n = data.shape[axis]
         todo = list(self.plan_slices(volume, brain_mask, settings)) if slices is None else [int(s) for s in slices]
         if any(not 0 <= s < n for s in todo):
@@ -261,7 +255,8 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         EngineError=EngineError, VolumeError=VolumeError, ModelLoadError=ModelLoadError, OutputError=OutputError,
         Cancelled=Cancelled, CancelToken=CancelToken, Progress=Progress, AnalysisSettings=AnalysisSettings,
         AnomalyResult=AnomalyResult, Calibration=Calibration, ModelInfo=ModelInfo,
-        load_volume=load_volume, load_mask=engine.load_mask, axial_axis=axial_axis, analysis_brain=analysis_brain,
+        load_volume=load_volume, load_mask=engine.load_mask, axial_axis=engine.axial_axis,
+        analysis_brain=analysis_brain,
         fill_between_slices=engine.fill_between_slices, find_findings=engine.find_findings,
         write_findings=engine.write_findings, findings_paths=engine.findings_paths,
         write_dicom_seg=engine.write_dicom_seg, write_report=engine.write_report, report_path=engine.report_path,

@@ -68,7 +68,8 @@ def test_excluding_a_scan_moves_no_other_between_roles() -> None:
     assert [s.image.name for s in without] == [s.image.name for s in calibration[1:]]
     assert scans_for_role(pairs, "selection", exclude=[dropped]) == scans_for_role(pairs, "selection")
     everything = scans_for_role(pairs, "all", exclude=["IXI00*"])
-    assert len(everything) == 35 and not any(s.image.name.startswith("IXI00") for s in everything)
+    assert len(everything) == 35
+    assert not any(s.image.name.startswith("IXI00") for s in everything)
 
 
 def test_acquisition_augmentation_is_seeded_stays_in_the_brain_and_changes_it() -> None:
