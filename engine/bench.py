@@ -9,6 +9,7 @@ preset without trained weights is timed with randomly initialised members: speed
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import tempfile
 import time
@@ -93,6 +94,8 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
     size = spec.preprocess.size
     net = build_unet(spec.unet, size).to(dev)
     out: dict[str, Any] = {"preset": preset, "device": dev.type, "threads": torch.get_num_threads(),
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
                            "parameters": count_parameters(net),
                            "input": f"{size}x{size} at {spec.preprocess.spacing_mm} mm"}
     x = torch.rand(1, 2, size, size, device=dev)

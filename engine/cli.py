@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -580,8 +581,19 @@ def _print_table(report: EvaluationReport | SyntheticReport) -> None:
               f"{r.mae_to_input:.4f} to the input; healthy slices 1-SSIM {r.healthy_dssim:.3f}")
 
 
+ISA_ENVIRONMENT = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+"""``bench --isa``: the environment that restricts oneDNN and PyTorch's own kernels to an instruction set, so an
+AVX-512 machine measures what an AVX2-only workstation runs."""
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Speed and memory of the engine on this machine."""
+    if args.isa != "native":
+        if "torch" in sys.modules:  # the kernels are chosen when torch loads
+            raise EngineError(f"--isa {args.isa} must be chosen before torch loads; set "
+                              + " ".join(f"{k}={v}" for k, v in ISA_ENVIRONMENT[args.isa].items())
+                              + " in the environment instead")
+        os.environ.update(ISA_ENVIRONMENT[args.isa])
     from engine.bench import run_bench  # noqa: PLC0415
 
     _set_threads(args.threads)
@@ -733,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--train-steps", type=_positive, default=5)
     p.add_argument("--no-volume", action="store_true", help="skip the whole-volume timing")
+    p.add_argument("--isa", choices=["native", *ISA_ENVIRONMENT], default="native",
+                   help="restrict the CPU kernels to this instruction set (avx2: what most workstations have), "
+                   "as ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY would")
     p.add_argument("--threads", type=_positive)
     _json_option(p)
     p.set_defaults(func=cmd_bench)

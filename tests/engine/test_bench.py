@@ -42,3 +42,25 @@ def test_bench_reports_speed_keys_on_a_tiny_model(tiny_model: Path) -> None:
 
 def test_matmul_rate_is_measured() -> None:
     assert matmul_gflops(torch.device("cpu"), size=256, repeat=2) > 0.1
+
+
+def test_bench_can_measure_what_an_avx2_machine_runs(tmp_path: Path) -> None:
+    """``--isa avx2`` restricts PyTorch's kernels to AVX2 (reported as the CPU capability), in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    def run(isa: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "engine", "bench", "--preset", "tiny", "--no-volume",
+                               "--train-steps", "1", "--threads", "1", "--isa", isa, "--json"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(done.stdout)
+
+    restricted = run("avx2")
+    assert restricted["cpu_capability"] == "AVX2"
+    assert restricted["onednn_max_cpu_isa"] == "AVX2"
+    native = run("native")
+    assert native["onednn_max_cpu_isa"] == "native"
+    assert native["cpu_capability"] in ("AVX2", "AVX512", "DEFAULT", "ZVECTOR", "VSX", "NEON", "SVE256")
