@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.state import ViewerState
-from engine.config import DEFAULT_MIN_VOLUME_ML
+from engine import DEFAULT_MIN_VOLUME_ML
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from PySide6.QtCore import QByteArray, QSettings
 
 from app import slicing, state, text
-from engine.config import DEFAULT_MIN_VOLUME_ML
+from engine import DEFAULT_MIN_VOLUME_ML
 
 T = TypeVar("T")
 

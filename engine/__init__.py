@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "Calibration": "engine.results",
     "ModelInfo": "engine.results",
     "fill_between_slices": "engine.results",
+    "flagged": "engine.results",
+    "DEFAULT_MIN_VOLUME_ML": "engine.config",
     "SAMPLERS": "engine.samplers",
     "SamplerSpec": "engine.samplers",
     # volumes
@@ -88,6 +90,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.brain import analysis_brain
+    from engine.config import DEFAULT_MIN_VOLUME_ML
     from engine.devices import available_devices
     from engine.dicom_seg import dicom_seg_path, write_dicom_seg
     from engine.ensemble import Ensemble, default_model_path, load_ensemble
@@ -97,6 +100,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.report import report_path, write_report
-    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices
+    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices, flagged
     from engine.samplers import SAMPLERS, SamplerSpec
     from engine.volumes import Volume, load_mask, load_volume, save_like

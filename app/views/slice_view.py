@@ -20,7 +20,7 @@ from PySide6.QtGui import QColor, QFont, QKeyEvent
 
 from app import colormaps, slicing, text
 from app.state import ViewerState
-from engine.results import flagged
+from engine import flagged
 
 logger = logging.getLogger(__name__)
 
