@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import DEFAULT_MIN_VOLUME_ML, PRESETS
-from engine.errors import EngineError, OutputError
+from engine.errors import EngineError
 from engine.samplers import SAMPLERS
 
 if TYPE_CHECKING:
@@ -373,67 +373,81 @@ def _load_model(args: argparse.Namespace) -> Any:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Analyse one scan and write its mask, map, restoration, sidecar and findings on the scan's own grid."""
-    from engine.findings import find_findings, format_findings, write_findings  # noqa: PLC0415
-    from engine.outputs import modality_warning, write_outputs  # noqa: PLC0415
-    from engine.results import flagged as flagged_by  # noqa: PLC0415
-    from engine.volumes import check_output_folder, load_mask, load_volume  # noqa: PLC0415
+    """Analyse one scan, or a cohort, and write mask, map, restoration, sidecar and findings on each scan's grid."""
+    from engine.cohort import collect_inputs, infer_scan, open_scan  # noqa: PLC0415
+    from engine.volumes import check_output_folder  # noqa: PLC0415
 
-    volume = load_volume(args.scan)
+    items = collect_inputs(args.scan)
+    one = len(args.scan) == 1 and len(items) == 1 and Path(args.scan[0]) == items[0].image
+    if not one:
+        return _infer_cohort(args, items)
+    opened = open_scan(items[0].image, args.brain_mask, dicom_seg=args.dicom_seg)  # a bad file fails first
     check_output_folder(args.out)  # before the analysis, not after it
-    if args.dicom_seg and volume.source_format != "dicom":
-        raise OutputError(f"{args.scan}: --dicom-seg needs a DICOM series folder as input; this scan is a "
-                          f"{volume.source_format} file")
-    mask = load_mask(args.brain_mask, volume) if args.brain_mask else None
     ensemble = _load_model(args)
-    calibration = ensemble.info.calibration
-    threshold = args.threshold if args.threshold is not None else (calibration.threshold if calibration else None)
-    if threshold is None:
-        raise EngineError(f"{ensemble.path}: the model is not calibrated; give --threshold "
-                          "(or run condiff-engine calibrate)")
-    warning = modality_warning(volume, ensemble.info.modality)
-    if warning:
-        logger.warning(warning)
-    settings = _settings(args, ensemble)
-    bar = _BarCallback(1, Path(args.scan).name, "slice-step")
-    start = time.monotonic()
+    threshold, source = _infer_threshold(args, ensemble)
+    bar = _BarCallback(1, items[0].image.name, "slice-step")
     try:
-        result = ensemble.analyse(volume, settings=settings, brain_mask=mask, on_progress=bar)
+        summary, findings = infer_scan(ensemble, items[0].image, args.out, _settings(args, ensemble),
+                                       threshold=threshold, threshold_source=source, brain_mask=args.brain_mask,
+                                       min_finding_ml=args.min_finding_ml, report=args.report,
+                                       dicom_seg=args.dicom_seg, on_progress=bar, opened=opened)
     finally:
         bar.close()
-    for line in result.warnings:
-        if line not in volume.warnings:  # the reader logged its own already
-            logger.warning(line)
-    units = calibration.units if calibration else "1 - SSIM (ensemble mean)"
-    paths = write_outputs(volume, result, args.out, threshold=threshold, units=units, extra={
-        "ThresholdSource": "--threshold" if args.threshold is not None else "model calibration",
-        "Device": ensemble.info.device, "Members": list(ensemble.info.folds),
-        "BrainMask": str(args.brain_mask) if args.brain_mask else None,
-        "Seconds": round(time.monotonic() - start, 2), "InputWarnings": list(volume.warnings),
-    })
-    flagged = int(flagged_by(result.anomaly_map, threshold).sum())
-    logger.info("%s: %d slices analysed (%d covered) in %.1f s; %d voxels flagged at %.4g", volume.name,
-                int(result.analysed.sum()), int(result.covered.sum()), time.monotonic() - start, flagged, threshold)
-    findings = find_findings(result, volume.affine, threshold=threshold, min_volume_ml=args.min_finding_ml)
-    for kind, path in write_findings(findings, volume, args.out, extra={
-            "Model": result.model_id, "Sampler": result.sampler, "SamplerSteps": result.steps, "Seed": result.seed,
-            "ThresholdUnits": units}).items():
-        paths[f"findings_{kind}"] = path
-    if args.dicom_seg:
-        from engine.dicom_seg import write_dicom_seg  # noqa: PLC0415
+    from engine.findings import format_findings  # noqa: PLC0415
 
-        paths["dicom_seg"] = write_dicom_seg(volume, findings, args.out, model_id=result.model_id)
-    if args.report:
-        from engine.report import report_path, write_report  # noqa: PLC0415
-
-        paths["report"] = write_report(volume, result, findings, report_path(volume, args.out), model=ensemble.info,
-                                       brain_mask=Path(args.brain_mask).name if args.brain_mask else None)
-    for kind, path in paths.items():
+    logger.info("%s: %.1f mL flagged at %.4g in %.1f s", summary.id, summary.flagged_ml, threshold, summary.seconds)
+    for kind, path in summary.files.items():
         print(f"{kind:13s} {path}")
     print(f"\n{len(findings.items)} finding(s) at threshold {threshold:.4g}, at least {args.min_finding_ml:g} mL "
           f"({findings.left_out} smaller region(s) left out); ranked by {findings.rank_rule}:")
     print(format_findings(findings))
     return 0
+
+
+def _infer_threshold(args: argparse.Namespace, ensemble: Any) -> tuple[float, str]:
+    if args.threshold is not None:
+        return float(args.threshold), "--threshold"
+    calibration = ensemble.info.calibration
+    if calibration is None:
+        raise EngineError(f"{ensemble.path}: the model is not calibrated; give --threshold "
+                          "(or run condiff-engine calibrate)")
+    return float(calibration.threshold), "model calibration"
+
+
+def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
+    """Several scans: each analysed once (kept outputs reused unless --force), failures recorded, a table kept."""
+    from engine.cohort import run_cohort  # noqa: PLC0415
+    from engine.volumes import check_output_folder  # noqa: PLC0415
+
+    if args.brain_mask:
+        raise EngineError("--brain-mask names one scan's mask; for several scans give a CSV manifest with a "
+                          "brain_mask column")
+    if not items:
+        raise EngineError(f"{' '.join(map(str, args.scan))}: no scans found")
+    check_output_folder(args.out)
+    ensemble = _load_model(args)
+    threshold, source = _infer_threshold(args, ensemble)
+    bar = _progress_bar(len(items), "cohort", "scan")
+
+    def on_scan(index: int, count: int, summary: Any) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{summary.id}: {summary.status}", refresh=True)
+
+    try:
+        result = run_cohort(ensemble, items, args.out, _settings(args, ensemble), threshold=threshold,
+                            threshold_source=source, min_finding_ml=args.min_finding_ml, report=args.report,
+                            dicom_seg=args.dicom_seg, force=args.force, on_scan=on_scan)
+    finally:
+        bar.close()
+    print(f"{'id':24s} {'status':11s} {'flagged_ml':>10s} {'findings':>8s} {'max_score':>9s}")
+    for s in result.scans:
+        print(f"{s.id[:24]:24s} {s.status:11s} {s.flagged_ml:10.2f} {s.findings:8d} {s.max_score:9.3f}"
+              + (f"  {s.reason}" if s.reason else ""))
+    done = sum(s.status != "failed" for s in result.scans)
+    print(f"\n{done} of {len(result.scans)} scans analysed ({sum(s.status == 'up to date' for s in result.scans)} "
+          f"up to date); table: {Path(args.out) / 'cohort.tsv'}"
+          + (f"; {len(result.failed)} failed: {Path(args.out) / 'failures.tsv'}" if result.failed else ""))
+    return 1 if result.failed else 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -682,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=_positive, help="torch CPU threads")
 
     p = sub.add_parser("infer", help="analyse a scan and write mask, map, restoration and sidecar")
-    p.add_argument("scan", type=Path, help="NIfTI file, DICOM folder, NRRD or MHA")
+    p.add_argument("scan", type=Path, nargs="+",
+                   help="NIfTI file, DICOM folder, NRRD or MHA; several, a folder of scans or a CSV manifest (image, "
+                   "brain_mask, id) run a cohort: cohort.tsv and failures.tsv in --out, finished scans kept")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
@@ -691,6 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write a one-page PDF report (identity, settings, findings, top slices, slice scores)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write the findings as a DICOM SEG referencing the source series (DICOM input only)")
+    p.add_argument("--force", action="store_true",
+                   help="for a cohort: analyse every scan again, even those whose outputs are up to date")
     p.add_argument("--min-finding-ml", type=_non_negative, default=DEFAULT_MIN_VOLUME_ML, metavar="ML",
                    help=f"findings smaller than this many mL are left out of the findings table "
                         f"(default: {DEFAULT_MIN_VOLUME_ML})")

@@ -1,0 +1,180 @@
+"""``condiff-engine infer`` on a cohort (issue 22): many scans, a table, failures recorded, resumable after a kill."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from tests.bad_inputs import head, save_nifti
+
+THRESHOLD = "0.3"
+NIFTI_KINDS = ("mask", "map", "spread", "restored")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.bad_inputs import make_model_folder
+
+    return make_model_folder(tmp_path_factory.mktemp("cohort") / "model")
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> Path:
+    """Five small heads of different sizes and one damaged file (a gzip cut in half)."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(5):
+        save_nifti(folder / f"sub-{i:02d}_T1w.nii.gz", head((36 + 2 * i, 40, 32), seed=i))
+    bad = save_nifti(folder / "sub-05_T1w.nii.gz", head((36, 40, 32), seed=9))
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return folder
+
+
+def infer(*scans: Path, model: Path, out: Path, extra: tuple[str, ...] = ()) -> int:
+    return main(["infer", *map(str, scans), "--model", str(model), "--out", str(out), "--threshold", THRESHOLD,
+                 "--steps", "1", "--device", "cpu", "--threads", "1", *extra])
+
+
+def table(out: Path, name: str = "cohort.tsv") -> list[dict[str, str]]:
+    with (out / name).open(newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def payloads(out: Path) -> dict[str, bytes]:
+    """Every NIfTI output's bytes (inside the gzip wrapper, whose header holds a time stamp)."""
+    return {p.name: gzip.decompress(p.read_bytes()) for p in sorted(out.glob("*_desc-*.nii.gz"))}
+
+
+def stamps(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(out.glob("*_desc-*"))}
+
+
+def test_a_cohort_records_its_bad_scan_and_goes_on(cohort: Path, model: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert infer(cohort, model=model, out=out) == 1  # one scan failed: the exit status says so
+    rows = table(out)
+    assert len(rows) == 6
+    assert [r["status"] for r in rows] == ["done"] * 5 + ["failed"]  # failures last
+    loads = [float(r["flagged_ml"]) for r in rows[:5]]
+    assert loads == sorted(loads, reverse=True)  # sorted by anomaly load
+    (failure,) = table(out, "failures.tsv")
+    assert failure["id"] == "sub-05_T1w"
+    assert failure["path"].endswith("sub-05_T1w.nii.gz")
+    assert "\n" not in failure["reason"]
+    assert failure["reason"]
+    for i in range(5):
+        for kind in ("anomaly_mask.nii.gz", "anomaly_mask.json", "anomaly_findings.tsv", "anomalyscore_map.nii.gz"):
+            assert (out / f"sub-{i:02d}_desc-{kind}").exists(), kind
+    side = json.loads((out / "sub-00_desc-anomaly_mask.json").read_text())
+    assert side["Summary"]["id"] == "sub-00_T1w"
+    assert json.loads((out / "cohort.json").read_text())["settings"]["threshold"] == float(THRESHOLD)
+    printed = capsys.readouterr().out
+    assert "5 of 6 scans analysed" in printed
+    assert "failures.tsv" in printed
+
+
+def test_a_killed_cohort_resumes_without_redoing_finished_scans(cohort: Path, model: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = tmp_path / "whole"
+    assert infer(cohort, model=model, out=whole) == 1
+
+    # The same cohort, killed after its third scan (an interrupt the cohort does not catch), then run again.
+    import engine.cohort as cohort_module
+
+    real = cohort_module.infer_scan
+    calls: list[str] = []
+
+    def dies_after_three(*args, **kwargs):  # noqa: ANN002, ANN003
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(kwargs["stem"])
+        return real(*args, **kwargs)
+
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(cohort_module, "infer_scan", dies_after_three)
+    assert infer(cohort, model=model, out=killed) == 130  # what Ctrl-C or a kill signal's handler gives
+    monkeypatch.setattr(cohort_module, "infer_scan", real)
+    assert calls == ["sub-00_T1w", "sub-01_T1w", "sub-02_T1w"]
+    before = stamps(killed)
+    assert sorted(r["id"] for r in table(killed)) == calls  # the table holds what was finished
+
+    assert infer(cohort, model=model, out=killed) == 1
+    rows = {r["id"]: r["status"] for r in table(killed)}
+    assert [rows[f"sub-0{i}_T1w"] for i in range(3)] == ["up to date"] * 3
+    assert [rows[f"sub-0{i}_T1w"] for i in (3, 4)] == ["done"] * 2
+    after = stamps(killed)
+    assert all(after[name] == stamp for name, stamp in before.items())  # nothing of the first three rewritten
+    assert payloads(killed) == payloads(whole)  # and everything equals an uninterrupted run's
+
+    # --force redoes them all; the files come out the same.
+    assert infer(cohort, model=model, out=killed, extra=("--force",)) == 1
+    assert {r["status"] for r in table(killed)} == {"done", "failed"}
+    assert all(stamps(killed)[name] != stamp for name, stamp in before.items() if name.endswith(".nii.gz"))
+    assert payloads(killed) == payloads(whole)
+
+
+def test_a_changed_setting_makes_a_scan_out_of_date(cohort: Path, model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    scan = cohort / "sub-00_T1w.nii.gz"
+    other = cohort / "sub-01_T1w.nii.gz"
+    assert infer(scan, other, model=model, out=out) == 0
+    assert infer(scan, other, model=model, out=out, extra=("--seed", "1")) == 0  # another seed: redone
+    assert {r["status"] for r in table(out)} == {"done"}
+    assert infer(scan, other, model=model, out=out, extra=("--seed", "1")) == 0
+    assert {r["status"] for r in table(out)} == {"up to date"}
+
+
+def test_a_manifest_names_ids_and_brain_masks(cohort: Path, model: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    scan = cohort / "sub-00_T1w.nii.gz"
+    mask = cohort / "sub-00_brainmask.nii.gz"
+    image = nib.load(scan)
+    nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 0).astype(np.uint8), image.affine), mask)
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("image,brain_mask,id\n"
+                        f"{scan},{mask.name},alpha\n"
+                        f"{cohort / 'sub-01_T1w.nii.gz'},,beta\n")
+    out = tmp_path / "out"
+    # the mask is named relative to the manifest's folder: not there, so that scan fails with its path named
+    assert infer(manifest, model=model, out=out) == 1
+    (failure,) = table(out, "failures.tsv")
+    assert failure["id"] == "alpha"
+    assert str(tmp_path / mask.name) in failure["reason"]
+    manifest.write_text(f"image,brain_mask,id\n{scan},{mask},alpha\n{cohort / 'sub-01_T1w.nii.gz'},,beta\n")
+    assert infer(manifest, model=model, out=out) == 0
+    side = json.loads((out / "alpha_desc-anomaly_mask.json").read_text())
+    assert side["BrainMask"] == str(mask)
+    assert (out / "beta_desc-anomaly_mask.nii.gz").exists()
+
+
+def test_colliding_ids_and_a_brain_mask_for_many_scans_are_one_line_errors(
+        cohort: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    copy = twin / "sub-00_T1w.nii.gz"
+    copy.write_bytes((cohort / "sub-00_T1w.nii.gz").read_bytes())
+    with caplog_off():
+        assert infer(cohort / "sub-00_T1w.nii.gz", copy, model=model, out=tmp_path / "o") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("condiff-engine: error: ")
+    assert "would collide" in err[-1]
+    assert infer(cohort, model=model, out=tmp_path / "o", extra=("--brain-mask", str(copy))) == 1
+    assert "manifest" in capsys.readouterr().err
+
+
+class caplog_off:  # noqa: N801 - a tiny context manager
+    def __enter__(self) -> None:
+        logging.disable(logging.CRITICAL)
+
+    def __exit__(self, *exc: object) -> None:
+        logging.disable(logging.NOTSET)
