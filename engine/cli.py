@@ -425,20 +425,36 @@ def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
     if not items:
         raise EngineError(f"{' '.join(map(str, args.scan))}: no scans found")
     check_output_folder(args.out)
+    from engine.training import setup_distributed  # noqa: PLC0415
+
+    dist_env = setup_distributed()  # under torchrun: one shard of the scans per rank
     ensemble = _load_model(args)
     threshold, source = _infer_threshold(args, ensemble)
-    bar = _progress_bar(len(items), "cohort", "scan")
+    settings = _settings(args, ensemble)
+    mine = items[dist_env.rank::dist_env.world_size]
+    bar = _progress_bar(len(mine), "cohort" if not dist_env.enabled else f"cohort rank {dist_env.rank}", "scan")
 
     def on_scan(index: int, count: int, summary: Any) -> None:
         bar.update(1)
         bar.set_postfix_str(f"{summary.id}: {summary.status}", refresh=True)
 
+    options = {"threshold": threshold, "threshold_source": source, "min_finding_ml": args.min_finding_ml,
+               "report": args.report, "dicom_seg": args.dicom_seg}
     try:
-        result = run_cohort(ensemble, items, args.out, _settings(args, ensemble), threshold=threshold,
-                            threshold_source=source, min_finding_ml=args.min_finding_ml, report=args.report,
-                            dicom_seg=args.dicom_seg, force=args.force, on_scan=on_scan)
+        result = run_cohort(ensemble, mine, args.out, settings, force=args.force, tables=not dist_env.enabled,
+                            on_scan=on_scan, **options)
     finally:
         bar.close()
+    if dist_env.enabled:
+        import torch.distributed as dist  # noqa: PLC0415
+
+        gathered: list[Any] = [None] * dist_env.world_size
+        dist.all_gather_object(gathered, list(result.scans))
+        dist.destroy_process_group()
+        if not dist_env.is_main:
+            return 0
+        known = {summary.id: summary for shard in gathered for summary in shard}
+        result = run_cohort(ensemble, items, args.out, settings, known=known, **options)
     print(f"{'id':24s} {'status':11s} {'flagged_ml':>10s} {'findings':>8s} {'max_score':>9s}")
     for s in result.scans:
         print(f"{s.id[:24]:24s} {s.status:11s} {s.flagged_ml:10.2f} {s.findings:8d} {s.max_score:9.3f}"

@@ -13,6 +13,10 @@ report and a DICOM SEG). :func:`run_cohort` runs it over many scans with three p
 * **a table to work from**: ``cohort.tsv`` and ``cohort.json``, one row per scan, sorted by anomaly load (flagged
   volume, then maximum score), rewritten after every scan.
 
+Under ``torchrun`` the CLI shards the scans over the ranks (rank r takes every world-size-th scan from r), each rank
+a GPU or a CPU process with its own copy of the ensemble; a scan's result depends on its seed and slices only, never
+on the rank. Rank 0 then gathers every rank's summaries and writes the tables.
+
 Inputs (:func:`collect_inputs`): scan files, DICOM series folders, folders of scan files, and CSV manifests with an
 ``image`` column and optional ``brain_mask`` and ``id`` columns (relative paths are taken from the manifest's folder).
 Outputs are flat, ``<id>_desc-...``, in one folder.
@@ -24,7 +28,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,12 +359,16 @@ def run_cohort(
     report: bool = False,
     dicom_seg: bool = False,
     force: bool = False,
+    tables: bool = True,
+    known: Mapping[str, ScanSummary] | None = None,
     on_scan: Callable[[int, int, ScanSummary], None] | None = None,
 ) -> CohortResult:
     """Run :func:`infer_scan` on every item, skipping those already up to date (unless ``force``), recording
     failures instead of stopping, and rewriting ``cohort.tsv`` / ``cohort.json`` / ``failures.tsv`` after each scan.
 
     Args:
+        tables: write the cohort's tables (a rank of a sharded run leaves them to the rank that gathers).
+        known: summaries of scans another process of this run handled (by id): taken as they are.
         on_scan: called after each scan with (index, count, summary).
     """
     out_dir = Path(out_dir)
@@ -370,6 +378,11 @@ def run_cohort(
                       "min_finding_ml": min_finding_ml}
     summaries: list[ScanSummary] = []
     for index, item in enumerate(items):
+        if known is not None and item.id in known:
+            summaries.append(known[item.id])
+            if tables:
+                _write_tables(out_dir, summaries, table_settings)
+            continue
         try:
             summary, _ = infer_scan(ensemble, item.image, out_dir, settings, threshold=threshold,
                                     threshold_source=threshold_source, brain_mask=item.brain_mask, stem=item.id,
@@ -379,7 +392,8 @@ def run_cohort(
             logger.warning("%s: failed: %s", item.id, reason)
             summary = ScanSummary(id=item.id, status="failed", image=str(item.image), reason=reason)
         summaries.append(summary)
-        _write_tables(out_dir, summaries, table_settings)
+        if tables:
+            _write_tables(out_dir, summaries, table_settings)
         if on_scan is not None:
             on_scan(index, len(items), summary)
     return CohortResult(tuple(_order(summaries)))
