@@ -57,6 +57,9 @@ _EXPORTS: dict[str, str] = {
     "write_outputs": "engine.outputs",
     "output_paths": "engine.outputs",
     "modality_warning": "engine.outputs",
+    "read_outputs": "engine.outputs",
+    "collect_inputs": "engine.cohort",
+    "read_cohort": "engine.cohort",
     # findings
     "Finding": "engine.findings",
     "Findings": "engine.findings",
@@ -90,13 +93,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.brain import analysis_brain
+    from engine.cohort import collect_inputs, read_cohort
     from engine.config import DEFAULT_MIN_VOLUME_ML
     from engine.devices import available_devices
     from engine.dicom_seg import dicom_seg_path, write_dicom_seg
     from engine.ensemble import Ensemble, default_model_path, load_ensemble
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
     from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
-    from engine.outputs import modality_warning, output_paths, write_outputs
+    from engine.outputs import modality_warning, output_paths, read_outputs, write_outputs
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.report import report_path, write_report

@@ -43,7 +43,8 @@ from engine.volumes import atomic_write_bytes, atomic_write_json, load_mask, loa
 
 logger = logging.getLogger("engine.cohort")
 
-__all__ = ["CohortItem", "CohortResult", "ScanSummary", "collect_inputs", "infer_scan", "open_scan", "run_cohort"]
+__all__ = ["CohortItem", "CohortResult", "ScanSummary", "collect_inputs", "infer_scan", "open_scan", "read_cohort",
+           "run_cohort"]
 
 COHORT_FILES = ("cohort.tsv", "cohort.json", "failures.tsv")
 """The cohort's own files in the output folder."""
@@ -295,7 +296,7 @@ def infer_scan(
     voxel_ml = float(np.prod(volume.zooms)) / 1000.0
     scores = result.slice_scores[np.isfinite(result.slice_scores)]
     summary = ScanSummary(
-        id=stem or scan_stem(volume), status="done", image=str(image),
+        id=stem or scan_stem(volume), status="done", image=str(image.resolve()),
         brain_ml=round(float(analysis_brain(volume, mask).sum()) * voxel_ml, 2),
         flagged_ml=round(float(flagged(result.anomaly_map, threshold).sum()) * voxel_ml, 3),
         findings=len(findings.items),
@@ -342,7 +343,9 @@ def _tsv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> bytes:
 def _write_tables(out_dir: Path, summaries: Sequence[ScanSummary], settings: dict[str, Any]) -> None:
     ordered = _order(summaries)
     atomic_write_bytes(out_dir / "cohort.tsv", _tsv([s.row() for s in ordered], _TABLE_COLUMNS))
-    atomic_write_json(out_dir / "cohort.json", {"settings": settings, "scans": [asdict(s) for s in ordered]})
+    # File names relative to the folder, so the folder can move (the viewer opens results from it).
+    rows = [{**asdict(s), "files": {k: Path(v).name for k, v in s.files.items()}} for s in ordered]
+    atomic_write_json(out_dir / "cohort.json", {"settings": settings, "scans": rows})
     failures = [{"id": s.id, "path": s.image, "reason": s.reason} for s in ordered if s.status == "failed"]
     atomic_write_bytes(out_dir / "failures.tsv", _tsv(failures, ("id", "path", "reason")))
 
@@ -390,10 +393,27 @@ def run_cohort(
         except EngineError as exc:
             reason = " ".join(str(exc).split())
             logger.warning("%s: failed: %s", item.id, reason)
-            summary = ScanSummary(id=item.id, status="failed", image=str(item.image), reason=reason)
+            summary = ScanSummary(id=item.id, status="failed", image=str(item.image.resolve()), reason=reason)
         summaries.append(summary)
         if tables:
             _write_tables(out_dir, summaries, table_settings)
         if on_scan is not None:
             on_scan(index, len(items), summary)
     return CohortResult(tuple(_order(summaries)))
+
+
+def read_cohort(folder: str | Path) -> list[ScanSummary]:
+    """The scans of a cohort output folder (its ``cohort.json``), in the table's order.
+
+    Raises:
+        DataError: the folder holds no readable cohort.json.
+    """
+    import json  # noqa: PLC0415
+
+    path = Path(folder) / "cohort.json"
+    try:
+        rows = json.loads(path.read_text())["scans"]
+        return [ScanSummary(**{k: v for k, v in row.items() if k in ScanSummary.__dataclass_fields__})
+                for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a condiff cohort table ({type(exc).__name__}: {exc})") from exc

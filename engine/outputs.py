@@ -105,6 +105,7 @@ def sidecar(volume: Volume, result: AnomalyResult, threshold: float, *, units: s
         "UncalibratedFor": list(result.uncalibrated_for),
         "SliceAxis": result.slice_axis,
         "AnalysedSlices": [int(i) for i in np.flatnonzero(result.analysed)],
+        "SliceScores": [round(float(result.slice_scores[i]), 6) for i in np.flatnonzero(result.analysed)],
         "FlaggedVoxels": int(flagged(result.anomaly_map, threshold).sum()),
         "Warnings": list(result.warnings),
         "Files": {kind: path.name for kind, path in files.items() if kind != "sidecar"},
@@ -183,3 +184,51 @@ def modality_warning(volume: Volume, expected_modality: str) -> str | None:
             return (f"{volume.name}: this looks like a {contrast} scan ('{token}' in its name or header) but the model "
                     f"was trained on {expected_modality.upper()}; results are not meaningful")
     return None
+
+
+def read_outputs(volume: Volume, sidecar_path: str | Path) -> AnomalyResult:
+    """An analysis of ``volume`` read back from the files :func:`write_outputs` wrote (a cohort's results open in
+    the viewer without running the model again).
+
+    The maps and the restoration must lie on the scan's grid. Slices between analysed ones that hold a map count as
+    covered; slice scores come from the sidecar (NaN where it has none).
+
+    Raises:
+        VolumeError: a file is missing, unreadable or not on the scan's grid.
+        OutputError: the sidecar is not one condiff wrote.
+    """
+    import json  # noqa: PLC0415
+
+    from engine.errors import VolumeError  # noqa: PLC0415
+    from engine.volumes import load_volume  # noqa: PLC0415
+
+    sidecar_path = Path(sidecar_path)
+    try:
+        side = json.loads(sidecar_path.read_text())
+        files, axis, analysed_list = side["Files"], int(side["SliceAxis"]), side["AnalysedSlices"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"{sidecar_path}: not a condiff sidecar ({type(exc).__name__}: {exc})") from exc
+
+    def on_grid(kind: str) -> np.ndarray:
+        path = sidecar_path.parent / files[kind]
+        other = load_volume(path)
+        if other.shape != volume.shape or not np.allclose(other.affine, volume.affine, atol=1e-3):
+            raise VolumeError(f"{path}: does not lie on the grid of {volume.name}")
+        return np.asarray(other.data, dtype=np.float32)
+
+    if not {"map", "spread", "restored"} <= set(files):
+        raise OutputError(f"{sidecar_path}: names no map, spread and restoration")
+    anomaly_map = on_grid("map")
+    n = volume.shape[axis]
+    analysed = np.zeros(n, dtype=bool)
+    analysed[[int(i) for i in analysed_list]] = True
+    scores = np.full(n, np.nan, dtype=np.float32)
+    for index, score in zip(analysed_list, side.get("SliceScores") or [], strict=False):
+        scores[int(index)] = score
+    has_map = (anomaly_map != 0).any(axis=tuple(a for a in range(3) if a != axis))
+    return AnomalyResult(
+        anomaly_map=anomaly_map, member_spread=on_grid("spread"), restored=on_grid("restored"),
+        slice_scores=scores, analysed=analysed, covered=analysed | has_map, slice_axis=axis,
+        seed=int(side.get("Seed", 0)), sampler=str(side.get("Sampler", "")), steps=int(side.get("SamplerSteps", 0)),
+        model_id=str(side.get("Model", "")), threshold=float(side["Threshold"]) if "Threshold" in side else None,
+        warnings=tuple(side.get("Warnings", ())), uncalibrated_for=tuple(side.get("UncalibratedFor", ())))

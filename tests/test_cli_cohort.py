@@ -202,3 +202,27 @@ def test_torchrun_shards_a_cohort_and_writes_what_one_process_writes(cohort: Pat
     assert rows_two == rows_one
     assert [r["id"] for r in table(two)] == [r["id"] for r in table(one)]
     assert len(table(two, "failures.tsv")) == 1
+
+
+def test_a_cohorts_results_read_back_equal_a_fresh_analysis(cohort: Path, model: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    import engine
+
+    out = tmp_path / "out"
+    assert infer(cohort, model=model, out=out) == 1
+    summaries = engine.read_cohort(out)
+    assert [s.status for s in summaries] == ["done"] * 5 + ["failed"]
+    first = summaries[0]
+    volume = engine.load_volume(first.image)
+    kept = engine.read_outputs(volume, out / first.files["sidecar"])
+    fresh = engine.load_ensemble(model, device="cpu").analyse(volume, settings=engine.AnalysisSettings(steps=1))
+    for name in ("anomaly_map", "member_spread", "restored", "analysed"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(fresh, name), err_msg=name)
+    np.testing.assert_allclose(kept.slice_scores, fresh.slice_scores, atol=1e-6)  # NaN where not analysed, in both
+    assert kept.covered.sum() >= kept.analysed.sum()
+    assert kept.threshold == float(THRESHOLD)
+    # A map from another scan does not open over this one.
+    other = engine.load_volume(summaries[1].image)
+    with pytest.raises(engine.VolumeError, match="does not lie on the grid"):
+        engine.read_outputs(other, out / first.files["sidecar"])
