@@ -285,6 +285,14 @@ class AnalysisController(QObject):
         info = self.model.info
         return (self._scan_key, self._brain_mask_key, info.model_id, info.device, s.sampler, s.steps, s.seed)
 
+    def show_result(self, result: Any) -> None:
+        """Show a result read from files (a cohort's), at the threshold it was written with; it is not cached, so an
+        analysis asked for now runs with the viewer's own settings."""
+        self.state.set_result(result)
+        if result.threshold is not None:
+            self.state.set_threshold(float(result.threshold))
+        self.refresh_warnings()
+
     def show_cached_result(self) -> None:
         key = self.result_key()
         cached = self.cache.get(key) if key is not None else None

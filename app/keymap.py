@@ -48,6 +48,8 @@ class Command(StrEnum):
     EXPORT_TO = "export_to"
     SCREENSHOT = "screenshot"
     SHORTCUTS = "shortcuts"
+    SCAN_NEXT = "scan_next"
+    SCAN_PREVIOUS = "scan_previous"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ BINDINGS: tuple[Binding, ...] = (
     Binding(Command.TOGGLE_MASK, ("M",), text.KEY_TOGGLE_MASK),
     Binding(Command.TOGGLE_CONVENTION, ("N",), text.KEY_TOGGLE_CONVENTION),
     Binding(Command.OPEN, ("Ctrl+O",), text.KEY_OPEN, menu=True),
+    Binding(Command.SCAN_NEXT, ("]",), text.KEY_SCAN_NEXT, menu=True),
+    Binding(Command.SCAN_PREVIOUS, ("[",), text.KEY_SCAN_PREVIOUS, menu=True),
     Binding(Command.ANALYSE_SLICE, ("Ctrl+Return",), text.KEY_ANALYSE_SLICE, menu=True),
     Binding(Command.ANALYSE_VOLUME, ("Ctrl+Shift+Return",), text.KEY_ANALYSE_VOLUME, menu=True),
     Binding(Command.CANCEL, ("Esc",), text.KEY_CANCEL, menu=True),

@@ -33,6 +33,8 @@ from app.views.findings_table import FindingsDock
 from app.views.image_area import ImageArea
 from app.views.readout import Readout
 from app.views.recent_menu import RecentMenu
+from app.views.worklist_dock import WorklistDock
+from app.worklist import Worklist, entries_from
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class MainWindow(QMainWindow):
         self.first_image_s: float | None = None
         self.state = ViewerState(self)
         self.controller = AnalysisController(backend, self.state, model_path, self)
+        self.worklist = Worklist(self)
         self.setWindowTitle(text.WINDOW_TITLE)
         self.setAcceptDrops(True)
         self._build_central()
@@ -121,6 +124,10 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(self.controls_dock, self.findings_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.controls_dock, self.findings_dock], [self.controls_dock.panel_height(), 200],
                          Qt.Orientation.Vertical)  # the controls whole, the findings below them
+        self.worklist_dock = WorklistDock(self.worklist, self)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.worklist_dock)
+        self.worklist_dock.chosen.connect(self.open_worklist_entry)
+        self.worklist_dock.hide()  # until a worklist is opened
 
     def _build_menus(self) -> None:
         self._actions: dict[Command, QAction] = {}
@@ -128,6 +135,9 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu(text.MENU_FILE)
         menu.addAction(self._action(text.ACT_OPEN, self._open_dialog, Command.OPEN))
         menu.addAction(self._action(text.ACT_OPEN_DICOM, self._open_dicom_dialog))
+        menu.addAction(self._action(text.ACT_OPEN_WORKLIST, self._open_worklist_dialog))
+        menu.addAction(self._action(text.ACT_SCAN_NEXT, lambda: self.step_worklist(1), Command.SCAN_NEXT))
+        menu.addAction(self._action(text.ACT_SCAN_PREVIOUS, lambda: self.step_worklist(-1), Command.SCAN_PREVIOUS))
         menu.addAction(self._action(text.ACT_OPEN_BRAIN_MASK, self._open_brain_mask_dialog))
         menu.addAction(self._action(text.ACT_CLEAR_BRAIN_MASK, c.clear_brain_mask))
         self.recent_menu = RecentMenu(self.settings, self)
@@ -147,6 +157,7 @@ class MainWindow(QMainWindow):
         menu.addAction(self._action(text.ACT_RESET_VIEW, self.reset_view))
         menu.addAction(self.controls_dock.toggleViewAction())
         menu.addAction(self.findings_dock.toggleViewAction())
+        menu.addAction(self.worklist_dock.toggleViewAction())
         self._score_strip_action = QAction(text.ACT_SCORE_STRIP, self, checkable=True, checked=True)
         self._score_strip_action.toggled.connect(self.image_area.set_score_strip_wanted)
         menu.addAction(self._score_strip_action)
@@ -252,6 +263,52 @@ class MainWindow(QMainWindow):
     def open_brain_mask(self, path: str | Path) -> bool:
         """Use a brain mask on the open scan's grid for the analyses (see the controller)."""
         return self.controller.open_brain_mask(path)
+
+    # ============================================================================================ worklist
+    def open_worklist(self, folder: str | Path) -> bool:
+        """List a folder's scans, or a cohort run's scans with their results (most flagged first), and open the
+        first; on failure say why and keep the current list."""
+        folder = Path(folder)
+        try:
+            entries = entries_from(folder, self.backend)
+        except self.backend.EngineError as error:
+            self.controller.report_error(text.ERR_WORKLIST, str(error))
+            return False
+        self.worklist.set_entries(folder, entries)
+        self.worklist_dock.show()
+        self.statusBar().showMessage(text.STATUS_WORKLIST.format(count=len(entries), folder=folder))
+        if entries:
+            self.open_worklist_entry(0)
+        return True
+
+    def open_worklist_entry(self, index: int) -> bool:
+        """Open a listed scan, with its brain mask, and the cohort's result for it when there is one."""
+        entry = self.worklist.entries[index]
+        self.worklist.set_current(index)
+        if not self.open_scan(entry.image):
+            return False
+        if entry.brain_mask is not None and not self.open_brain_mask(entry.brain_mask):
+            return False
+        if entry.sidecar is not None:
+            try:
+                result = self.backend.read_outputs(self.state.volume, entry.sidecar)
+            except self.backend.EngineError as error:
+                self.controller.report_error(text.ERR_WORKLIST_RESULT, str(error))
+                return False
+            self.controller.show_result(result)
+            self.statusBar().showMessage(text.STATUS_WORKLIST_RESULT.format(name=entry.id,
+                                                                            threshold=self.state.threshold))
+        return True
+
+    def step_worklist(self, delta: int) -> None:
+        index = self.worklist.step(delta)
+        if index is not None:
+            self.open_worklist_entry(index)
+
+    def _open_worklist_dialog(self) -> None:
+        folder = dialogs.pick_worklist_folder(self, prefs.RECENT_FOLDER.read(self.settings))
+        if folder:
+            self.open_worklist(folder)
 
     def _open_dialog(self) -> None:
         path = dialogs.pick_scan(self, prefs.RECENT_FOLDER.read(self.settings))

@@ -18,6 +18,10 @@ def pick_dicom_folder(parent: QWidget, folder: str) -> str:
     return QFileDialog.getExistingDirectory(parent, text.OPEN_DICOM_TITLE, folder)
 
 
+def pick_worklist_folder(parent: QWidget, folder: str) -> str:
+    return QFileDialog.getExistingDirectory(parent, text.OPEN_WORKLIST_TITLE, folder)
+
+
 def pick_brain_mask(parent: QWidget, folder: str) -> str:
     return QFileDialog.getOpenFileName(parent, text.OPEN_BRAIN_MASK_TITLE, folder, text.OPEN_FILTER)[0]
 

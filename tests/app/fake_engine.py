@@ -263,6 +263,7 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         default_model_path=lambda: Path(tmp_model_dir),
         available_devices=lambda: list(devices), write_outputs=write_outputs, output_paths=output_paths,
         modality_warning=modality_warning, SAMPLERS=engine.SAMPLERS, __version__="test",
+        collect_inputs=engine.collect_inputs, read_cohort=engine.read_cohort, read_outputs=engine.read_outputs,
     )
     backend.ensembles = []
 

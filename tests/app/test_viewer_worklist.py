@@ -1,0 +1,88 @@
+"""The worklist (issue 22): a folder's scans or a cohort run's results, most flagged first, opened by click or key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.bad_inputs import head, make_model_folder, save_nifti
+
+
+@pytest.fixture(scope="module")
+def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cohort run of four small scans (one damaged) with an untrained tiny model: its output folder."""
+    from engine.cli import main
+
+    root = tmp_path_factory.mktemp("worklist")
+    scans = root / "scans"
+    scans.mkdir()
+    for i in range(3):
+        save_nifti(scans / f"sub-{i}_T1w.nii.gz", head((36 + 4 * i, 40, 32), seed=i))
+    bad = save_nifti(scans / "sub-9_T1w.nii.gz", head((36, 40, 32), seed=9))
+    bad.write_bytes(bad.read_bytes()[:200])
+    out = root / "out"
+    model = make_model_folder(root / "model")
+    assert main(["infer", str(scans), "--model", str(model), "--out", str(out), "--threshold", "0.3", "--steps", "1",
+                 "--device", "cpu", "--threads", "1"]) == 1
+    return out
+
+
+def test_a_cohort_opens_most_flagged_first_with_its_results(qtbot, make_window, cohort_run: Path) -> None:
+    window = make_window()
+    assert window.open_worklist(cohort_run)
+    table = window.worklist_dock.table
+    assert window.worklist_dock.isVisible()
+    assert table.rowCount() == 4
+    cohort = json.loads((cohort_run / "cohort.json").read_text())["scans"]
+    flagged = [s["flagged_ml"] for s in cohort if s["status"] != "failed"]
+    shown = [float(table.item(row, 2).text()) for row in range(3)]
+    assert shown == pytest.approx(sorted(flagged, reverse=True), abs=0.01)
+    assert table.item(3, 1).text() == "failed"
+    assert table.item(3, 0).toolTip()  # the one-line reason the cohort recorded
+    # The first (most flagged) is open, with the cohort's map, without the model running.
+    first = window.worklist.entries[0]
+    assert Path(window.state.volume.path) == first.image
+    result = window.state.result
+    assert result is not None
+    written = nib.load(first.sidecar.parent / json.loads(first.sidecar.read_text())["Files"]["map"])
+    np.testing.assert_array_equal(result.anomaly_map, np.asarray(written.dataobj, dtype=np.float32))
+    assert window.state.threshold == pytest.approx(0.3)
+    assert not window.controller.busy
+    assert window.errors == []
+    # ] and [ walk the list; past the end nothing changes.
+    window.step_worklist(1)
+    assert Path(window.state.volume.path) == window.worklist.entries[1].image
+    assert table.currentRow() == 1
+    window.step_worklist(1)
+    window.step_worklist(1)  # the damaged scan: one line, the last good scan stays on screen
+    assert window.errors
+    assert Path(window.state.volume.path) == window.worklist.entries[2].image
+    window.step_worklist(1)  # past the end
+    assert window.worklist.current == 3
+    window.step_worklist(-1)
+    assert Path(window.state.volume.path) == window.worklist.entries[2].image
+
+
+def test_a_folder_of_scans_lists_them_unanalysed(qtbot, make_window, cohort_run: Path) -> None:
+    window = make_window()
+    scans = cohort_run.parent / "scans"
+    assert window.open_worklist(scans)
+    assert [e.status for e in window.worklist.entries] == ["not analysed"] * 4
+    assert window.state.result is None  # nothing to show until it is analysed
+    table = window.worklist_dock.table
+    assert table.item(0, 2).text() == ""
+    table.cellClicked.emit(2, 0)
+    assert Path(window.state.volume.path) == window.worklist.entries[2].image
+
+
+def test_a_folder_that_is_no_worklist_is_one_line(qtbot, make_window, tmp_path: Path) -> None:
+    window = make_window()
+    (tmp_path / "cohort.json").write_text("{not json")
+    assert not window.open_worklist(tmp_path)
+    assert len(window.errors) == 1
+    assert "cohort.json" in window.errors[0]
+    assert not window.worklist_dock.isVisible()
