@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
 
         window.first_image_drawn.connect(on_first_image)
         window.show()
-        if args.scan and window.open_scan(args.scan):
+        if args.scan and window.open_path(args.scan):
             if args.brain_mask:
                 window.open_brain_mask(args.brain_mask)
             _show_slice(window, args.slice)
@@ -168,7 +168,7 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     if not args.scan:
         print(text.ERR_CLI_SCAN.format(message=text.ERR_CLI_NEEDS_SCAN), file=sys.stderr)
         return 2
-    if not window.open_scan(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)):
+    if not window.open_path(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)):
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 2
     window.state.set_plane("axial")

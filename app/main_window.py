@@ -34,7 +34,7 @@ from app.views.image_area import ImageArea
 from app.views.readout import Readout
 from app.views.recent_menu import RecentMenu
 from app.views.worklist_dock import WorklistDock
-from app.worklist import Worklist, entries_from
+from app.worklist import Worklist, entries_from, is_worklist_folder
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +265,12 @@ class MainWindow(QMainWindow):
         return self.controller.open_brain_mask(path)
 
     # ============================================================================================ worklist
+    def open_path(self, path: str | Path) -> bool:
+        """A scan or DICOM folder opens; a folder of scans or a cohort's output folder becomes the worklist."""
+        if is_worklist_folder(Path(path), self.backend):
+            return self.open_worklist(path)
+        return self.open_scan(path)
+
     def open_worklist(self, folder: str | Path) -> bool:
         """List a folder's scans, or a cohort run's scans with their results (most flagged first), and open the
         first; on failure say why and keep the current list."""

@@ -217,7 +217,8 @@ ERR_NO_X_SERVER = ("condiff-viewer: cannot open a window: no X server answers on
 
 # Command line help
 CLI_DESCRIPTION = "View brain MRI and its anomaly maps."
-CLI_SCAN = "scan to open: .nii/.nii.gz, .nrrd, .mha, or a DICOM folder"
+CLI_SCAN = ("scan to open: .nii/.nii.gz, .nrrd, .mha, or a DICOM folder; a folder of scans or a cohort run's output "
+            "folder opens as the worklist")
 CLI_MODEL = "model folder (default: the bundled model)"
 CLI_BRAIN_MASK = "brain mask on the scan's grid, for scans with skull"
 CLI_ANALYZE = "analyse the shown slice (default) or the whole volume after opening"

@@ -71,6 +71,19 @@ def entries_from(folder: Path, backend: Any) -> list[WorklistEntry]:
                    for item in backend.collect_inputs([folder])), key=sort_key)
 
 
+def is_worklist_folder(path: Path, backend: Any) -> bool:
+    """A folder to list rather than open: a cohort's output folder, or a folder of scan files (a DICOM series folder
+    is one scan)."""
+    if not path.is_dir():
+        return False
+    if (path / "cohort.json").is_file():
+        return True
+    try:
+        return any(Path(item.image) != path for item in backend.collect_inputs([path]))
+    except backend.EngineError:
+        return False
+
+
 class Worklist(QObject):
     """The list and which entry is open; announces changes, opens nothing itself."""
 

@@ -86,3 +86,18 @@ def test_a_folder_that_is_no_worklist_is_one_line(qtbot, make_window, tmp_path: 
     assert len(window.errors) == 1
     assert "cohort.json" in window.errors[0]
     assert not window.worklist_dock.isVisible()
+
+
+def test_the_command_line_opens_a_cohort_folder_as_the_worklist(cohort_run: Path, tmp_path: Path) -> None:
+    """``condiff-viewer OUT --screenshot`` on a cohort's output folder renders its most flagged scan with its map."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    shot = tmp_path / "shot.png"
+    done = subprocess.run([sys.executable, "-m", "app", str(cohort_run), "--screenshot", str(shot)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.stat().st_size > 10_000
