@@ -151,6 +151,7 @@ class AnalysisController(QObject):
         self.backend = backend
         self.state = state
         self.cache = ResultCache()
+        self._read_result: tuple[Any, Any] | None = None  # (scan key, result) read from a cohort's files
         self.findings = FindingsModel(backend, state, self)
         self.runner = BackgroundRunner(backend.CancelToken, backend.Cancelled, self)
         self.errors: list[str] = []
@@ -286,8 +287,10 @@ class AnalysisController(QObject):
         return (self._scan_key, self._brain_mask_key, info.model_id, info.device, s.sampler, s.steps, s.seed)
 
     def show_result(self, result: Any) -> None:
-        """Show a result read from files (a cohort's), at the threshold it was written with; it is not cached, so an
-        analysis asked for now runs with the viewer's own settings."""
+        """Show a result read from files (a cohort's), at the threshold it was written with. It stays the open scan's
+        result until the viewer analyses the scan itself (a model loading or a setting changing does not hide it);
+        it is not cached, so an analysis asked for now runs with the viewer's own settings."""
+        self._read_result = (self._scan_key, result)
         self.state.set_result(result)
         if result.threshold is not None:
             self.state.set_threshold(float(result.threshold))
@@ -296,6 +299,8 @@ class AnalysisController(QObject):
     def show_cached_result(self) -> None:
         key = self.result_key()
         cached = self.cache.get(key) if key is not None else None
+        if cached is None and self._read_result is not None and self._read_result[0] == self._scan_key:
+            cached = self._read_result[1]
         if cached is not self.state.result and self.state.volume is not None:
             self.state.set_result(cached)
 

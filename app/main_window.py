@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 KEYS = KeyMap()
 SMALL_SCREEN = (1500, 900)  # below this the window starts maximised
+WORKLIST_WIDTH = 380  # px: id, status, flagged volume and findings side by side
 
 
 class MainWindow(QMainWindow):
@@ -282,6 +283,7 @@ class MainWindow(QMainWindow):
             return False
         self.worklist.set_entries(folder, entries)
         self.worklist_dock.show()
+        self.resizeDocks([self.worklist_dock], [WORKLIST_WIDTH], Qt.Orientation.Horizontal)  # every column readable
         self.statusBar().showMessage(text.STATUS_WORKLIST.format(count=len(entries), folder=folder))
         if entries:
             self.open_worklist_entry(0)

@@ -52,6 +52,10 @@ def test_a_cohort_opens_most_flagged_first_with_its_results(qtbot, make_window, 
     np.testing.assert_array_equal(result.anomaly_map, np.asarray(written.dataobj, dtype=np.float32))
     assert window.state.threshold == pytest.approx(0.3)
     assert not window.controller.busy
+    # A model loading or a setting changing looks for a cached result; the cohort's result stays on screen.
+    window.controller.set_settings(seed=5)
+    window.controller.show_cached_result()
+    assert window.state.result is result
     assert window.errors == []
     # ] and [ walk the list; past the end nothing changes.
     window.step_worklist(1)
