@@ -37,7 +37,7 @@ import numpy as np
 
 from engine.config import DEFAULT_MIN_VOLUME_ML
 from engine.errors import DataError, EngineError, OutputError
-from engine.outputs import _SCAN_EXTENSIONS, output_paths, scan_stem, write_outputs
+from engine.outputs import _SCAN_EXTENSIONS, file_stem, output_paths, scan_stem, write_outputs
 from engine.results import AnalysisSettings, flagged
 from engine.volumes import atomic_write_bytes, atomic_write_json, load_mask, load_volume
 
@@ -118,11 +118,7 @@ def _is_scan_file(path: Path) -> bool:
 
 
 def _item_id(image: Path) -> str:
-    name = image.name
-    for ext in _SCAN_EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    return file_stem(image)
 
 
 def _manifest(path: Path) -> list[CohortItem]:

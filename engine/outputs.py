@@ -36,15 +36,18 @@ _OTHER_CONTRASTS = {
 }
 
 
-def scan_stem(volume: Volume) -> str:
-    """The scan's file name without its extension (a DICOM folder's name)."""
-    if volume.path is None:
-        return "scan"
-    name = Path(volume.path).name
+def file_stem(path: str | Path) -> str:
+    """A scan file's name without its extension (``.nii.gz`` counts as one); a folder's name as it is."""
+    name = Path(path).name
     for ext in _SCAN_EXTENSIONS:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name
+
+
+def scan_stem(volume: Volume) -> str:
+    """The scan's file name without its extension (a DICOM folder's name)."""
+    return "scan" if volume.path is None else file_stem(volume.path)
 
 
 def _split_suffix(stem: str, default_suffix: str) -> tuple[str, str]:
