@@ -117,10 +117,6 @@ def _is_scan_file(path: Path) -> bool:
     return path.is_file() and name.endswith(_SCAN_EXTENSIONS) and not any(tag in name for tag in _NOT_SCANS)
 
 
-def _item_id(image: Path) -> str:
-    return file_stem(image)
-
-
 def _manifest(path: Path) -> list[CohortItem]:
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -137,7 +133,7 @@ def _manifest(path: Path) -> list[CohortItem]:
         image_path = (path.parent / image) if not Path(image).is_absolute() else Path(image)
         mask = (row.get("brain_mask") or "").strip()
         mask_path = ((path.parent / mask) if not Path(mask).is_absolute() else Path(mask)) if mask else None
-        items.append(CohortItem((row.get("id") or "").strip() or _item_id(image_path), image_path, mask_path))
+        items.append(CohortItem((row.get("id") or "").strip() or file_stem(image_path), image_path, mask_path))
     return items
 
 
@@ -158,9 +154,9 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[CohortItem]:
         elif path.is_dir():
             scans = sorted(p for p in path.iterdir() if _is_scan_file(p))
             # A folder without scan files is taken as one DICOM series (the reader says if it is not).
-            items += [CohortItem(_item_id(p), p) for p in scans] if scans else [CohortItem(path.name, path)]
+            items += [CohortItem(file_stem(p), p) for p in scans] if scans else [CohortItem(path.name, path)]
         else:
-            items.append(CohortItem(_item_id(path), path))
+            items.append(CohortItem(file_stem(path), path))
     seen: dict[str, Path] = {}
     for item in items:
         if item.id in seen:
@@ -272,7 +268,7 @@ def infer_scan(
         # The output names come from the stem alone; a stand-in volume names them without reading the scan.
         stand_in = Volume(data=np.zeros((1, 1, 1), np.float32), affine=np.eye(4), header=nib.Nifti1Header(),
                           path=image)
-        kept = _up_to_date(_paths(stand_in, out_dir, stem or _item_id(image), report, dicom_seg), recorded)
+        kept = _up_to_date(_paths(stand_in, out_dir, stem or file_stem(image), report, dicom_seg), recorded)
         if kept is not None:
             return kept, None
     start = time.monotonic()

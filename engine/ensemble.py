@@ -44,12 +44,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "condiff-t1-small"
 SKULL_ON_LITRES = 2.3
+"""Above this foreground volume (litres) a scan is most likely not skull-stripped (a brain is about 1-1.7 l)."""
 NETWORK_BATCH: dict[str, int] = {"cpu": 4, "cuda": 32, "mps": 16}
 """Slices per network call by device type. Every call is padded to this width, so a slice's result does not depend
 on which slices share its batch (CPU kernels block by batch size: on the build machine, batches of 1, 2, 3 or 30 gave
-maps up to 1.3e-4 apart from a batch of 4). On a CPU the time per slice is flat from 4 to 48 slices a batch (84-94 ms a
-slice and member, one thread), so a narrow batch costs nothing; a GPU wants wider calls."""
-"""Above this foreground volume (litres) a scan is most likely not skull-stripped (a brain is about 1-1.7 l)."""
+maps up to 1.3e-4 apart from a batch of 4). On one CPU thread the time per slice is flat from 4 to 48 slices a batch;
+on two, 8 wide is about 20 % faster per volume, but the viewer's first chunk (3 slices) would then cost 8. A GPU wants
+wider calls."""
 
 
 def default_model_path() -> Path:
@@ -241,11 +242,13 @@ class Ensemble:
         """The model-space view of ``volume`` this model analyses."""
         return to_model_space(volume, self.preset.preprocess, brain_mask, slices=slices)
 
-    def input_warnings(self, volume: Volume, brain_mask: np.ndarray | None) -> tuple[str, ...]:
-        """One-line warnings about using this model on ``volume``."""
+    def input_warnings(self, volume: Volume, brain_mask: np.ndarray | None,
+                       foreground: np.ndarray | None = None) -> tuple[str, ...]:
+        """One-line warnings about using this model on ``volume`` (``foreground``: the scan's foreground when the
+        caller has it already)."""
         warnings = []
         if self.info.expects_skull_stripped and brain_mask is None:
-            litres = skull_on_litres(volume)
+            litres = skull_on_litres(volume, foreground)
             if litres > SKULL_ON_LITRES:
                 warnings.append(f"{volume.name}: looks not skull-stripped ({litres:.1f} l of foreground, a brain is "
                                 "1-1.7 l); this model expects brain-extracted scans or a brain mask")
@@ -363,7 +366,7 @@ class Ensemble:
         calibration = self.info.calibration
         mismatches = self.calibration_mismatches(settings)
         # What the reader said about the file travels with the result, into the sidecar, the report and the viewer.
-        warnings = tuple(volume.warnings) + self.input_warnings(volume, brain_mask)
+        warnings = tuple(volume.warnings) + self.input_warnings(volume, brain_mask, brain)
         if mismatches:
             warnings += (f"the threshold is uncalibrated for these settings: {', '.join(mismatches)}",)
         if ms.cropped:
@@ -394,11 +397,13 @@ def _padded(batch: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([batch, batch.new_zeros((width - batch.shape[0], *batch.shape[1:]))])
 
 
-def skull_on_litres(volume: Volume) -> float:
+def skull_on_litres(volume: Volume, foreground: np.ndarray | None = None) -> float:
     """Volume of the scan's foreground (:func:`engine.preprocess.foreground_mask`, the brain an analysis takes when
-    given no mask) in litres: a brain is 1-1.7 l, a head with its skull well over 2.3 l."""
+    given no mask; pass it when it is at hand) in litres: a brain is 1-1.7 l, a head with its skull well over 2.3 l."""
+    if foreground is None:
+        foreground = foreground_mask(np.asarray(volume.data, dtype=np.float32))
     voxel_ml = float(np.prod(volume.zooms)) / 1000.0
-    return float(foreground_mask(np.asarray(volume.data, dtype=np.float32)).sum()) * voxel_ml / 1000.0
+    return float(np.count_nonzero(foreground)) * voxel_ml / 1000.0
 
 
 def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int] | None = None) -> Ensemble:

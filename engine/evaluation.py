@@ -31,6 +31,7 @@ import torch
 
 from engine.anomaly import anomaly_map as ssim_anomaly_map
 from engine.anomaly import slice_scores
+from engine.brain import analysis_brain
 from engine.card import ModelCard, update_card
 from engine.data import ScanPair
 from engine.ensemble import Ensemble, ModelSpaceResult
@@ -46,9 +47,9 @@ from engine.evaluation_report import (
     ThresholdResult,
 )
 from engine.metrics import PixelAccumulator, SliceAccumulator, random_baseline
-from engine.preprocess import foreground_mask, native_to_model
+from engine.preprocess import native_to_model
 from engine.progress import CancelToken, Progress, check_cancel
-from engine.results import AnalysisSettings, Calibration
+from engine.results import AnalysisSettings, Calibration, flagged
 from engine.transfer import TransferCounts, shifted_healthy
 from engine.volumes import load_mask, load_volume
 
@@ -281,7 +282,7 @@ def evaluate(
         result = ensemble.analyse_model_space(ms.slices, ms.brain, ms.native_index, settings, cancel=cancel)
         model.add(result.mean_map, ms.brain, labels)
         if threshold is not None:
-            at_threshold.add(result.mean_map >= threshold, ms.brain, labels)
+            at_threshold.add(flagged(result.mean_map, threshold), ms.brain, labels)
         if transfer is not None:
             _count_user_map(ensemble, loaded, result, settings, transfer)
         noise_maps = _maps_of(noise_restoration(ms.slices, ms.brain, rng), ms.slices, ms.brain,
@@ -336,8 +337,7 @@ def _count_user_map(ensemble: Ensemble, loaded: LoadedCase, result: ModelSpaceRe
     volume, mask, ms = loaded.volume, loaded.brain_mask, loaded.ms
     chosen = ensemble.stride_choice(volume, ms, settings)
     native = ensemble.native_result(volume, ms, _take(result, chosen), chosen, settings, mask)
-    brain = mask if mask is not None else foreground_mask(np.asarray(volume.data, dtype=np.float32))
-    counts.add(native.anomaly_map, brain, loaded.label, volume.zooms)
+    counts.add(native.anomaly_map, analysis_brain(volume, mask), loaded.label, volume.zooms)
 
 
 def _native_label(case: Case, volume: Any) -> np.ndarray:
@@ -366,18 +366,15 @@ def _healthy_scans(ensemble: Ensemble, scans: Sequence[ScanPair], settings: Anal
     for scan in scans:
         check_cancel(cancel)
         volume = load_volume(scan.image)
-        data = np.asarray(volume.data, dtype=np.float32)
         mask = load_mask(scan.mask, volume) if scan.mask else None
         if shift is not None:
-            volume, mask = shifted_healthy(volume, mask if mask is not None else foreground_mask(data), shift)
-            data = np.asarray(volume.data, dtype=np.float32)
+            volume, mask = shifted_healthy(volume, analysis_brain(volume, mask), shift)
         ms = ensemble.to_model_space(volume, mask)
         chosen = ensemble.stride_choice(volume, ms, settings)
         result = ensemble.analyse_model_space(ms.slices[chosen], ms.brain[chosen], ms.native_index[chosen], settings,
                                               cancel=cancel)
         native = ensemble.native_result(volume, ms, result, chosen, settings, mask)
-        brain = mask if mask is not None else foreground_mask(data)
-        yield _HealthyScan(ms, chosen, result, native.anomaly_map, brain, volume.zooms)
+        yield _HealthyScan(ms, chosen, result, native.anomaly_map, analysis_brain(volume, mask), volume.zooms)
 
 
 def _fidelity(scan: _HealthyScan) -> tuple[float, float]:

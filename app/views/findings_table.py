@@ -45,19 +45,27 @@ def cells(finding: Any) -> list[str]:
     ]
 
 
+def make_row_table(table: QTableWidget, columns: tuple[str, ...]) -> QTableWidget:
+    """Set up a read-only table of whole-row selection, one row chosen at a time, columns sized to their contents
+    (the findings table and the worklist)."""
+    table.setColumnCount(len(columns))
+    table.setHorizontalHeaderLabels(list(columns))
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    return table
+
+
 class FindingsTable(QTableWidget):
     """Rows of findings; ``row``'s finding id is kept in the first cell."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(0, len(text.FINDINGS_COLUMNS), parent)
-        self.setHorizontalHeaderLabels(list(text.FINDINGS_COLUMNS))
+        make_row_table(self, text.FINDINGS_COLUMNS)
         for column, tip in enumerate(text.FINDINGS_COLUMN_TIPS):
             self.horizontalHeaderItem(column).setToolTip(tip)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.setAlternatingRowColors(True)
         self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QDockWidget,
     QHeaderView,
     QLabel,
@@ -18,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import text
+from app.views.findings_table import make_row_table
 from app.worklist import Worklist, WorklistEntry
 
 
@@ -43,14 +43,8 @@ class WorklistDock(QDockWidget):
         self.summary = QLabel(text.WORKLIST_EMPTY)
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
-        self.table = QTableWidget(0, len(text.WORKLIST_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(text.WORKLIST_COLUMNS))
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().setVisible(False)
+        self.table = make_row_table(QTableWidget(), text.WORKLIST_COLUMNS)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the id takes what the numbers leave
         header.setMinimumSectionSize(40)
         self.table.setToolTip(text.TIP_WORKLIST)
