@@ -187,6 +187,10 @@ def _training_preset(args: argparse.Namespace) -> Any:
         preset = replace(preset, train=replace(preset.train, **train))
     if args.train_timesteps is not None:
         preset = replace(preset, diffusion=replace(preset.diffusion, train_timesteps=args.train_timesteps))
+        if args.train_timesteps > 0 and preset.default_sampler == "ddim":
+            # Members trained only on the timesteps the n-step sampler visits are checked, selected and later run
+            # with that sampler: any other step count would query timesteps they never learned.
+            preset = replace(preset, default_steps=args.train_timesteps)
     if args.slice_spacing is not None:
         preset = replace(preset, preprocess=replace(preset.preprocess, slice_spacing_mm=args.slice_spacing))
     return preset
@@ -377,7 +381,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from engine.cohort import collect_inputs, infer_scan, open_scan  # noqa: PLC0415
     from engine.volumes import check_output_folder  # noqa: PLC0415
 
-    items = collect_inputs(args.scan)
+    items = collect_inputs(args.scan, bids_suffix=_bids_suffix(args), bids_masks=args.bids_masks)
     one = len(args.scan) == 1 and len(items) == 1 and Path(args.scan[0]) == items[0].image
     if not one:
         return _infer_cohort(args, items)
@@ -402,6 +406,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
           f"({findings.left_out} smaller region(s) left out); ranked by {findings.rank_rule}:")
     print(format_findings(findings))
     return 0
+
+
+def _bids_suffix(args: argparse.Namespace) -> str:
+    """The BIDS suffix of the scans the model analyses (``T1w`` for a T1 model), from its card."""
+    from engine.bids import MODALITY_SUFFIX  # noqa: PLC0415
+    from engine.card import read_card  # noqa: PLC0415
+    from engine.ensemble import default_model_path  # noqa: PLC0415
+
+    try:
+        modality = read_card(args.model or default_model_path()).modality
+    except EngineError:
+        return "T1w"  # the model's own error comes when it is loaded
+    return MODALITY_SUFFIX.get(modality.lower(), "T1w")
 
 
 def _infer_threshold(args: argparse.Namespace, ensemble: Any) -> tuple[float, str]:
@@ -455,6 +472,14 @@ def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
             return 0
         known = {summary.id: summary for shard in gathered for summary in shard}
         result = run_cohort(ensemble, items, args.out, settings, known=known, **options)
+    from engine import bids  # noqa: PLC0415
+
+    dataset = bids.single_dataset(args.scan)
+    if dataset is not None:
+        bids.write_description(args.out, source=dataset, ensemble=ensemble,
+                               settings={**result.settings, "BrainMasks": str(args.bids_masks or "")})
+        for problem in bids.layout_problems(args.out):
+            logger.warning("%s: not a BIDS derivative name: %s", args.out, problem)
     print(f"{'id':24s} {'status':11s} {'flagged_ml':>10s} {'findings':>8s} {'max_score':>9s}")
     for s in result.scans:
         print(f"{s.id[:24]:24s} {s.status:11s} {s.flagged_ml:10.2f} {s.findings:8d} {s.max_score:9.3f}"
@@ -713,8 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="analyse a scan and write mask, map, restoration and sidecar")
     p.add_argument("scan", type=Path, nargs="+",
-                   help="NIfTI file, DICOM folder, NRRD or MHA; several, a folder of scans or a CSV manifest (image, "
-                   "brain_mask, id) run a cohort: cohort.tsv and failures.tsv in --out, finished scans kept")
+                   help="NIfTI file, DICOM folder, NRRD or MHA; several, a folder of scans, a CSV manifest (image, "
+                   "brain_mask, id) or a BIDS dataset run a cohort: cohort.tsv and failures.tsv in --out, finished "
+                   "scans kept; a BIDS dataset's outputs form a BIDS derivatives dataset")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
@@ -725,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the findings as a DICOM SEG referencing the source series (DICOM input only)")
     p.add_argument("--force", action="store_true",
                    help="for a cohort: analyse every scan again, even those whose outputs are up to date")
+    p.add_argument("--bids-masks", type=Path, metavar="DERIV",
+                   help="for a BIDS dataset: a derivatives folder holding each scan's brain mask "
+                   "(sub-*/[ses-*/]anat/<entities>_desc-brain_mask.nii.gz, e.g. fMRIPrep's)")
     p.add_argument("--min-finding-ml", type=_non_negative, default=DEFAULT_MIN_VOLUME_ML, metavar="ML",
                    help=f"findings smaller than this many mL are left out of the findings table "
                         f"(default: {DEFAULT_MIN_VOLUME_ML})")

@@ -17,9 +17,10 @@ Under ``torchrun`` the CLI shards the scans over the ranks (rank r takes every w
 a GPU or a CPU process with its own copy of the ensemble; a scan's result depends on its seed and slices only, never
 on the rank. Rank 0 then gathers every rank's summaries and writes the tables.
 
-Inputs (:func:`collect_inputs`): scan files, DICOM series folders, folders of scan files, and CSV manifests with an
-``image`` column and optional ``brain_mask`` and ``id`` columns (relative paths are taken from the manifest's folder).
-Outputs are flat, ``<id>_desc-...``, in one folder.
+Inputs (:func:`collect_inputs`): scan files, DICOM series folders, folders of scan files, CSV manifests with an
+``image`` column and optional ``brain_mask`` and ``id`` columns (relative paths are taken from the manifest's folder),
+or one BIDS dataset (:mod:`engine.bids`). Outputs are flat, ``<id>_desc-...``, in one folder; a BIDS dataset's go to
+each scan's own ``sub-*/[ses-*/]anat/`` folder of a derivatives dataset.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,11 +58,13 @@ _TABLE_COLUMNS = ("id", "status", "brain_ml", "flagged_ml", "findings", "largest
 
 @dataclass(frozen=True)
 class CohortItem:
-    """One scan of a cohort: its id (the stem of its outputs), image and optional brain mask."""
+    """One scan of a cohort: its id (the stem of its outputs), image, optional brain mask, and the folder under the
+    output folder its outputs go to (empty: the output folder itself; ``sub-01/anat`` for a BIDS scan)."""
 
     id: str
     image: Path
     brain_mask: Path | None = None
+    out_subdir: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,11 @@ class ScanSummary:
 
 @dataclass(frozen=True)
 class CohortResult:
-    """Every scan's summary, in the table's order (anomaly load first, failures last)."""
+    """Every scan's summary, in the table's order (anomaly load first, failures last), and the settings the cohort
+    ran with (model, members, sampler, steps, seed, threshold; as in ``cohort.json``)."""
 
     scans: tuple[ScanSummary, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> tuple[ScanSummary, ...]:
@@ -137,13 +143,24 @@ def _manifest(path: Path) -> list[CohortItem]:
     return items
 
 
-def collect_inputs(paths: Sequence[str | Path]) -> list[CohortItem]:
+def collect_inputs(paths: Sequence[str | Path], *, bids_suffix: str = "T1w",
+                   bids_masks: str | Path | None = None) -> list[CohortItem]:
     """The scans named by ``paths``: scan files, DICOM series folders, folders of scan files (masks, labels and
-    condiff outputs left out) and CSV manifests (``image``, optional ``brain_mask`` and ``id``), in that order.
+    condiff outputs left out) and CSV manifests (``image``, optional ``brain_mask`` and ``id``), in that order; or,
+    when the only path is a BIDS dataset, its ``bids_suffix`` scans with brain masks from the derivatives folder
+    ``bids_masks`` (see :func:`engine.bids.find_scans`).
 
     Raises:
-        DataError: a path does not exist, a manifest is malformed, or two scans would share an id (and so outputs).
+        DataError: a path does not exist, a manifest is malformed, two scans would share an id (and so outputs), a
+            BIDS dataset comes with other inputs, or ``bids_masks`` is given without a BIDS dataset.
     """
+    from engine import bids  # noqa: PLC0415
+
+    dataset = bids.single_dataset(paths)
+    if dataset is not None:
+        return bids.find_scans(dataset, suffix=bids_suffix, masks=bids_masks)
+    if bids_masks is not None:
+        raise DataError(f"{bids_masks}: brain masks from a derivatives folder need a BIDS dataset as the input")
     items: list[CohortItem] = []
     for raw in paths:
         path = Path(raw)
@@ -336,7 +353,8 @@ def _write_tables(out_dir: Path, summaries: Sequence[ScanSummary], settings: dic
     ordered = _order(summaries)
     atomic_write_bytes(out_dir / "cohort.tsv", _tsv([s.row() for s in ordered], _TABLE_COLUMNS))
     # File names relative to the folder, so the folder can move (the viewer opens results from it).
-    rows = [{**asdict(s), "files": {k: Path(v).name for k, v in s.files.items()}} for s in ordered]
+    rows = [{**asdict(s), "files": {k: Path(os.path.relpath(v, out_dir)).as_posix() for k, v in s.files.items()}}
+            for s in ordered]
     atomic_write_json(out_dir / "cohort.json", {"settings": settings, "scans": rows})
     failures = [{"id": s.id, "path": s.image, "reason": s.reason} for s in ordered if s.status == "failed"]
     atomic_write_bytes(out_dir / "failures.tsv", _tsv(failures, ("id", "path", "reason")))
@@ -379,7 +397,7 @@ def run_cohort(
                 _write_tables(out_dir, summaries, table_settings)
             continue
         try:
-            summary, _ = infer_scan(ensemble, item.image, out_dir, settings, threshold=threshold,
+            summary, _ = infer_scan(ensemble, item.image, out_dir / item.out_subdir, settings, threshold=threshold,
                                     threshold_source=threshold_source, brain_mask=item.brain_mask, stem=item.id,
                                     min_finding_ml=min_finding_ml, report=report, dicom_seg=dicom_seg, force=force)
         except EngineError as exc:
@@ -391,7 +409,7 @@ def run_cohort(
             _write_tables(out_dir, summaries, table_settings)
         if on_scan is not None:
             on_scan(index, len(items), summary)
-    return CohortResult(tuple(_order(summaries)))
+    return CohortResult(tuple(_order(summaries)), table_settings)
 
 
 def read_cohort(folder: str | Path) -> list[ScanSummary]:

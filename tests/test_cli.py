@@ -527,3 +527,16 @@ def test_the_threshold_is_calibrated_on_the_map_infer_writes_and_across_shifted_
         assert sidecar["ThresholdCalibrated"] is calibrated
         assert bool(sidecar["UncalibratedFor"]) is not calibrated
     assert "1 steps (calibrated: 2)" in sidecar["UncalibratedFor"]
+
+
+@pytest.mark.parametrize(("timesteps", "steps"), [(None, 5), (2, 2), (3, 3), (0, 5)])
+def test_members_trained_on_n_timesteps_are_run_with_the_n_step_sampler(timesteps: int | None, steps: int) -> None:
+    from engine.cli import _training_preset, build_parser
+
+    argv = ["train", "--data", "d", "--out", "o", "--preset", "small"]
+    args = build_parser().parse_args(argv + (["--train-timesteps", str(timesteps)] if timesteps is not None else []))
+    preset = _training_preset(args)
+    assert preset.default_sampler == "ddim"
+    assert preset.default_steps == steps
+    if timesteps:
+        assert preset.diffusion.train_timesteps == timesteps

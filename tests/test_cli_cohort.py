@@ -226,3 +226,85 @@ def test_a_cohorts_results_read_back_equal_a_fresh_analysis(cohort: Path, model:
     other = engine.load_volume(summaries[1].image)
     with pytest.raises(engine.VolumeError, match="does not lie on the grid"):
         engine.read_outputs(other, out / first.files["sidecar"])
+
+
+# ------------------------------------------------------------------------------------------------------------ BIDS
+@pytest.fixture
+def bids_dataset(tmp_path: Path) -> tuple[Path, Path]:
+    """A BIDS dataset from the bundled sample and a synthetic head: ``sub-01`` (the IXI sample, with its brain mask in
+    a derivatives folder), ``sub-02/ses-1`` (a T1w and a FLAIR the T1 model must leave alone)."""
+    import shutil
+
+    from engine.ensemble import default_model_path
+
+    samples = default_model_path().parents[1] / "samples"
+    root = tmp_path / "ds"
+    (root / "sub-01/anat").mkdir(parents=True)
+    (root / "sub-02/ses-1/anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "fixture", "BIDSVersion": "1.10.0"}))
+    shutil.copy(samples / "IXI056-HH-1327_T1.nii.gz", root / "sub-01/anat/sub-01_T1w.nii.gz")
+    save_nifti(root / "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz", head((36, 40, 32), seed=3))
+    save_nifti(root / "sub-02/ses-1/anat/sub-02_ses-1_FLAIR.nii.gz", head((36, 40, 32), seed=4))
+    masks = tmp_path / "deriv"
+    (masks / "sub-01/anat").mkdir(parents=True)
+    (masks / "dataset_description.json").write_text(json.dumps(
+        {"Name": "masks", "BIDSVersion": "1.10.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "hand"}]}))
+    shutil.copy(samples / "IXI056-HH-1327_brainmask.nii.gz", masks / "sub-01/anat/sub-01_desc-brain_mask.nii.gz")
+    return root, masks
+
+
+def test_a_bids_dataset_finds_its_t1_scans_and_their_masks(bids_dataset: tuple[Path, Path]) -> None:
+    from engine.cohort import collect_inputs
+
+    root, masks = bids_dataset
+    items = collect_inputs([root], bids_masks=masks)
+    assert [(i.id, i.out_subdir) for i in items] == [("sub-01_T1w", "sub-01/anat"),
+                                                    ("sub-02_ses-1_T1w", "sub-02/ses-1/anat")]
+    assert items[0].brain_mask == masks / "sub-01/anat/sub-01_desc-brain_mask.nii.gz"
+    assert items[1].brain_mask is None  # none in the derivatives: the scan's foreground
+    assert [i.id for i in collect_inputs([root], bids_suffix="FLAIR")] == ["sub-02_ses-1_FLAIR"]
+
+
+def test_a_bids_dataset_becomes_a_derivatives_dataset(bids_dataset: tuple[Path, Path], model: Path,
+                                                      tmp_path: Path) -> None:
+    from engine.bids import DESCRIPTION, layout_problems, parse_path
+    from engine.card import read_card
+
+    root, masks = bids_dataset
+    out = tmp_path / "derivatives" / "condiff"
+    assert infer(root, model=model, out=out, extra=("--bids-masks", str(masks))) == 0
+    for sub in ("sub-01/anat/sub-01", "sub-02/ses-1/anat/sub-02_ses-1"):
+        for name in ("desc-anomaly_mask.nii.gz", "desc-anomaly_mask.json", "desc-pseudohealthy_T1w.nii.gz",
+                     "desc-anomalyscore_map.nii.gz", "desc-anomaly_findings.tsv"):
+            assert (out / f"{sub}_{name}").is_file(), f"{sub}_{name}"
+    assert not list(out.glob("sub-*/**/*FLAIR*"))
+    # The schema's own derivative rules accept every file, bar those .bidsignore lists.
+    assert layout_problems(out) == []
+    mask_entities = parse_path("sub-02/ses-1/anat/sub-02_ses-1_desc-anomaly_mask.nii.gz", derivative=True)
+    assert mask_entities is not None
+    assert (mask_entities["subject"], mask_entities["session"], mask_entities["suffix"]) == ("02", "1", "mask")
+    description = json.loads((out / DESCRIPTION).read_text())
+    assert description["DatasetType"] == "derivative"
+    (generated,) = description["GeneratedBy"]
+    card = read_card(model)
+    assert generated["Name"] == "condiff"
+    assert generated["Model"]["MemberSHA256"] == {str(f): m.sha256 for f, m in card.members.items()}
+    assert generated["Settings"]["threshold"] == float(THRESHOLD)
+    assert description["SourceDatasets"] == [{"URL": root.resolve().as_uri()}]
+    # The sub-01 analysis used the derivatives' brain mask; the table's file names lead to the nested outputs.
+    side = json.loads((out / "sub-01/anat/sub-01_desc-anomaly_mask.json").read_text())
+    assert side["BrainMask"].endswith("sub-01_desc-brain_mask.nii.gz")
+    rows = json.loads((out / "cohort.json").read_text())["scans"]
+    assert all((out / row["files"]["sidecar"]).is_file() for row in rows)
+    # A rerun keeps everything: the nested outputs count as up to date.
+    assert infer(root, model=model, out=out, extra=("--bids-masks", str(masks))) == 0
+    assert {r["status"] for r in table(out)} == {"up to date"}
+
+
+def test_bids_masks_without_a_bids_dataset_is_an_error(cohort: Path, model: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert infer(cohort, model=model, out=tmp_path / "out", extra=("--bids-masks", str(tmp_path))) != 0
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    err = capsys.readouterr().err
+    assert "need a BIDS dataset" in err
+    assert err.count("\n") == 1
