@@ -535,6 +535,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cases = find_cases(args.dataset, args.modality)
     if args.max_cases:
         cases = cases[: args.max_cases]
+    if args.results is not None:
+        return _evaluate_results(args, cases)
     ensemble = _load_model(args)
     healthy = scans_for_role(find_scans(args.healthy), args.role, args.exclude) if args.healthy else []
     bar = _BarCallback(len(cases), "evaluate", "case")
@@ -544,6 +546,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     _finish_report(args, ensemble, replace(report, dataset=str(args.dataset), modality=args.modality))
+    return 0
+
+
+def _evaluate_results(args: argparse.Namespace, cases: Sequence[Any]) -> int:
+    """Lesion cases scored from a cohort's written maps (no model is run)."""
+    from engine.evaluation import evaluate_results  # noqa: PLC0415
+
+    if args.record or args.healthy is not None:
+        raise EngineError("--results scores written maps only; --record and --healthy need the model run "
+                          "(leave out --results)")
+    bar = _BarCallback(len(cases), "evaluate results", "case")
+    try:
+        report = replace(evaluate_results(args.results, cases, on_progress=bar), dataset=str(args.dataset))
+    finally:
+        bar.close()
+    if args.json != JSON_STDOUT:
+        t = report.transfer
+        print(f"{len(report.cases)} cases of {args.dataset} from the maps in {args.results} ({report.model}, "
+              f"{report.sampler} {report.steps} steps, seed {report.seed}), each scan's own grid, brain voxels:")
+        print(f"{'':12s} {'AP_p':>7s} {'maxDice':>8s}\n{'model':12s} {report.ap_pixel:7.3f} {report.max_dice:8.3f}\n"
+              f"{'random':12s} {report.random_ap_pixel:7.3f} {report.random_max_dice:8.3f}")
+        print(f"at the cohort's threshold {t.threshold:.4g}: sensitivity {_pct(t.sensitivity)}, precision "
+              f"{_pct(t.precision)}, non-lesion brain flagged {_pct(t.nonlesion_flagged)}, brain > 10 mm from any "
+              f"lesion flagged {_pct(t.far_flagged)}")
+    _emit_json(args.json, report.to_dict())
     return 0
 
 
@@ -781,6 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--dataset) or on synthetic anomalies in healthy scans (--synthetic)")
     p.add_argument("--dataset", type=Path, help="folder of case folders (BraTS layout), one case "
                    "folder, or a CSV manifest with image,label columns")
+    p.add_argument("--results", type=Path, metavar="COHORT",
+                   help="with --dataset: score the maps a cohort run wrote (infer on the same scans) instead of "
+                   "running the model: AP_p, max Dice and what its threshold flags, on each scan's own grid")
     p.add_argument("--synthetic", type=Path, metavar="DIR", help="instead of --dataset: healthy scans with brain "
                    "masks, corrupted by synthetic tasks with fixed seeds and scored like lesions")
     p.add_argument("--tasks", type=_task_list, default=[0, 1, 2, 3, 4], help="with --synthetic: task ids "

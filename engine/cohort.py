@@ -46,7 +46,7 @@ from engine.volumes import atomic_write_bytes, atomic_write_json, load_mask, loa
 logger = logging.getLogger("engine.cohort")
 
 __all__ = ["CohortItem", "CohortResult", "ScanSummary", "collect_inputs", "infer_scan", "open_scan", "read_cohort",
-           "run_cohort"]
+           "read_cohort_settings", "run_cohort"]
 
 COHORT_FILES = ("cohort.tsv", "cohort.json", "failures.tsv")
 """The cohort's own files in the output folder."""
@@ -412,17 +412,42 @@ def run_cohort(
     return CohortResult(tuple(_order(summaries)), table_settings)
 
 
+def _cohort_json(folder: str | Path) -> tuple[Path, dict[str, Any]]:
+    import json  # noqa: PLC0415
+
+    path = Path(folder) / "cohort.json"
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        return path, data
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a condiff cohort table ({type(exc).__name__}: {exc})") from exc
+
+
+def read_cohort_settings(folder: str | Path) -> dict[str, Any]:
+    """The settings a cohort output folder was made with (model, members, sampler, steps, seed, threshold).
+
+    Raises:
+        DataError: the folder holds no readable cohort.json with its settings.
+    """
+    path, data = _cohort_json(folder)
+    settings = data.get("settings")
+    wanted = ("model", "members", "sampler", "steps", "seed", "threshold")
+    if not isinstance(settings, dict) or any(k not in settings for k in wanted):
+        raise DataError(f"{path}: not a condiff cohort table (its settings lack {', '.join(wanted)})")
+    return settings
+
+
 def read_cohort(folder: str | Path) -> list[ScanSummary]:
     """The scans of a cohort output folder (its ``cohort.json``), in the table's order.
 
     Raises:
         DataError: the folder holds no readable cohort.json.
     """
-    import json  # noqa: PLC0415
-
-    path = Path(folder) / "cohort.json"
+    path, data = _cohort_json(folder)
     try:
-        rows = json.loads(path.read_text())["scans"]
+        rows = data["scans"]
         return [ScanSummary(**{k: v for k, v in row.items() if k in ScanSummary.__dataclass_fields__})
                 for row in rows]
     except (OSError, ValueError, KeyError, TypeError) as exc:

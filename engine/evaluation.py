@@ -43,6 +43,7 @@ from engine.evaluation_report import (
     EvaluationReport,
     HealthyReport,
     LesionCounts,
+    ResultsReport,
     Scores,
     ThresholdResult,
 )
@@ -320,6 +321,59 @@ def evaluate(
         healthy=healthy_report(ensemble, healthy, settings, shifts=shifts, cancel=cancel) if healthy else None,
         transfer=transfer.result() if transfer is not None else None,
     )
+
+
+def evaluate_results(folder: str | Path, cases: Sequence[Case], *,
+                     on_progress: Callable[[Progress], None] | None = None) -> ResultsReport:
+    """Score ``cases`` from a cohort output folder (``infer`` on them, e.g. from a manifest) instead of analysing
+    them again: the written anomaly maps against each case's label, on the scan's own grid, inside the brain the
+    analysis used, at the cohort's threshold.
+
+    Raises:
+        DataError: the folder is not a cohort's results, a case is not among them (or failed there), its brain mask
+            differs from the one the cohort used, or its written map does not lie on the scan's grid.
+    """
+    import json  # noqa: PLC0415
+
+    from engine.cohort import read_cohort, read_cohort_settings  # noqa: PLC0415
+
+    folder = Path(folder)
+    settings = read_cohort_settings(folder)
+    by_image = {Path(s.image).resolve(): s for s in read_cohort(folder)}
+    start = time.monotonic()
+    pixels = PixelAccumulator()
+    transfer = TransferCounts(float(settings["threshold"]))
+    for index, case in enumerate(cases):
+        summary = by_image.get(case.image.resolve())
+        if summary is None or summary.status == "failed":
+            raise DataError(f"{case.image}: {'failed in' if summary else 'not among'} the cohort results in "
+                            f"{folder} (run condiff-engine infer on it first)")
+        sidecar = json.loads((folder / summary.files["sidecar"]).read_text())
+        used = sidecar.get("BrainMask")
+        wanted = str(case.brain_mask) if case.brain_mask else None
+        if (Path(used).resolve() if used else None) != (Path(wanted).resolve() if wanted else None):
+            raise DataError(f"{case.image}: the cohort analysed it with brain mask {used}, the case has {wanted}")
+        volume = load_volume(case.image)
+        brain = analysis_brain(volume, load_mask(case.brain_mask, volume) if case.brain_mask else None)
+        map_path = folder / summary.files["map"]
+        map_img = nib.load(str(map_path))
+        if map_img.shape != volume.shape or not np.allclose(map_img.affine, volume.affine, atol=1e-4):
+            raise DataError(f"{map_path}: does not lie on the grid of {case.image}")
+        anomaly = np.asarray(map_img.dataobj, dtype=np.float32)
+        label = _native_label(case, volume) & brain
+        pixels.add(anomaly[brain], label[brain])
+        transfer.add(anomaly, brain, label, volume.zooms)
+        if on_progress is not None:
+            on_progress(Progress(index + 1, len(cases), case.name, time.monotonic() - start))
+    metrics = pixels.result()
+    if not metrics.n_positive:
+        raise DataError(f"{folder}: the cases' labels hold no lesion voxel inside the brain; nothing to score")
+    chance = random_baseline(metrics.n_pixels, metrics.n_positive)
+    return ResultsReport(
+        results=str(folder), model=str(settings["model"]), members=tuple(settings["members"]),
+        sampler=str(settings["sampler"]), steps=int(settings["steps"]), seed=int(settings["seed"]),
+        cases=tuple(c.name for c in cases), ap_pixel=metrics.ap, max_dice=metrics.max_dice,
+        random_ap_pixel=chance.ap, random_max_dice=chance.max_dice, transfer=transfer.result())
 
 
 def _take(result: ModelSpaceResult, index: np.ndarray) -> ModelSpaceResult:

@@ -335,3 +335,38 @@ def evaluation_record(report: EvaluationReport | SyntheticReport, *, command: st
         at_threshold=lesions.at_threshold if lesions else None,
         removal=report.removal if isinstance(report, SyntheticReport) else None,
     )
+
+
+@dataclass(frozen=True)
+class ResultsReport:
+    """Lesion cases scored from a cohort's written maps (``evaluate --results``), without running a model.
+
+    Everything is counted on each scan's own grid, inside the brain its analysis used, on the map a user gets (the
+    ``anomalyscore`` map ``infer`` wrote).
+
+    Attributes:
+        results: the cohort output folder read.
+        model / members / sampler / steps / seed: what made the maps (from ``cohort.json``).
+        cases: the cases scored, in the order given.
+        ap_pixel / max_dice: pixel-level AP and best Dice over brain voxels, pooled over the cases.
+        random_ap_pixel / random_max_dice: the same for a random map (the lesion share of brain voxels).
+        transfer: what the cohort's threshold flags (sensitivity, precision, non-lesion and far brain flagged).
+    """
+
+    results: str
+    model: str
+    members: tuple[int, ...]
+    sampler: str
+    steps: int
+    seed: int
+    cases: tuple[str, ...]
+    ap_pixel: float
+    max_dice: float
+    random_ap_pixel: float
+    random_max_dice: float
+    transfer: TransferResult
+    dataset: str | None = field(default=None, metadata=_SKIP_NONE)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``evaluate --results --json``."""
+        return record_to_json(self)

@@ -522,7 +522,7 @@ SCAN_CASES: list[Case] = [*LOADING, *GEOMETRY, *INTENSITIES, *DICOM, *ITK]
 
 # ------------------------------------------------------------------------------------------------ model folders
 def make_model_folder(folder: Path, folds: tuple[int, ...] = (0, 1)) -> Path:
-    """A tiny-preset model folder with untrained members (seeded weights) and a calibration: loads in a second."""
+    """A tiny-preset model folder with untrained members (seeded weights), not calibrated: loads in a second."""
     import torch  # noqa: PLC0415
 
     from engine import checkpoints  # noqa: PLC0415

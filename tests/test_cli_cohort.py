@@ -308,3 +308,65 @@ def test_bids_masks_without_a_bids_dataset_is_an_error(cohort: Path, model: Path
     err = capsys.readouterr().err
     assert "need a BIDS dataset" in err
     assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------- evaluate --results
+def test_evaluate_reads_a_cohorts_maps_and_agrees_with_running_the_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Cases analysed by a cohort run are scored from its written maps; the counts at the threshold equal those of
+    ``evaluate`` running the model on the same cases (the same maps on the same grids)."""
+    import numpy as np
+
+    rows = ["name,image,label"]
+    for i in range(2):
+        data = head((36, 40, 32), seed=20 + i)
+        lesion = np.zeros(data.shape, np.uint8)
+        lesion[14 + i:20 + i, 16:22, 12:18] = 1
+        data[lesion > 0] *= 1.8  # a bright blob the map can find
+        save_nifti(tmp_path / f"case{i}_T1w.nii.gz", data)
+        save_nifti(tmp_path / f"case{i}_seg.nii.gz", lesion)
+        rows.append(f"case{i},case{i}_T1w.nii.gz,case{i}_seg.nii.gz")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    from dataclasses import replace
+
+    from engine.card import update_card
+    from engine.results import Calibration
+    from tests.bad_inputs import make_model_folder
+
+    model = make_model_folder(tmp_path / "calibrated")
+    calibration = Calibration(threshold=0.3, healthy_fpr=0.01, display_max=0.6, grid="native")
+    update_card(model, lambda card: replace(card, calibration=calibration))
+    out = tmp_path / "out"  # the cohort at the model's own threshold, which evaluate applies
+    assert main(["infer", str(manifest), "--model", str(model), "--out", str(out), "--steps", "1", "--device", "cpu",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset", str(manifest), "--results", str(out), "--json"]) == 0
+    from_results = json.loads(capsys.readouterr().out)
+    assert from_results["cases"] == ["case0", "case1"]
+    assert 0.0 < from_results["random_ap_pixel"] < 0.2
+    assert from_results["transfer"]["scans"] == 2
+    assert main(["evaluate", "--dataset", str(manifest), "--model", str(model), "--steps", "1", "--device", "cpu",
+                 "--threads", "1", "--json"]) == 0
+    direct = json.loads(capsys.readouterr().out)["transfer"]
+    got = from_results["transfer"]
+    assert got["threshold"] == pytest.approx(direct["threshold"]) == pytest.approx(calibration.threshold)
+    for key in ("brain_flagged", "sensitivity", "precision", "nonlesion_flagged", "far_flagged"):
+        assert got[key] == pytest.approx(direct[key], abs=1e-6), key
+    assert got["brain_flagged"] > 0  # the comparison is not between two empty masks
+
+
+def test_evaluate_results_names_a_case_the_cohort_did_not_analyse(tmp_path: Path, cohort: Path, model: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    infer(cohort / "sub-00_T1w.nii.gz", cohort / "sub-01_T1w.nii.gz", model=model, out=out)
+    import numpy as np
+
+    save_nifti(tmp_path / "lab.nii.gz", np.ones((40, 40, 32), np.uint8))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"image,label\n{cohort / 'sub-02_T1w.nii.gz'},{tmp_path / 'lab.nii.gz'}\n")
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset", str(manifest), "--results", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "sub-02_T1w.nii.gz: not among the cohort results" in err
+    assert err.count("\n") == 1
