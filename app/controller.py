@@ -319,6 +319,7 @@ class AnalysisController(QObject):
             self._set_no_model(text.ERR_MODEL_FOLDER_MISSING.format(path=self.model_path), show=explicit)
             return
         if self.runner.busy:
+            self._yield_background()
             self._pending.appendleft(LoadModelRequest(explicit))
             return
         task = ModelLoad(self.model_path, self.device or "auto", explicit)
@@ -427,6 +428,9 @@ class AnalysisController(QObject):
         mode = AnalysisMode(mode)
         if self.state.volume is None:
             self.report_error(text.ERR_ANALYSIS, text.ERR_NO_SCAN)
+            return
+        if self._yield_background():
+            self._pending.append(AnalysisRequest(mode))
             return
         if self.busy:
             if self.runner.current is not None and isinstance(self.runner.current.task, ModelLoad):
@@ -544,8 +548,17 @@ class AnalysisController(QObject):
 
     @property
     def busy(self) -> bool:
-        """A background job runs, or a whole-volume analysis is between two of its chunks."""
-        return self.runner.busy or self._run is not None
+        """A job of the user's runs, or a whole-volume analysis is between two of its chunks (a worklist scan
+        analysed in the background does not count: it gives way, see :meth:`_yield_background`)."""
+        return (self.runner.busy and not _is_background(self.runner.current)) or self._run is not None
+
+    def _yield_background(self) -> bool:
+        """Stop a background worklist scan so the user's request runs next; True if one was running (the request
+        must then wait in the queue for the worker to come free)."""
+        if self.runner.busy and _is_background(self.runner.current):
+            self.runner.cancel()
+            return True
+        return False
 
     def _update_busy(self, *_: Any) -> None:
         if self.busy != self._busy:
@@ -645,7 +658,7 @@ class AnalysisController(QObject):
 
     # ============================================================================================ job outcomes
     def _on_job_progress(self, job: Job, progress: Any) -> None:
-        task = job.task
+        task = job.task  # a background worklist scan has no progress of the user's to show
         if isinstance(task, Analysis):
             self.analysis_progress.emit(AnalysisProgress(len(task.slices), task.n_slices, task.slices[0],
                                                          float(progress.fraction), progress.eta_s))
@@ -655,6 +668,9 @@ class AnalysisController(QObject):
 
     def _on_job_finished(self, job: Job, result: Any, seconds: float) -> None:
         task = job.task
+        if _is_background(job):  # its owner (app.worklist_analysis) takes the outcome
+            self._after_job(job)
+            return
         if isinstance(task, ModelLoad):
             self.model, devices = result
             logger.info("model %s loaded in %.1f s on %s", self.model.info.model_id, seconds, self.model.info.device)
@@ -681,6 +697,9 @@ class AnalysisController(QObject):
         self._after_job(job)
 
     def _on_job_failed(self, job: Job, error: Any) -> None:
+        if _is_background(job):
+            self._after_job(job)
+            return
         if isinstance(job.task, (VolumePlan, VolumeChunk)):
             self._run = None
         if isinstance(job.task, ModelLoad):
@@ -694,6 +713,9 @@ class AnalysisController(QObject):
         self._after_job(job)
 
     def _on_job_cancelled(self, job: Job) -> None:
+        if _is_background(job):
+            self._after_job(job)
+            return
         if isinstance(job.task, (VolumePlan, VolumeChunk)):
             self._run = None
         if isinstance(job.task, ModelLoad):
@@ -719,11 +741,16 @@ class AnalysisController(QObject):
                 self.request_analysis(request.mode)
             if self.runner.busy:
                 return
-        if ran_analysis or not self._pending:
+        if (ran_analysis or not self._pending) and not _is_background(job):
             self.analysis_done.emit()
 
 
 ANALYSIS_TASKS = (Analysis, VolumePlan, VolumeChunk)
+
+
+def _is_background(job: Job | None) -> bool:
+    """A job that gives way to the user's (a task with ``background = True``, such as a worklist scan)."""
+    return job is not None and bool(getattr(job.task, "background", False))
 
 
 def _model_loader(backend: Any, task: ModelLoad) -> Callable[[Any, Any], Any]:

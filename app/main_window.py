@@ -35,6 +35,7 @@ from app.views.readout import Readout
 from app.views.recent_menu import RecentMenu
 from app.views.worklist_dock import WorklistDock
 from app.worklist import Worklist, entries_from, is_worklist_folder
+from app.worklist_analysis import WorklistAnalyser
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class MainWindow(QMainWindow):
         self.state = ViewerState(self)
         self.controller = AnalysisController(backend, self.state, model_path, self)
         self.worklist = Worklist(self)
+        self.worklist_analyser = WorklistAnalyser(self.worklist, self.controller, prefs.cache_folder(self.settings),
+                                                  self)
+        self.worklist_analyser.scan_analysed.connect(self._on_worklist_scan_analysed)
         self.setWindowTitle(text.WINDOW_TITLE)
         self.setAcceptDrops(True)
         self._build_central()
@@ -308,6 +312,22 @@ class MainWindow(QMainWindow):
                                                                             threshold=self.state.threshold))
         return True
 
+    def _on_worklist_scan_analysed(self, index: int) -> None:
+        """A background result for the open scan shows at once unless the user has a result on screen already."""
+        entry = self.worklist.entries[index]
+        volume = self.state.volume
+        if index != self.worklist.current or volume is None or self.state.result is not None or entry.sidecar is None:
+            return
+        if volume.path is None or Path(volume.path) != entry.image:
+            return
+        try:
+            result = self.backend.read_outputs(volume, entry.sidecar)
+        except self.backend.EngineError as error:
+            self.controller.report_error(text.ERR_WORKLIST_RESULT, str(error))
+            return
+        self.controller.show_result(result)
+        self.statusBar().showMessage(text.STATUS_WORKLIST_RESULT.format(name=entry.id, threshold=self.state.threshold))
+
     def step_worklist(self, delta: int) -> None:
         index = self.worklist.step(delta)
         if index is not None:
@@ -426,6 +446,7 @@ class MainWindow(QMainWindow):
             self.save_settings()
         except Exception:  # settings trouble must not block closing
             logger.exception("could not save settings")
+        self.worklist_analyser.enabled = False  # nothing new starts; the running scan is cancelled below
         self.controller.shutdown()
         super().closeEvent(event)
 

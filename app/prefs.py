@@ -8,6 +8,7 @@ the stored value back to the type of the default (and falls back to the default 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QByteArray, QSettings
@@ -24,6 +25,12 @@ LAYOUT_VERSION = 3  # bump when the docks change: a layout saved with other dock
 def default_settings() -> QSettings:
     """The user's settings store (INI format, per user)."""
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, text.ORG_NAME, "viewer")
+
+
+def cache_folder(settings: QSettings) -> Path:
+    """Where the viewer keeps what it computes for later sessions (the worklist's background results): beside its
+    settings file, so a settings store of its own (a test's, a second profile's) brings a cache of its own."""
+    return Path(settings.fileName()).parent / "cache"
 
 
 @dataclass(frozen=True)

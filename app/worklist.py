@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 STATUS_NOT_ANALYSED = "not analysed"
 STATUS_ANALYSED = "analysed"
 STATUS_FAILED = "failed"
+STATUS_ANALYSING = "analysing"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class WorklistEntry:
 
 def sort_key(entry: WorklistEntry) -> tuple[Any, ...]:
     """Anomaly load first (flagged volume), scans not analysed next, failures last; ties by id."""
-    group = {STATUS_ANALYSED: 0, STATUS_NOT_ANALYSED: 1, STATUS_FAILED: 2}[entry.status]
+    group = {STATUS_ANALYSED: 0, STATUS_NOT_ANALYSED: 1, STATUS_ANALYSING: 1, STATUS_FAILED: 2}[entry.status]
     return (group, -(entry.flagged_ml or 0.0), entry.id)
 
 
@@ -88,6 +89,7 @@ class Worklist(QObject):
     """The list and which entry is open; announces changes, opens nothing itself."""
 
     changed = Signal()
+    loaded = Signal()  # a new list replaced the old one (emitted before ``changed``)
     current_changed = Signal(int)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -98,6 +100,7 @@ class Worklist(QObject):
 
     def set_entries(self, folder: Path, entries: list[WorklistEntry]) -> None:
         self.folder, self.entries, self.current = folder, list(entries), None
+        self.loaded.emit()
         self.changed.emit()
 
     def set_current(self, index: int) -> None:
@@ -112,10 +115,38 @@ class Worklist(QObject):
         index = 0 if self.current is None else self.current + delta
         return index if 0 <= index < len(self.entries) else None
 
-    def record(self, image: Path, flagged_ml: float, findings: int) -> None:
-        """The viewer analysed a listed scan itself: show what it found (the order stays until the list reloads)."""
-        for i, entry in enumerate(self.entries):
-            if entry.image == Path(image):
-                self.entries[i] = replace(entry, status=STATUS_ANALYSED, flagged_ml=flagged_ml, findings=findings)
-                self.changed.emit()
-                return
+    def _index_of(self, image: Path) -> int | None:
+        return next((i for i, e in enumerate(self.entries) if e.image == Path(image)), None)
+
+    def _replace(self, image: Path, **changes: Any) -> int | None:
+        index = self._index_of(image)
+        if index is not None:
+            self.entries[index] = replace(self.entries[index], **changes)
+            self.changed.emit()
+        return index
+
+    def set_status(self, image: Path, status: str) -> int | None:
+        """Show a listed scan's state (e.g. being analysed); its row, or None when it is not listed."""
+        return self._replace(image, status=status)
+
+    def record(self, image: Path, flagged_ml: float, findings: int, sidecar: Path | None = None) -> int | None:
+        """A listed scan was analysed: show what it found and where its outputs are (the order stays until
+        :meth:`sort`); its row, or None when it is not listed."""
+        return self._replace(image, status=STATUS_ANALYSED, flagged_ml=flagged_ml, findings=findings,
+                             sidecar=sidecar, reason="")
+
+    def record_failure(self, image: Path, reason: str) -> int | None:
+        """A listed scan could not be analysed: say why (one line)."""
+        return self._replace(image, status=STATUS_FAILED, reason=reason)
+
+    def sort(self) -> bool:
+        """Order the entries by anomaly load (:func:`sort_key`), keeping the open one open; True if the order
+        changed."""
+        ordered = sorted(self.entries, key=sort_key)
+        if ordered == self.entries:
+            return False
+        open_entry = self.entries[self.current] if self.current is not None else None
+        self.entries = ordered
+        self.current = None if open_entry is None else ordered.index(open_entry)
+        self.changed.emit()
+        return True

@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "read_outputs": "engine.outputs",
     "collect_inputs": "engine.cohort",
     "read_cohort": "engine.cohort",
+    "infer_scan": "engine.cohort",
     # findings
     "Finding": "engine.findings",
     "Findings": "engine.findings",
@@ -93,7 +94,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.brain import analysis_brain
-    from engine.cohort import collect_inputs, read_cohort
+    from engine.cohort import collect_inputs, infer_scan, read_cohort
     from engine.config import DEFAULT_MIN_VOLUME_ML
     from engine.devices import available_devices
     from engine.dicom_seg import dicom_seg_path, write_dicom_seg

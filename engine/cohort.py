@@ -256,6 +256,7 @@ def infer_scan(
     dicom_seg: bool = False,
     force: bool = True,
     on_progress: Callable[[Any], None] | None = None,
+    cancel: Any = None,
     opened: tuple[Any, np.ndarray | None] | None = None,
 ) -> tuple[ScanSummary, Any]:
     """Analyse one scan and write its outputs (mask, maps, restoration, sidecar, findings; report and DICOM SEG on
@@ -263,7 +264,9 @@ def infer_scan(
 
     ``opened`` is the scan and mask as :func:`open_scan` gave them, when the caller read them already (to fail on a
     bad file before loading a model). With ``force`` False, a scan whose outputs are all there and were made with
-    the same model and settings is left as it is and its kept summary returned.
+    the same model and settings is left as it is and its kept summary returned. ``cancel`` (an
+    :class:`engine.CancelToken`) stops the analysis at its next step with :class:`engine.Cancelled`; nothing of the
+    scan is written then.
 
     Returns:
         The scan's summary and its :class:`engine.Findings` (None when the kept outputs were used).
@@ -293,7 +296,7 @@ def infer_scan(
     warning = modality_warning(volume, ensemble.info.modality)
     if warning:
         logger.warning(warning)
-    result = ensemble.analyse(volume, settings=settings, brain_mask=mask, on_progress=on_progress)
+    result = ensemble.analyse(volume, settings=settings, brain_mask=mask, on_progress=on_progress, cancel=cancel)
     for line in result.warnings:
         if line not in volume.warnings:  # the reader logged its own already
             logger.warning(line)

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 import engine
+from engine.config import MapScoring
 from engine.errors import Cancelled, EngineError, ModelLoadError, OutputError, VolumeError
 from engine.progress import CancelToken, Progress
 from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo
@@ -117,12 +118,17 @@ class FakeEnsemble:
         fail_with: an exception to raise from ``analyse``.
     """
 
+    scoring = MapScoring()
+
     def __init__(self, info: ModelInfo, *, delay_s: float = 0.0, fail_with: BaseException | None = None) -> None:
         self.info = info
         self.delay_s = delay_s
         self.fail_with = fail_with
         self.calls: list[list[int]] = []
         self.brain_masks: list[np.ndarray | None] = []
+
+    def steps_for(self, settings: AnalysisSettings) -> int:
+        return settings.steps or self.info.default_steps
 
     def plan_slices(self, volume: Any, brain_mask: np.ndarray | None = None,
                     settings: AnalysisSettings | None = None) -> tuple[int, ...]:
@@ -264,6 +270,7 @@ def make_backend(tmp_model_dir: Path, *, delay_s: float = 0.0, fail_with: BaseEx
         available_devices=lambda: list(devices), write_outputs=write_outputs, output_paths=output_paths,
         modality_warning=modality_warning, SAMPLERS=engine.SAMPLERS, __version__="test",
         collect_inputs=engine.collect_inputs, read_cohort=engine.read_cohort, read_outputs=engine.read_outputs,
+        infer_scan=engine.infer_scan,
     )
     backend.ensembles = []
 

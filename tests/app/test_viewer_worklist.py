@@ -73,6 +73,7 @@ def test_a_cohort_opens_most_flagged_first_with_its_results(qtbot, make_window, 
 
 def test_a_folder_of_scans_lists_them_unanalysed(qtbot, make_window, cohort_run: Path) -> None:
     window = make_window()
+    window.worklist_analyser.enabled = False  # the list as it opens (background analysis: the tests below)
     scans = cohort_run.parent / "scans"
     assert window.open_worklist(scans)
     assert [e.status for e in window.worklist.entries] == ["not analysed"] * 4
@@ -105,3 +106,76 @@ def test_the_command_line_opens_a_cohort_folder_as_the_worklist(cohort_run: Path
                           env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------------------------------- background analysis
+@pytest.fixture
+def scan_folder(tmp_path: Path) -> Path:
+    """Four small heads of different sizes (different flagged volumes) and one damaged file."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(4):
+        data = head((30 + 4 * i, 40, 32), seed=30 + i)
+        save_nifti(folder / f"sub-{i}_T1w.nii.gz", data)
+    bad = save_nifti(folder / "sub-8_T1w.nii.gz", head((36, 40, 32), seed=8))
+    bad.write_bytes(bad.read_bytes()[:200])
+    return folder
+
+
+def _all_settled(window) -> bool:  # noqa: ANN001
+    return all(e.status in ("analysed", "failed") for e in window.worklist.entries) and window.controller.is_idle()
+
+
+def test_a_folder_is_analysed_in_the_background_open_scan_first(qtbot, make_window, scan_folder: Path,
+                                                                tmp_path: Path) -> None:
+    window = make_window()
+    order: list[str] = []
+    window.worklist_analyser.scan_analysed.connect(lambda row: order.append(window.worklist.entries[row].id))
+    assert window.open_worklist(scan_folder)
+    listed = [e.id for e in window.worklist.entries]
+    assert listed[0] == "sub-0_T1w"  # not analysed yet: by name
+    qtbot.waitUntil(lambda: _all_settled(window), timeout=60_000)
+    # The open scan first, then the list in order; the damaged one failed with its reason, the rest went on.
+    assert order == ["sub-0_T1w", "sub-1_T1w", "sub-2_T1w", "sub-3_T1w"]
+    entries = {e.id: e for e in window.worklist.entries}
+    assert entries["sub-8_T1w"].status == "failed"
+    assert "sub-8_T1w" in entries["sub-8_T1w"].reason
+    assert window.errors == []  # a background failure is told in its row (tooltip), not in a dialog
+    # Once all are done the list is ordered by anomaly load, the failure last; the open scan stays open.
+    assert window.worklist.entries[-1].id == "sub-8_T1w"
+    assert [e.id for e in window.worklist.entries] != listed  # it did move (loads differ between the heads)
+    assert window.worklist.entries[window.worklist.current].id == "sub-0_T1w"
+    loads = [e.flagged_ml for e in window.worklist.entries[:-1]]
+    assert loads == sorted(loads, reverse=True)
+    # Each result lies in the viewer's cache, on the scan's grid; opening a scan shows it without the model.
+    for entry in window.worklist.entries[:-1]:
+        assert entry.sidecar is not None
+        assert entry.sidecar.is_file()
+        assert tmp_path in entry.sidecar.parents
+    calls = len(window.backend.ensembles[-1].calls)
+    window.open_worklist_entry(0)
+    assert window.state.result is not None
+    top = window.worklist.entries[0]
+    written = nib.load(top.sidecar.parent / f"{top.id.removesuffix('_T1w')}_desc-anomalyscore_map.nii.gz")
+    np.testing.assert_array_equal(window.state.result.anomaly_map, np.asarray(written.dataobj, np.float32))
+    assert len(window.backend.ensembles[-1].calls) == calls
+    # The same folder opened again: every scan is up to date in the cache, nothing is analysed twice.
+    assert window.open_worklist(scan_folder)
+    qtbot.waitUntil(lambda: _all_settled(window), timeout=60_000)
+    assert len(window.backend.ensembles[-1].calls) == calls
+
+
+def test_the_users_analysis_comes_before_the_background(qtbot, make_window, scan_folder: Path) -> None:
+    window = make_window(delay_s=0.05)  # each slice takes a while: the background scan is caught mid-way
+    assert window.open_worklist(scan_folder)
+    qtbot.waitUntil(lambda: window.worklist_analyser.running, timeout=10_000)
+    assert not window.controller.busy  # a background scan is not the user's: no busy state, no cancel button
+    ensemble = window.backend.ensembles[-1]
+    window.controller.request_analysis("slice")
+    assert window.controller.busy or window.controller._pending  # noqa: SLF001 - queued behind the cancel
+    with qtbot.waitSignal(window.controller.analysis_done, timeout=30_000):
+        pass
+    assert window.state.result is not None  # the user's slice, analysed
+    assert any(len(call) == 1 for call in ensemble.calls)
+    qtbot.waitUntil(lambda: _all_settled(window), timeout=120_000)
+    assert sum(e.status == "analysed" for e in window.worklist.entries) == 4
