@@ -27,6 +27,8 @@ _SPREAD_POINTS = ((0.0, (0, 20, 120)), (0.6, (0, 190, 255)), (1.0, (230, 255, 25
 _DIFF_POINTS = ((0.0, (60, 140, 255)), (0.5, (0, 0, 0)), (1.0, (255, 80, 40)))
 
 MASK_COLOUR = (255, 40, 40)
+REFERENCE_COLOUR = (60, 200, 255)
+"""A reference segmentation's outline: cyan, apart from the anomaly mask's red."""
 
 
 def _interpolate(points: tuple[tuple[float, tuple[int, int, int]], ...]) -> np.ndarray:

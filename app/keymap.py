@@ -50,6 +50,8 @@ class Command(StrEnum):
     SHORTCUTS = "shortcuts"
     SCAN_NEXT = "scan_next"
     SCAN_PREVIOUS = "scan_previous"
+    SEQUENCE_NEXT = "sequence_next"
+    SEQUENCE_PREVIOUS = "sequence_previous"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ BINDINGS: tuple[Binding, ...] = (
     Binding(Command.TOGGLE_HEAT, ("H",), text.KEY_TOGGLE_HEAT),
     Binding(Command.TOGGLE_MASK, ("M",), text.KEY_TOGGLE_MASK),
     Binding(Command.TOGGLE_CONVENTION, ("N",), text.KEY_TOGGLE_CONVENTION),
+    Binding(Command.SEQUENCE_NEXT, ("S",), text.KEY_SEQUENCE_NEXT),
+    Binding(Command.SEQUENCE_PREVIOUS, ("A",), text.KEY_SEQUENCE_PREVIOUS),
     Binding(Command.OPEN, ("Ctrl+O",), text.KEY_OPEN, menu=True),
     Binding(Command.SCAN_NEXT, ("]",), text.KEY_SCAN_NEXT, menu=True),
     Binding(Command.SCAN_PREVIOUS, ("[",), text.KEY_SCAN_PREVIOUS, menu=True),

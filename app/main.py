@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scan", nargs="?", help=text.CLI_SCAN)
     parser.add_argument("--model", metavar="DIR", help=text.CLI_MODEL)
     parser.add_argument("--brain-mask", metavar="MASK", help=text.CLI_BRAIN_MASK)
+    parser.add_argument("--also", nargs="+", metavar="SCAN", default=[], help=text.CLI_ALSO)
+    parser.add_argument("--reference", metavar="SEG", help=text.CLI_REFERENCE)
+    parser.add_argument("--sequence", metavar="NAME", help=text.CLI_SEQUENCE)
     parser.add_argument("--analyze", "--analyse", nargs="?", const="slice", choices=("slice", "volume"),
                         help=text.CLI_ANALYZE)
     parser.add_argument("--screenshot", metavar="PNG", help=text.CLI_SCREENSHOT)
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
         if args.scan and window.open_path(args.scan):
             if args.brain_mask:
                 window.open_brain_mask(args.brain_mask)
+            if args.also or args.reference:
+                window.open_study(args.also, args.reference)
             _show_slice(window, args.slice)
         return int(app.exec())
     finally:
@@ -168,9 +173,17 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     if not args.scan:
         print(text.ERR_CLI_SCAN.format(message=text.ERR_CLI_NEEDS_SCAN), file=sys.stderr)
         return 2
-    if not window.open_path(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)):
+    if not window.open_path(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)) or (
+            (args.also or args.reference) and not window.open_study(args.also, args.reference)):
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 2
+    if args.sequence:
+        names = {(i.name.lower()): n for n, i in window.state.sequences.items()}
+        if args.sequence.lower() not in names:
+            print(text.ERR_CLI_SCAN.format(message=text.ERR_CLI_SEQUENCE.format(
+                name=args.sequence, names=", ".join(window.state.sequences) or "none")), file=sys.stderr)
+            return 2
+        window.state.set_sequence(names[args.sequence.lower()])
     window.state.set_plane("axial")
     _show_slice(window, args.slice)
     app.processEvents()

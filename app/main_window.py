@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
 )
 
-from app import prefs, slicing, text
+from app import prefs, slicing, study, text
 from app.controller import AnalysisController, AnalysisMode
 from app.keymap import Command, KeyMap
 from app.state import ViewerState
@@ -36,6 +36,7 @@ from app.views.recent_menu import RecentMenu
 from app.views.worklist_dock import WorklistDock
 from app.worklist import Worklist, entries_from, is_worklist_folder
 from app.worklist_analysis import WorklistAnalyser
+from engine import flagged
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class MainWindow(QMainWindow):
         self.worklist_analyser = WorklistAnalyser(self.worklist, self.controller, prefs.cache_folder(self.settings),
                                                   self)
         self.worklist_analyser.scan_analysed.connect(self._on_worklist_scan_analysed)
+        self._reference_volume: tuple[Any, Any] | None = None
+        for signal in (self.state.threshold_changed, self.state.result_changed, self.state.study_changed,
+                       self.state.cursor_changed, self.state.plane_changed):
+            signal.connect(self._show_reference_status)
         self.setWindowTitle(text.WINDOW_TITLE)
         self.setAcceptDrops(True)
         self._build_central()
@@ -269,9 +274,110 @@ class MainWindow(QMainWindow):
         """Use a brain mask on the open scan's grid for the analyses (see the controller)."""
         return self.controller.open_brain_mask(path)
 
+    # ============================================================================================ study
+    def analysed_sequence(self) -> str:
+        """The sequence the model analyses (``"T1"`` for a T1 model; T1 before the model is known)."""
+        model = self.controller.model
+        modality = str(getattr(getattr(model, "info", None), "modality", "t1")).lower()
+        return {"t1": "T1", "t2": "T2", "flair": "FLAIR", "pd": "PD"}.get(modality, "T1")
+
+    def open_study(self, others: Sequence[str | Path], reference: str | Path | None = None) -> bool:
+        """Show other sequences of the open scan's subject (and a reference segmentation) on its grid: a scan on
+        another grid of the same space is resampled for display with a notice; one from another space is refused
+        in one line. True when every file was taken."""
+        volume = self.state.volume
+        if volume is None:
+            self.controller.report_error(text.ERR_STUDY, text.ERR_NO_SCAN)
+            return False
+        images, notices, ok = list(self.state.sequences.values()), [], True
+        for path in others:
+            path = Path(path)
+            name = study.sequence_of(path) or study.file_label(path)
+            other = self.controller._read(text.ERR_STUDY, path, self.backend.load_volume)  # noqa: SLF001
+            if other is None:
+                ok = False
+                continue
+            try:
+                image = study.fit_to(volume, other, name)
+            except study.StudyError as error:
+                self.controller.report_error(text.ERR_STUDY, str(error))
+                ok = False
+                continue
+            images = [i for i in images if i.name != name] + [image]
+            if image.resampled:
+                notices.append(text.STATUS_RESAMPLED.format(name=path.name))
+        self.state.set_study(images, self.analysed_sequence())
+        if reference is not None:
+            ok = self.open_reference(reference) and ok
+        if notices:
+            self.statusBar().showMessage(" ".join(notices))
+        return ok
+
+    def open_reference(self, path: str | Path) -> bool:
+        """Outline a reference segmentation (e.g. ``*_seg.nii.gz``) and score the mask against it in the status."""
+        volume, path = self.state.volume, Path(path)
+        if volume is None:
+            self.controller.report_error(text.ERR_STUDY, text.ERR_NO_SCAN)
+            return False
+        other = self.controller._read(text.ERR_STUDY, path, self.backend.load_volume)  # noqa: SLF001
+        if other is None:
+            return False
+        try:
+            self.state.set_reference(study.fit_to(volume, other, "reference", label=True))
+        except study.StudyError as error:
+            self.controller.report_error(text.ERR_STUDY, str(error))
+            return False
+        return True
+
+    def open_study_folder(self, folder: str | Path) -> bool:
+        """A study folder (a BraTS case): the model's sequence opens for analysis, the others and the segmentation
+        come with it."""
+        found, reference = study.study_files(folder)
+        analysed = found.get(self.analysed_sequence())
+        if analysed is None:
+            self.controller.report_error(text.ERR_STUDY, text.ERR_STUDY_NO_ANALYSED.format(
+                folder=folder, sequence=self.analysed_sequence()))
+            return False
+        if not self.open_scan(analysed):
+            return False
+        return self.open_study([p for n, p in found.items() if p != analysed], reference)
+
+    def reference_status(self) -> str | None:
+        """The status line scoring the mask at the current threshold against the reference (slice and volume), or
+        None without a reference or a result."""
+        reference, result = self.state.reference, self.state.result
+        if reference is None or result is None:
+            return None
+        layout = self.state.layout()
+        index = self.state.slice_index
+        key = (id(result), id(reference), self.state.threshold)
+        if self._reference_volume is None or self._reference_volume[0] != key:  # once per threshold, not per slice
+            whole_mask = flagged(result.anomaly_map, self.state.threshold) & (result.anomaly_map > 0)
+            self._reference_volume = (key, study.reference_scores(whole_mask, reference.data))
+        whole = self._reference_volume[1]
+        map_cut = slicing.take_slice(result.anomaly_map, layout, index)
+        cut = study.reference_scores(flagged(map_cut, self.state.threshold) & (map_cut > 0),
+                                     slicing.take_slice(reference.data, layout, index))
+
+        def pct(value: float | None) -> str:
+            return "–" if value is None else f"{100 * value:.0f} %"
+
+        return text.STATUS_REFERENCE.format(
+            threshold=self.state.threshold, slice_dice=pct(cut.dice), slice_sens=pct(cut.sensitivity),
+            slice_prec=pct(cut.precision), dice=pct(whole.dice), sens=pct(whole.sensitivity),
+            prec=pct(whole.precision))
+
+    def _show_reference_status(self, *_: Any) -> None:
+        line = self.reference_status()
+        if line is not None:
+            self.statusBar().showMessage(line)
+
     # ============================================================================================ worklist
     def open_path(self, path: str | Path) -> bool:
-        """A scan or DICOM folder opens; a folder of scans or a cohort's output folder becomes the worklist."""
+        """A scan or DICOM folder opens; a study folder (one subject's sequences) opens as a study; a folder of
+        scans or a cohort's output folder becomes the worklist."""
+        if study.is_study_folder(path):
+            return self.open_study_folder(path)
         if is_worklist_folder(Path(path), self.backend):
             return self.open_worklist(path)
         return self.open_scan(path)

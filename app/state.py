@@ -44,6 +44,8 @@ class ViewerState(QObject):
     mask_fill_changed = Signal(bool)
     base_layer_changed = Signal(str)
     side_by_side_changed = Signal(bool)
+    study_changed = Signal()  # the other sequences or the reference segmentation changed
+    sequence_changed = Signal(str)  # the displayed sequence ("" = the analysed scan)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -52,8 +54,12 @@ class ViewerState(QObject):
         self._plane: slicing.Plane = "axial"
         self._cursor: tuple[int, int, int] = (0, 0, 0)
         self._radiological = True
-        self._window = (0.0, 1.0)
-        self._auto_window = (0.0, 1.0)
+        self._sequence = ""  # the displayed sequence: "" the analysed scan, else a key of _sequences
+        self._sequences: dict[str, Any] = {}  # name -> app.study.StudyImage on the volume's grid
+        self._analysed_name = ""
+        self._reference: Any = None  # app.study.StudyImage of a reference segmentation, or None
+        self._windows: dict[str, tuple[float, float]] = {"": (0.0, 1.0)}  # per sequence, "" the analysed scan
+        self._auto_windows: dict[str, tuple[float, float]] = {"": (0.0, 1.0)}
         self._threshold = 0.1
         self._display_max = 0.3
         self._opacity = DEFAULT_OPACITY
@@ -78,14 +84,83 @@ class ViewerState(QObject):
         self._layouts = {}
         self._result = None
         self._cursor = tuple(int(s) // 2 for s in data.shape)  # type: ignore[assignment]
-        self._auto_window = slicing.robust_window(data)
-        self._window = self._auto_window
+        auto = slicing.robust_window(data)
+        self._windows, self._auto_windows = {"": auto}, {"": auto}
+        self._sequence, self._sequences, self._analysed_name, self._reference = "", {}, "", None
         self._base_layer = "scan"
         self.volume_changed.emit()
         self.result_changed.emit()
+        self.study_changed.emit()
+        self.sequence_changed.emit("")
         self.cursor_changed.emit(self._cursor)
-        self.window_changed.emit(*self._window)
+        self.window_changed.emit(*self.window)
         self.base_layer_changed.emit(self._base_layer)
+
+    # --- study: other sequences and a reference ------------------------------------------------------------
+    def set_study(self, images: list[Any], analysed_name: str) -> None:
+        """Show other sequences of the scan's subject (``app.study.StudyImage`` on the volume's grid), each with its
+        own auto-contrast; ``analysed_name`` names the analysed scan's sequence (e.g. ``"T1"``)."""
+        shape = tuple(np.shape(self._volume.data)) if self._volume is not None else None
+        for image in images:
+            if tuple(image.data.shape) != shape:
+                raise ValueError(f"{image.name}: shape {image.data.shape} is not the volume's {shape}")
+        self._sequences = {image.name: image for image in images}
+        self._analysed_name = analysed_name
+        self._windows = {"": self._windows[""], **{n: slicing.robust_window(i.data) for n, i in
+                                                   self._sequences.items()}}
+        self._auto_windows = {"": self._auto_windows[""], **{n: w for n, w in self._windows.items() if n}}
+        self.study_changed.emit()
+        if self._sequence not in self._windows:
+            self.set_sequence("")
+
+    @property
+    def sequences(self) -> dict[str, Any]:
+        """The other sequences shown with the scan, by name."""
+        return dict(self._sequences)
+
+    @property
+    def analysed_name(self) -> str:
+        return self._analysed_name
+
+    def sequence_names(self) -> list[str]:
+        """What the sequence switcher offers: the analysed scan ("") first, then the others."""
+        return ["", *self._sequences]
+
+    @property
+    def sequence(self) -> str:
+        return self._sequence
+
+    def set_sequence(self, name: str) -> None:
+        """Draw another sequence under the overlays ("" the analysed scan); the map, cursor and slice stay."""
+        if name not in self._windows:
+            raise ValueError(f"no sequence {name!r} in this study ({', '.join(self._sequences) or 'none'})")
+        if name != self._sequence:
+            self._sequence = name
+            self.sequence_changed.emit(name)
+            self.window_changed.emit(*self.window)
+
+    def step_sequence(self, steps: int = 1) -> None:
+        names = self.sequence_names()
+        self.set_sequence(names[(names.index(self._sequence) + steps) % len(names)])
+
+    @property
+    def display_data(self) -> Any:
+        """The array of the displayed sequence (the analysed scan's data when none other is chosen)."""
+        if self._sequence:
+            return self._sequences[self._sequence].data
+        return None if self._volume is None else self._volume.data
+
+    @property
+    def reference(self) -> Any:
+        """The reference segmentation (``app.study.StudyImage``, boolean data on the volume's grid) or None."""
+        return self._reference
+
+    def set_reference(self, image: Any) -> None:
+        if image is not None and self._volume is not None and tuple(image.data.shape) != tuple(
+                np.shape(self._volume.data)):
+            raise ValueError(f"reference shape {image.data.shape} is not the volume's {np.shape(self._volume.data)}")
+        self._reference = image
+        self.study_changed.emit()
 
     @property
     def result(self) -> Any:
@@ -176,12 +251,17 @@ class ViewerState(QObject):
     # --- contrast ------------------------------------------------------------------------------------------
     @property
     def window(self) -> tuple[float, float]:
-        """Display range ``(lo, hi)`` of the grey image."""
-        return self._window
+        """Display range ``(lo, hi)`` of the displayed sequence's grey image (each sequence keeps its own)."""
+        return self._windows[self._sequence]
+
+    @property
+    def scan_window(self) -> tuple[float, float]:
+        """Display range of the analysed scan (and of its restoration)."""
+        return self._windows[""]
 
     @property
     def auto_window(self) -> tuple[float, float]:
-        return self._auto_window
+        return self._auto_windows[self._sequence]
 
     def set_window(self, lo: float, hi: float) -> None:
         """Set the grey display range; ``hi`` is kept strictly above ``lo``."""
@@ -190,8 +270,8 @@ class ViewerState(QObject):
             raise ValueError(f"window must be finite, got ({lo}, {hi})")
         if hi <= lo:
             hi = lo + max(1e-6, abs(lo) * 1e-6)
-        if (lo, hi) != self._window:
-            self._window = (lo, hi)
+        if (lo, hi) != self.window:
+            self._windows[self._sequence] = (lo, hi)
             self.window_changed.emit(lo, hi)
 
     def set_window_level(self, width: float, level: float) -> None:
@@ -201,7 +281,7 @@ class ViewerState(QObject):
 
     def reset_window(self) -> None:
         """Back to the robust auto-contrast of the volume."""
-        self.set_window(*self._auto_window)
+        self.set_window(*self.auto_window)
 
     # --- overlays ------------------------------------------------------------------------------------------
     @property

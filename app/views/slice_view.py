@@ -100,7 +100,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.spread_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)
         self.heat_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)
         self.mask_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)
-        for z, item in enumerate((self.base_item, self.spread_item, self.heat_item, self.mask_item)):
+        self.reference_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)  # a reference's outline
+        self.reference_item.setLookupTable(colormaps.mask_lut(False, colour=colormaps.REFERENCE_COLOUR))
+        for z, item in enumerate((self.base_item, self.spread_item, self.heat_item, self.mask_item,
+                                  self.reference_item)):
             item.setZValue(z)
             self.viewbox.addItem(item)
         self.base_item.setLookupTable(colormaps.grey_lut())
@@ -178,6 +181,8 @@ class SliceView(pg.GraphicsLayoutWidget):
         state.cursor_changed.connect(self._on_cursor_changed)
         state.result_changed.connect(self._on_result_changed)
         state.base_layer_changed.connect(self._redraw_images)
+        state.sequence_changed.connect(self._redraw_images)
+        state.study_changed.connect(self._redraw_images)
         state.window_changed.connect(self._on_window_changed)
         state.threshold_changed.connect(self._on_threshold_changed)
         state.display_max_changed.connect(self._on_threshold_changed)
@@ -282,13 +287,14 @@ class SliceView(pg.GraphicsLayoutWidget):
         index = self.state.slice_index
         self._shown_slice = (layout.plane, index)
         result = self.state.result
-        scan = slicing.take_slice(volume.data, layout, index).astype(np.float32, copy=False)
         base_name = self.state.base_layer if result is not None else "scan"
-        lo, hi = self.state.window
-        if base_name == "scan":
-            self.base_item.setImage(scan, autoLevels=False, levels=(lo, hi))
+        lo, hi = self.state.scan_window  # the analysed scan's and its restoration's
+        if base_name == "scan":  # the displayed sequence (the analysed scan unless another is chosen)
+            shown = slicing.take_slice(self.state.display_data, layout, index).astype(np.float32, copy=False)
+            self.base_item.setImage(shown, autoLevels=False, levels=self.state.window)
             self.base_item.setLookupTable(colormaps.grey_lut())
         else:
+            scan = slicing.take_slice(volume.data, layout, index).astype(np.float32, copy=False)
             restored = slicing.take_slice(result.restored, layout, index).astype(np.float32, copy=False)
             if base_name == "restored":
                 self.base_item.setImage(restored, autoLevels=False, levels=(lo, hi))
@@ -313,9 +319,21 @@ class SliceView(pg.GraphicsLayoutWidget):
             self._redraw_mask()
         for name in ("heat", "spread", "mask"):
             self._item(name).setVisible(result is not None and self.state.overlay_visible(name))
-        self.slice_label.setText(
-            text.SLICE_INFO.format(plane=text.PLANE_NAMES[layout.plane], index=index, last=layout.n_slices - 1)
-        )
+        reference = self.state.reference
+        if reference is None:
+            self.reference_item.clear()
+        else:
+            cut = slicing.take_slice(reference.data, layout, index)
+            self.reference_item.setImage(colormaps.mask_labels(cut), autoLevels=False,
+                                         levels=(0, colormaps.LUT_SIZE - 1))
+        info = text.SLICE_INFO.format(plane=text.PLANE_NAMES[layout.plane], index=index, last=layout.n_slices - 1)
+        if self.state.sequences and base_name == "scan":  # a study: say which sequence is under the overlays
+            shown = self.state.sequences.get(self.state.sequence)
+            name = shown.name if shown is not None else (self.state.analysed_name or text.SEQUENCE_ANALYSED)
+            info = text.SEQUENCE_INFO.format(
+                name=name, note=text.SEQUENCE_RESAMPLED if shown is not None and shown.resampled else "",
+                analysed=text.SEQUENCE_ANALYSED_MARK if shown is None else "", slice=info)
+        self.slice_label.setText(info)
         self._place_images()
         self._draw_cursor()
 
@@ -324,7 +342,8 @@ class SliceView(pg.GraphicsLayoutWidget):
         the view recompute its bounds)."""
         layout = self._layout
         rect = QRectF(0, 0, layout.n_cols * layout.col_spacing, layout.n_rows * layout.row_spacing)
-        for item in (self.base_item, self.spread_item, self.heat_item, self.mask_item, self.side_item):
+        for item in (self.base_item, self.spread_item, self.heat_item, self.mask_item, self.reference_item,
+                     self.side_item):
             if item.image is None:
                 continue
             placed = (rect.width(), rect.height(), item.image.shape[:2])
@@ -360,9 +379,12 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.cursor_item.setData([(col + 0.5) * layout.col_spacing], [(row + 0.5) * layout.row_spacing])
 
     def _on_window_changed(self, lo: float, hi: float) -> None:
-        if self.state.result is None or self.state.base_layer != "difference":
+        base = self.state.base_layer if self.state.result is not None else "scan"
+        if base == "scan":
             self.base_item.setLevels((lo, hi))
-        self.side_item.setLevels((lo, hi))
+        elif base == "restored":
+            self.base_item.setLevels(self.state.scan_window)
+        self.side_item.setLevels(self.state.scan_window)
 
     def _on_threshold_changed(self, *_: Any) -> None:
         thr, top = self.state.threshold, self.state.display_max

@@ -42,6 +42,12 @@ def run(command: Command, state: ViewerState, view: Any) -> bool:
         state.set_overlay_visible(name, not state.overlay_visible(name))
     elif command is Command.TOGGLE_CONVENTION:
         state.set_radiological(not state.radiological)
+    elif command in (Command.SEQUENCE_NEXT, Command.SEQUENCE_PREVIOUS):
+        if not state.sequences:
+            return False
+        if state.base_layer != "scan":  # a sequence is read under the overlays, not beside the restoration
+            state.set_base_layer("scan")
+        state.step_sequence(1 if command is Command.SEQUENCE_NEXT else -1)
     else:
         return False
     return True
