@@ -3,7 +3,10 @@
 #   1. the paper's network (preset "paper", 72.4 M parameters, random weights: speed does not depend on them) with
 #      ten members under bf16 autocast: per-call time, the paper's 50-step protocol and the fast sampler on a
 #      240x240x155 volume, and the achieved share of the GPU's bf16 matmul rate;
-#   2. the bundled model (its own default sampler) on the same volume.
+#   2. the bundled model (its own default sampler) on the same volume;
+#   3. a cohort (issue 22): the bundled model over N scans (default 20, CONDIFF_COHORT_SCANS) as one process on one
+#      GPU and as one torchrun rank per GPU (every GPU of the machine), in scans per hour. The scans are the shared
+#      IXI T1 scans with their brain masks (CONDIFF_DATA_DIR, default ../shared/data); skipped when they are absent.
 # Writes build/gpu-*.json and prints them. Usage: packaging/gpu-check.sh [PYTHON]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +21,43 @@ PY
 "$PY" -m engine bench --preset paper --device cuda --train-steps 3 --json build/gpu-paper.json
 "$PY" -m engine bench --model resources/models/condiff-t1-small --device cuda --train-steps 0 \
     --json build/gpu-bundled.json
+
+DATA=${CONDIFF_DATA_DIR:-../shared/data}
+SCANS=${CONDIFF_COHORT_SCANS:-20}
+if [ -d "$DATA/ixi-t1" ]; then
+    GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+    "$PY" - "$DATA" "$SCANS" <<'PY'
+import csv, sys
+from pathlib import Path
+data, count = Path(sys.argv[1]), int(sys.argv[2])
+rows = []
+for folder in (data / "ixi-t1" / "val", data / "ixi-t1" / "train"):
+    for image in sorted(folder.glob("*_T1.nii.gz")):
+        mask = image.with_name(image.name.replace("_T1.nii.gz", "_brainmask.nii.gz"))
+        if mask.is_file():
+            rows.append((image, mask))
+with open("build/gpu-cohort.csv", "w", newline="") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(["image", "brain_mask"])
+    writer.writerows(rows[:count])
+PY
+    rm -rf build/gpu-cohort-1 build/gpu-cohort-n
+    start=$(date +%s.%N)
+    "$PY" -m engine infer build/gpu-cohort.csv --out build/gpu-cohort-1 --device cuda >/dev/null
+    one=$(echo "$(date +%s.%N) - $start" | bc)
+    start=$(date +%s.%N)
+    "$(dirname "$PY")/torchrun" --standalone --nproc_per_node "$GPUS" -m engine infer build/gpu-cohort.csv \
+        --out build/gpu-cohort-n --device cuda >/dev/null
+    many=$(echo "$(date +%s.%N) - $start" | bc)
+    "$PY" - "$SCANS" "$GPUS" "$one" "$many" <<'PY'
+import json, sys
+scans, gpus, one, many = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+report = {"scans": scans, "gpus": gpus, "one_gpu_seconds": round(one, 1), "all_gpus_seconds": round(many, 1),
+          "one_gpu_scans_per_hour": round(3600 * scans / one, 1),
+          "all_gpus_scans_per_hour": round(3600 * scans / many, 1)}
+open("build/gpu-cohort.json", "w").write(json.dumps(report, indent=2) + "\n")
+print(json.dumps(report, indent=2))
+PY
+else
+    echo "gpu-check: no $DATA/ixi-t1; the cohort measurement is skipped"
+fi
