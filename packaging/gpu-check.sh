@@ -42,16 +42,17 @@ with open("build/gpu-cohort.csv", "w", newline="") as handle:
     writer.writerows(rows[:count])
 PY
     rm -rf build/gpu-cohort-1 build/gpu-cohort-n
-    start=$(date +%s.%N)
+    t0=$EPOCHREALTIME
     "$PY" -m engine infer build/gpu-cohort.csv --out build/gpu-cohort-1 --device cuda >/dev/null
-    one=$(echo "$(date +%s.%N) - $start" | bc)
-    start=$(date +%s.%N)
+    t1=$EPOCHREALTIME
     "$(dirname "$PY")/torchrun" --standalone --nproc_per_node "$GPUS" -m engine infer build/gpu-cohort.csv \
         --out build/gpu-cohort-n --device cuda >/dev/null
-    many=$(echo "$(date +%s.%N) - $start" | bc)
-    "$PY" - "$SCANS" "$GPUS" "$one" "$many" <<'PY'
+    t2=$EPOCHREALTIME
+    "$PY" - "$SCANS" "$GPUS" "$t0" "$t1" "$t2" <<'PY'
 import json, sys
-scans, gpus, one, many = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+scans, gpus = int(sys.argv[1]), int(sys.argv[2])
+t0, t1, t2 = map(float, sys.argv[3:6])
+one, many = t1 - t0, t2 - t1
 report = {"scans": scans, "gpus": gpus, "one_gpu_seconds": round(one, 1), "all_gpus_seconds": round(many, 1),
           "one_gpu_scans_per_hour": round(3600 * scans / one, 1),
           "all_gpus_scans_per_hour": round(3600 * scans / many, 1)}
