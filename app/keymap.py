@@ -52,6 +52,7 @@ class Command(StrEnum):
     SCAN_PREVIOUS = "scan_previous"
     SEQUENCE_NEXT = "sequence_next"
     SEQUENCE_PREVIOUS = "sequence_previous"
+    TOGGLE_STUDY_GRID = "toggle_study_grid"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding(Command.TOGGLE_CONVENTION, ("N",), text.KEY_TOGGLE_CONVENTION),
     Binding(Command.SEQUENCE_NEXT, ("S",), text.KEY_SEQUENCE_NEXT),
     Binding(Command.SEQUENCE_PREVIOUS, ("A",), text.KEY_SEQUENCE_PREVIOUS),
+    Binding(Command.TOGGLE_STUDY_GRID, ("G",), text.KEY_TOGGLE_STUDY_GRID),
     Binding(Command.OPEN, ("Ctrl+O",), text.KEY_OPEN, menu=True),
     Binding(Command.SCAN_NEXT, ("]",), text.KEY_SCAN_NEXT, menu=True),
     Binding(Command.SCAN_PREVIOUS, ("[",), text.KEY_SCAN_PREVIOUS, menu=True),

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--also", nargs="+", metavar="SCAN", default=[], help=text.CLI_ALSO)
     parser.add_argument("--reference", metavar="SEG", help=text.CLI_REFERENCE)
     parser.add_argument("--sequence", metavar="NAME", help=text.CLI_SEQUENCE)
+    parser.add_argument("--layout", choices=("single", "grid"), default="single", help=text.CLI_LAYOUT)
     parser.add_argument("--analyze", "--analyse", nargs="?", const="slice", choices=("slice", "volume"),
                         help=text.CLI_ANALYZE)
     parser.add_argument("--screenshot", metavar="PNG", help=text.CLI_SCREENSHOT)
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
                 window.open_brain_mask(args.brain_mask)
             if args.also or args.reference:
                 window.open_study(args.also, args.reference)
+            window.state.set_study_grid(args.layout == "grid")
             _show_slice(window, args.slice)
         return int(app.exec())
     finally:
@@ -184,6 +186,7 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
                 name=args.sequence, names=", ".join(window.state.sequences) or "none")), file=sys.stderr)
             return 2
         window.state.set_sequence(names[args.sequence.lower()])
+    window.state.set_study_grid(args.layout == "grid")
     window.state.set_plane("axial")
     _show_slice(window, args.slice)
     app.processEvents()

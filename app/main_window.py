@@ -306,7 +306,7 @@ class MainWindow(QMainWindow):
             images = [i for i in images if i.name != name] + [image]
             if image.resampled:
                 notices.append(text.STATUS_RESAMPLED.format(name=path.name))
-        self.state.set_study(images, self.analysed_sequence())
+        self.state.set_study(sorted(images, key=study.display_order), self.analysed_sequence())
         if reference is not None:
             ok = self.open_reference(reference) and ok
         if notices:

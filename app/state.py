@@ -46,6 +46,7 @@ class ViewerState(QObject):
     side_by_side_changed = Signal(bool)
     study_changed = Signal()  # the other sequences or the reference segmentation changed
     sequence_changed = Signal(str)  # the displayed sequence ("" = the analysed scan)
+    study_grid_changed = Signal(bool)  # the other sequences in linked panes beside the main view
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -60,6 +61,7 @@ class ViewerState(QObject):
         self._reference: Any = None  # app.study.StudyImage of a reference segmentation, or None
         self._windows: dict[str, tuple[float, float]] = {"": (0.0, 1.0)}  # per sequence, "" the analysed scan
         self._auto_windows: dict[str, tuple[float, float]] = {"": (0.0, 1.0)}
+        self._study_grid = False
         self._threshold = 0.1
         self._display_max = 0.3
         self._opacity = DEFAULT_OPACITY
@@ -253,6 +255,25 @@ class ViewerState(QObject):
     def window(self) -> tuple[float, float]:
         """Display range ``(lo, hi)`` of the displayed sequence's grey image (each sequence keeps its own)."""
         return self._windows[self._sequence]
+
+    def window_of(self, name: str) -> tuple[float, float]:
+        """Display range of one sequence ("" the analysed scan)."""
+        return self._windows[name]
+
+    @property
+    def study_grid(self) -> bool:
+        """Show the study's other sequences in linked panes beside the main view (a 2 x 2 grid for four)."""
+        return self._study_grid
+
+    def set_study_grid(self, on: bool) -> None:
+        on = bool(on)
+        if on != self._study_grid:
+            self._study_grid = on
+            self.study_grid_changed.emit(on)
+
+    def pane_sequences(self, panes: int = 3) -> list[str]:
+        """The sequences the grid's panes show: every one but the main view's, in the switcher's order."""
+        return [n for n in self.sequence_names() if n != self._sequence][:panes] if self._sequences else []
 
     @property
     def scan_window(self) -> tuple[float, float]:

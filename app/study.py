@@ -63,6 +63,11 @@ def sequence_of(path: str | Path) -> str | None:
     return None
 
 
+def display_order(image: StudyImage) -> tuple[int, str]:
+    """Sort key of study images: T1, T1ce, T2, FLAIR, PD, then other names alphabetically."""
+    return (SEQUENCES.index(image.name) if image.name in SEQUENCES else len(SEQUENCES), image.name)
+
+
 def file_label(path: str | Path) -> str:
     """A name for a scan whose sequence its file name does not say: the file name without its extension."""
     name = Path(path).name

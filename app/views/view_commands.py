@@ -42,12 +42,24 @@ def run(command: Command, state: ViewerState, view: Any) -> bool:
         state.set_overlay_visible(name, not state.overlay_visible(name))
     elif command is Command.TOGGLE_CONVENTION:
         state.set_radiological(not state.radiological)
-    elif command in (Command.SEQUENCE_NEXT, Command.SEQUENCE_PREVIOUS):
-        if not state.sequences:
-            return False
-        if state.base_layer != "scan":  # a sequence is read under the overlays, not beside the restoration
-            state.set_base_layer("scan")
-        state.step_sequence(1 if command is Command.SEQUENCE_NEXT else -1)
+    elif command in _STUDY_COMMANDS:
+        return _study_command(command, state)
     else:
         return False
+    return True
+
+
+_STUDY_COMMANDS = (Command.SEQUENCE_NEXT, Command.SEQUENCE_PREVIOUS, Command.TOGGLE_STUDY_GRID)
+
+
+def _study_command(command: Command, state: ViewerState) -> bool:
+    """Switch the sequence under the map, or the grid of linked views; False without other sequences."""
+    if not state.sequences:
+        return False
+    if command is Command.TOGGLE_STUDY_GRID:
+        state.set_study_grid(not state.study_grid)
+        return True
+    if state.base_layer != "scan":  # a sequence is read under the overlays, not beside the restoration
+        state.set_base_layer("scan")
+    state.step_sequence(1 if command is Command.SEQUENCE_NEXT else -1)
     return True

@@ -104,3 +104,43 @@ def test_the_ms_sample_with_a_flair_on_another_grid_and_another_subject_refused(
     window.state.set_window(0, 10)
     window.state.set_sequence("")
     assert window.state.window == t1_window
+
+
+def test_the_grid_shows_every_sequence_in_linked_views(qtbot, make_window) -> None:
+    from app import slicing
+
+    case = data_path("brats2018-dev/Brats18_2013_20_1")
+    window = make_window()
+    assert window.open_path(case)
+    _analysed(qtbot, window)
+    state, area = window.state, window.image_area
+    qtbot.keyClick(window.view, "G")
+    assert state.study_grid
+    shown = [p for p in area.panes if p.isVisible()]
+    assert [p.name for p in shown] == ["T2", "FLAIR"]
+    t2 = np.asarray(nib.load(next(case.glob("*_t2.nii.gz"))).dataobj, np.float32)
+    for step in (0, 5):
+        state.step_slice(step)
+        np.testing.assert_array_equal(shown[0].base_item.image,
+                                      slicing.take_slice(t2, state.layout(), state.slice_index))
+        np.testing.assert_array_equal(shown[1].heat_item.image, window.view.heat_item.image)  # one map over all
+    assert shown[0].base_item.levels is not None
+    assert tuple(shown[0].base_item.levels) == pytest.approx(state.window_of("T2"))
+    # Zoom and pan are shared; a click in a pane moves the one cursor.
+    window.view.zoom(2.0)
+    for pane in shown:  # the same centre and the same mm per screen pixel in every view
+        own, main = pane.viewbox.viewRect(), window.view.viewbox.viewRect()
+        assert (own.center().x(), own.center().y()) == pytest.approx((main.center().x(), main.center().y()), abs=0.5)
+        scale = own.width() / pane.viewbox.boundingRect().width()
+        assert scale == pytest.approx(main.width() / window.view.viewbox.boundingRect().width(), rel=0.02)
+    layout = state.layout()
+    from PySide6.QtCore import QPointF
+
+    shown[1]._on_clicked(QPointF(10.5 * layout.col_spacing, 20.5 * layout.row_spacing))  # noqa: SLF001
+    assert slicing.voxel_to_display(layout, state.cursor) == (20, 10)
+    # Switching the main view's sequence moves the others into the panes.
+    qtbot.keyClick(window.view, "S")
+    assert state.sequence != ""
+    assert "" in [p.name for p in area.panes if p.isVisible()]
+    qtbot.keyClick(window.view, "G")
+    assert not any(p.isVisible() for p in area.panes)
