@@ -1,6 +1,10 @@
 """Slice-change redraw time of the viewer with every overlay on (not collected by pytest; run it as a script).
 
-Usage: ``python tests/benchmarks/bench_redraw.py [--steps N] [--profile] [--app-root DIR]``
+Usage: ``python tests/benchmarks/bench_redraw.py [--steps N] [--study] [--profile] [--app-root DIR]``
+
+``--study`` measures the study grid instead (issue 23): the BraTS case's T1 analysed, with three more sequences (its
+T2, FLAIR and a copy of its T2 standing in for the T1ce this dev case lacks; speed does not depend on the content)
+and its segmentation, all in the 2 x 2 grid with the heat map, filled mask and reference outlines on.
 
 A 240x240x155 scan (the BraTS FLAIR from ``../shared/data`` when present, else a synthetic head of that size) with a
 whole-volume result from the tests' fake engine, shown with the heat map, the filled mask, member spread and the
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="slice changes to time")
     parser.add_argument("--profile", action="store_true", help="print the top functions by cumulative time")
     parser.add_argument("--app-root", type=Path, help="folder holding another copy of the app package")
+    parser.add_argument("--study", action="store_true", help="four sequences in the grid, a reference outline")
     args = parser.parse_args()
     if args.app_root is not None:
         sys.path.insert(0, str(args.app_root))
@@ -72,7 +77,20 @@ def main() -> None:
         controller = getattr(window, "controller", None)  # older viewers had no controller
         wait_idle = controller.wait_idle if controller is not None else window.wait_idle
         wait_idle(30)
-        if not window.open_scan(scan_file(folder)):
+        if args.study:
+            import shutil  # noqa: PLC0415
+
+            case = BRATS.parent
+            if not case.is_dir():
+                sys.exit(f"bench_redraw: --study needs {case}")
+            t1ce = folder / f"{case.name}_t1ce.nii.gz"
+            shutil.copy(case / f"{case.name}_t2.nii.gz", t1ce)
+            opened = window.open_scan(case / f"{case.name}_t1.nii.gz") and window.open_study(
+                [case / f"{case.name}_t2.nii.gz", case / f"{case.name}_flair.nii.gz", t1ce],
+                case / f"{case.name}_seg.nii.gz")
+        else:
+            opened = window.open_scan(scan_file(folder))
+        if not opened:
             sys.exit(f"bench_redraw: {window.errors[-1]}")
         if controller is not None:
             controller.request_analysis("volume")
@@ -85,7 +103,10 @@ def main() -> None:
         for name in ("heat", "mask", "spread"):
             state.set_overlay_visible(name, True)
         state.set_mask_fill(True)
-        state.set_side_by_side(True)
+        if args.study:
+            state.set_study_grid(True)
+        else:
+            state.set_side_by_side(True)
         state.set_slice_index(20)
         app.processEvents()
 
@@ -104,8 +125,9 @@ def main() -> None:
         if profiler is not None:
             profiler.disable()
         shape = "x".join(str(n) for n in state.volume.data.shape)
-        print(f"slice change with heat, filled mask, spread and side-by-side restoration, {shape} scan, "
-              f"{app.platformName()} platform, {args.steps} steps")
+        what = ("four sequences in the study grid with heat, filled mask and reference outlines" if args.study else
+                "heat, filled mask, spread and side-by-side restoration")
+        print(f"slice change with {what}, {shape} scan, {app.platformName()} platform, {args.steps} steps")
         print(f"median {statistics.median(times):.1f} ms   p90 {np.percentile(times, 90):.1f} ms   "
               f"max {max(times):.1f} ms")
         if profiler is not None:
