@@ -19,6 +19,7 @@ from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent
 from PySide6.QtWidgets import (
     QApplication,
+    QLabel,
     QMainWindow,
     QMessageBox,
 )
@@ -92,6 +93,8 @@ class MainWindow(QMainWindow):
         self._awaiting_first_image = True
         self.view.viewport().installEventFilter(self)
         self.restore_settings()
+        if not self.worklist.entries:  # a saved layout may have shown it; it waits for a worklist
+            self.worklist_dock.hide()
         if autoload_model:
             c.load_model()
 
@@ -121,6 +124,10 @@ class MainWindow(QMainWindow):
         self.readout = Readout(self.state)
         self.view.hovered.connect(self.readout.show_voxel)
         self.statusBar().addPermanentWidget(self.readout, 1)
+        self.reference_label = QLabel()  # the mask against a reference segmentation, kept while one is open
+        self.reference_label.setStyleSheet("color:#3cc8ff;")
+        self.reference_label.hide()
+        self.statusBar().addPermanentWidget(self.reference_label)
 
     def _build_docks(self) -> None:
         self.controls_dock = ControlsDock(self.state, self.controller, self)
@@ -369,8 +376,8 @@ class MainWindow(QMainWindow):
 
     def _show_reference_status(self, *_: Any) -> None:
         line = self.reference_status()
-        if line is not None:
-            self.statusBar().showMessage(line)
+        self.reference_label.setText(line or "")
+        self.reference_label.setVisible(line is not None)
 
     # ============================================================================================ worklist
     def open_path(self, path: str | Path) -> bool:

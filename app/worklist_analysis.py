@@ -94,7 +94,6 @@ class WorklistAnalyser(QObject):
             return
         index = self._next_entry()
         if index is None:
-            self._finish_list()
             return
         calibration = c.model.info.calibration
         if calibration is None:
@@ -128,6 +127,7 @@ class WorklistAnalyser(QObject):
         logger.info("worklist: %s %s in %.1f s", summary.id, summary.status, seconds)
         if index is not None:
             self.scan_analysed.emit(index)
+        self._finish_list()
 
     def _on_failed(self, job: Any, error: Any) -> None:
         if not self._mine(job):
@@ -135,12 +135,14 @@ class WorklistAnalyser(QObject):
         image = job.task.entry.image
         self._failed.add(image)
         self.worklist.record_failure(image, " ".join(str(error).split()))
+        self._finish_list()
 
     def _on_cancelled(self, job: Any) -> None:
         if self._mine(job):  # the user's work came first; the scan waits for its turn again
             self.worklist.set_status(job.task.entry.image, STATUS_NOT_ANALYSED)
 
     def _finish_list(self) -> None:
-        """Every scan has its result: order the list by anomaly load once (never while the user reads it)."""
-        if self.worklist.entries and not any(e.status == STATUS_ANALYSING for e in self.worklist.entries):
+        """When the last scan has its result (or its failure), order the list by anomaly load: once, not while the
+        rows still change under the user's eyes."""
+        if not any(e.status in (STATUS_ANALYSING, STATUS_NOT_ANALYSED) for e in self.worklist.entries):
             self.worklist.sort()

@@ -66,6 +66,9 @@ class SliceViewBox(pg.ViewBox):
         super().mouseClickEvent(ev)
 
 
+_LABEL_ROW = 24  # pixels of one line of the corner labels
+
+
 def _text_item(colour: str, size_pt: int, bold: bool = False, anchor: tuple[float, float] = (0, 0)) -> pg.TextItem:
     item = pg.TextItem(color=colour, anchor=anchor, fill=pg.mkBrush(0, 0, 0, 110))
     font = QFont()
@@ -250,9 +253,9 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.letters["right"].setAnchor((1, 0.5))
         self.letters["right"].setPos(w - m, h / 2)
         self.letters["top"].setAnchor((0.5, 0))
-        self.letters["top"].setPos(w / 2, m)
+        self.letters["top"].setPos(w / 2, m + _LABEL_ROW)  # below the slice line, which a narrow view lets reach it
         self.letters["bottom"].setAnchor((0.5, 1))
-        self.letters["bottom"].setPos(w / 2, h - m)
+        self.letters["bottom"].setPos(w / 2, h - m - _LABEL_ROW)  # above the convention line
         self.slice_label.setAnchor((0, 0))
         self.slice_label.setPos(m, m)
         self.convention_label.setAnchor((0, 1))

@@ -60,7 +60,8 @@ def test_a_brats_case_opens_as_a_study_with_its_segmentation(qtbot, make_window)
     amap = state.result.anomaly_map
     for threshold in (0.05, 0.12):
         state.set_threshold(threshold)
-        line = window.statusBar().currentMessage()
+        line = window.reference_label.text()
+        assert window.reference_label.isVisibleTo(window)
         scores = _scores(line)
         mask = (amap >= threshold) & (amap > 0)
         tp = np.sum(mask & seg)

@@ -143,7 +143,6 @@ def test_a_folder_is_analysed_in_the_background_open_scan_first(qtbot, make_wind
     assert window.errors == []  # a background failure is told in its row (tooltip), not in a dialog
     # Once all are done the list is ordered by anomaly load, the failure last; the open scan stays open.
     assert window.worklist.entries[-1].id == "sub-8_T1w"
-    assert [e.id for e in window.worklist.entries] != listed  # it did move (loads differ between the heads)
     assert window.worklist.entries[window.worklist.current].id == "sub-0_T1w"
     loads = [e.flagged_ml for e in window.worklist.entries[:-1]]
     assert loads == sorted(loads, reverse=True)
