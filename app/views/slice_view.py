@@ -340,6 +340,11 @@ class SliceView(pg.GraphicsLayoutWidget):
         self._place_images()
         self._draw_cursor()
 
+    @property
+    def shown_slice(self) -> tuple[str, int] | None:
+        """The plane and slice index the layers were last cut for (None before the first scan)."""
+        return self._shown_slice
+
     def _place_images(self) -> None:
         """Map each image's pixels to mm; only items whose image size or plane changed need it (a new rect makes
         the view recompute its bounds)."""

@@ -80,25 +80,30 @@ class StudyPane(pg.GraphicsLayoutWidget):
         index = state.slice_index
         self.base_item.setImage(slicing.take_slice(data, layout, index).astype(np.float32, copy=False),
                                 autoLevels=False, levels=state.window_of(self.name))
+        # The overlays are the main view's, cut once: reuse its slices when it shows this one (it redraws first).
+        main = self.main if self.main.shown_slice == (layout.plane, index) else None
         result = state.result
         if result is None:
             self.heat_item.clear()
             self.mask_item.clear()
         else:
-            amap = slicing.take_slice(result.anomaly_map, layout, index).astype(np.float32, copy=False)
+            amap = main.heat_item.image if main is not None and main.heat_item.image is not None else \
+                slicing.take_slice(result.anomaly_map, layout, index).astype(np.float32, copy=False)
             top = state.display_max
             self.heat_item.setLookupTable(colormaps.heat_lut(state.threshold, top))
             self.heat_item.setImage(amap, autoLevels=False, levels=(0.0, top))
-            mask = flagged(amap, state.threshold) & (amap > 0)
+            labels = main.mask_item.image if main is not None and main.mask_item.image is not None else \
+                colormaps.mask_labels(flagged(amap, state.threshold) & (amap > 0))
             self.mask_item.setLookupTable(colormaps.mask_lut(state.mask_fill))
-            self.mask_item.setImage(colormaps.mask_labels(mask), autoLevels=False, levels=(0, colormaps.LUT_SIZE - 1))
+            self.mask_item.setImage(labels, autoLevels=False, levels=(0, colormaps.LUT_SIZE - 1))
         self.heat_item.setVisible(result is not None and state.overlay_visible("heat"))
         self.mask_item.setVisible(result is not None and state.overlay_visible("mask"))
         if state.reference is None:
             self.reference_item.clear()
         else:
-            self.reference_item.setImage(colormaps.mask_labels(slicing.take_slice(state.reference.data, layout, index)),
-                                         autoLevels=False, levels=(0, colormaps.LUT_SIZE - 1))
+            labels = main.reference_item.image if main is not None and main.reference_item.image is not None else \
+                colormaps.mask_labels(slicing.take_slice(state.reference.data, layout, index))
+            self.reference_item.setImage(labels, autoLevels=False, levels=(0, colormaps.LUT_SIZE - 1))
         rect = QRectF(0, 0, layout.n_cols * layout.col_spacing, layout.n_rows * layout.row_spacing)
         for item in (self.base_item, self.heat_item, self.mask_item, self.reference_item):
             if item.image is not None:
