@@ -155,6 +155,7 @@ class MainWindow(QMainWindow):
         menu.addAction(self._action(text.ACT_OPEN_WORKLIST, self._open_worklist_dialog))
         menu.addAction(self._action(text.ACT_SCAN_NEXT, lambda: self.step_worklist(1), Command.SCAN_NEXT))
         menu.addAction(self._action(text.ACT_SCAN_PREVIOUS, lambda: self.step_worklist(-1), Command.SCAN_PREVIOUS))
+        menu.addAction(self._action(text.ACT_OPEN_STUDY, self._open_study_dialog))
         menu.addAction(self._action(text.ACT_OPEN_BRAIN_MASK, self._open_brain_mask_dialog))
         menu.addAction(self._action(text.ACT_CLEAR_BRAIN_MASK, c.clear_brain_mask))
         self.recent_menu = RecentMenu(self.settings, self)
@@ -460,6 +461,14 @@ class MainWindow(QMainWindow):
         path = dialogs.pick_dicom_folder(self, prefs.RECENT_FOLDER.read(self.settings))
         if path:
             self.open_scan(path)
+
+    def _open_study_dialog(self) -> None:
+        """Other sequences of the open scan's subject, and a reference segmentation among them by its name."""
+        volume = self.state.volume
+        paths = dialogs.pick_study_files(self, str(Path(volume.path).parent) if volume and volume.path else "")
+        if paths:
+            references = [p for p in paths if study.is_reference(p)]
+            self.open_study([p for p in paths if not study.is_reference(p)], references[0] if references else None)
 
     def _open_brain_mask_dialog(self) -> None:
         volume = self.state.volume

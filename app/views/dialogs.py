@@ -22,6 +22,10 @@ def pick_worklist_folder(parent: QWidget, folder: str) -> str:
     return QFileDialog.getExistingDirectory(parent, text.OPEN_WORKLIST_TITLE, folder)
 
 
+def pick_study_files(parent: QWidget, folder: str) -> list[str]:
+    return QFileDialog.getOpenFileNames(parent, text.OPEN_STUDY_TITLE, folder, text.OPEN_FILTER)[0]
+
+
 def pick_brain_mask(parent: QWidget, folder: str) -> str:
     return QFileDialog.getOpenFileName(parent, text.OPEN_BRAIN_MASK_TITLE, folder, text.OPEN_FILTER)[0]
 

@@ -145,3 +145,18 @@ def test_the_grid_shows_every_sequence_in_linked_views(qtbot, make_window) -> No
     assert "" in [p.name for p in area.panes if p.isVisible()]
     qtbot.keyClick(window.view, "G")
     assert not any(p.isVisible() for p in area.panes)
+
+
+def test_file_menu_adds_sequences_and_a_reference(qtbot, make_window, monkeypatch) -> None:
+    from app.views import dialogs
+
+    folder = data_path("ms-lesjak/patient07")
+    window = make_window()
+    assert window.open_scan(folder / "patient07_T1.nii.gz")
+    chosen = [str(folder / "patient07_FLAIR.nii.gz"), str(folder / "patient07_lesion.nii.gz")]
+    monkeypatch.setattr(dialogs, "pick_study_files", lambda _parent, _folder: chosen)
+    window._open_study_dialog()  # noqa: SLF001 - the menu's slot, its dialog answered
+    assert list(window.state.sequences) == ["FLAIR"]
+    lesion = np.asarray(nib.load(folder / "patient07_lesion.nii.gz").dataobj) > 0
+    np.testing.assert_array_equal(window.state.reference.data, lesion)
+    assert window.errors == []

@@ -178,3 +178,17 @@ def test_the_users_analysis_comes_before_the_background(qtbot, make_window, scan
     assert any(len(call) == 1 for call in ensemble.calls)
     qtbot.waitUntil(lambda: _all_settled(window), timeout=120_000)
     assert sum(e.status == "analysed" for e in window.worklist.entries) == 4
+
+
+def test_a_bids_dataset_opens_as_a_worklist_of_its_t1_scans(qtbot, make_window, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for sub in ("sub-01/anat", "sub-02/ses-1/anat"):
+        (root / sub).mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0"}))
+    save_nifti(root / "sub-01/anat/sub-01_T1w.nii.gz", head((36, 40, 32), seed=1))
+    save_nifti(root / "sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz", head((36, 40, 32), seed=2))
+    save_nifti(root / "sub-02/ses-1/anat/sub-02_ses-1_FLAIR.nii.gz", head((36, 40, 32), seed=3))
+    window = make_window()
+    window.worklist_analyser.enabled = False
+    assert window.open_path(root)
+    assert [e.id for e in window.worklist.entries] == ["sub-01_T1w", "sub-02_ses-1_T1w"]
