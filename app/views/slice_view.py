@@ -103,6 +103,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.spread_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)
         self.heat_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)
         self.mask_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)
+        self._base_stack = slicing.SliceStack()
         self.reference_item = pg.ImageItem(axisOrder="row-major", autoLevels=False)  # a reference's outline
         self.reference_item.setLookupTable(colormaps.mask_lut(False, colour=colormaps.REFERENCE_COLOUR))
         for z, item in enumerate((self.base_item, self.spread_item, self.heat_item, self.mask_item,
@@ -293,7 +294,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         base_name = self.state.base_layer if result is not None else "scan"
         lo, hi = self.state.scan_window  # the analysed scan's and its restoration's
         if base_name == "scan":  # the displayed sequence (the analysed scan unless another is chosen)
-            shown = slicing.take_slice(self.state.display_data, layout, index).astype(np.float32, copy=False)
+            if self.state.sequences:  # a study: its images are redrawn in every pane, cut once per plane
+                shown = self._base_stack.take(self.state.display_data, layout, index)
+            else:
+                shown = slicing.take_slice(self.state.display_data, layout, index).astype(np.float32, copy=False)
             self.base_item.setImage(shown, autoLevels=False, levels=self.state.window)
             self.base_item.setLookupTable(colormaps.grey_lut())
         else:

@@ -32,6 +32,7 @@ class StudyPane(pg.GraphicsLayoutWidget):
         self.state = state
         self.main = main
         self.name: str | None = None
+        self._stack = slicing.SliceStack()  # its sequence's slices, cut once per plane
         self.viewbox = SliceViewBox()
         self.addItem(self.viewbox, row=0, col=0)
         # Zoom and pan follow the main view: the same centre and the same mm per screen pixel, whatever each pane's
@@ -78,8 +79,8 @@ class StudyPane(pg.GraphicsLayoutWidget):
         image = state.sequences.get(self.name)
         data = state.volume.data if image is None else image.data
         index = state.slice_index
-        self.base_item.setImage(slicing.take_slice(data, layout, index).astype(np.float32, copy=False),
-                                autoLevels=False, levels=state.window_of(self.name))
+        self.base_item.setImage(self._stack.take(data, layout, index), autoLevels=False,
+                                levels=state.window_of(self.name))
         # The overlays are the main view's, cut once: reuse its slices when it shows this one (it redraws first).
         main = self.main if self.main.shown_slice == (layout.plane, index) else None
         result = state.result

@@ -153,3 +153,17 @@ def test_robust_window_shows_a_binary_mask_bright() -> None:
 def test_bad_plane_is_rejected() -> None:
     with pytest.raises(ValueError, match="plane"):
         slicing.plane_layout(np.eye(4), (4, 4, 4), "oblique")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+@pytest.mark.parametrize("radiological", [True, False])
+def test_a_slice_stack_cuts_what_take_slice_cuts(plane: str, radiological: bool) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.random((7, 9, 5)).astype(np.float32)
+    affine = np.array([[0, -1.0, 0, 0], [1.2, 0, 0, 0], [0, 0, 2.5, 0], [0, 0, 0, 1]])  # axes not in RAS order
+    layout = slicing.plane_layout(affine, data.shape, plane, radiological=radiological)
+    stack = slicing.SliceStack()
+    for index in (-3, 0, 2, layout.n_slices - 1, layout.n_slices + 4):
+        np.testing.assert_array_equal(stack.take(data, layout, index), slicing.take_slice(data, layout, index))
+    other = data + 1  # another array (or another layout) is cut anew
+    np.testing.assert_array_equal(stack.take(other, layout, 1), slicing.take_slice(other, layout, 1))
