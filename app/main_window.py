@@ -368,7 +368,7 @@ class MainWindow(QMainWindow):
                                      slicing.take_slice(reference.data, layout, index))
 
         def pct(value: float | None) -> str:
-            return "–" if value is None else f"{100 * value:.0f} %"
+            return text.SCORE_NONE if value is None else f"{100 * value:.0f} %"
 
         return text.STATUS_REFERENCE.format(
             threshold=self.state.threshold, slice_dice=pct(cut.dice), slice_sens=pct(cut.sensitivity),

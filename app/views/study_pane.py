@@ -114,7 +114,7 @@ class StudyPane(pg.GraphicsLayoutWidget):
         name = image.name if image is not None else (state.analysed_name or text.SEQUENCE_ANALYSED)
         note = text.SEQUENCE_RESAMPLED if image is not None and image.resampled else (
             text.SEQUENCE_ANALYSED_MARK if image is None else "")
-        self.title.setText(f"{name}{note}")
+        self.title.setText(text.PANE_TITLE.format(name=name, note=note))
         for side in self.letters:
             self.letters[side].setText(getattr(layout, side))
         self._place_labels()
