@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QEventLoop, QObject, QTimer, Signal
 
-from app import exporter, slicing, text
+from app import exporter, slicing, study, text
 from app.findings_model import FindingsModel
 from app.results_cache import ResultCache
 from app.state import ViewerState
 from app.volume_run import VolumeRun, merge_chunk
 from app.workers import BackgroundRunner, Job
+from engine import flagged
 
 logger = logging.getLogger(__name__)
 
@@ -619,11 +620,24 @@ class AnalysisController(QObject):
         if volume is None or result is None:
             self.report_error(text.ERR_REPORT, text.ERR_NO_RESULT if volume is not None else text.ERR_NO_SCAN)
             return None
+        study_options: dict[str, Any] = {}
+        shown = self.state.sequences.get(self.state.sequence)
+        if shown is not None:  # the report draws what the user reads under the map
+            study_options["underlay"] = (text.REPORT_SEQUENCE.format(name=shown.name, file=shown.path.name),
+                                         shown.data)
+        reference = self.state.reference
+        if reference is not None:
+            mask = flagged(result.anomaly_map, self.state.threshold) & (result.anomaly_map > 0)
+            scores = study.reference_scores(mask, reference.data)
+            study_options["reference"] = (reference.path.name, reference.data)
+            study_options["notes"] = [(text.REPORT_REFERENCE_LABEL, text.REPORT_REFERENCE.format(
+                file=reference.path.name, threshold=self.state.threshold, dice=_share(scores.dice),
+                sensitivity=_share(scores.sensitivity), precision=_share(scores.precision)))]
         try:
             path = self.backend.write_report(
                 volume, result, self.findings.findings, self.backend.report_path(volume, folder),
                 model=self.model.info if self.model is not None else None, display_max=self.state.display_max,
-                brain_mask=self.brain_mask_path.name if self.brain_mask_path is not None else None)
+                brain_mask=self.brain_mask_path.name if self.brain_mask_path is not None else None, **study_options)
         except self.backend.EngineError as error:
             self.report_error(text.ERR_REPORT, str(error))
             return None
@@ -746,6 +760,10 @@ class AnalysisController(QObject):
 
 
 ANALYSIS_TASKS = (Analysis, VolumePlan, VolumeChunk)
+
+
+def _share(value: float | None) -> str:
+    return text.SCORE_NONE if value is None else f"{100 * value:.0f} %"
 
 
 def _is_background(job: Job | None) -> bool:

@@ -138,6 +138,10 @@ SEQUENCE_ANALYSED = "analysed scan"
 SEQUENCE_ANALYSED_MARK = " (analysed)"
 SEQUENCE_RESAMPLED = " (resampled for display)"
 PANE_TITLE = "{name}{note}"
+REPORT_SEQUENCE = "{name} ({file}), as the viewer showed it"
+REPORT_REFERENCE_LABEL = "Reference"
+REPORT_REFERENCE = ("{file} (outlined in green): the mask at {threshold:.3g} against it, Dice {dice}, "
+                    "sensitivity {sensitivity}, precision {precision} (volume)")
 SCORE_NONE = "–"  # a share with nothing to divide by
 COLOURBAR_TITLE = "anomaly (1 - SSIM)"
 COLOURBAR_THRESHOLD = "thr\n{value:.3g}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from engine.errors import OutputError
 from engine.findings import Findings
 from engine.outputs import output_paths
 from engine.results import AnomalyResult, ModelInfo
@@ -53,7 +55,9 @@ def report_slices(findings: Findings, count: int = PANELS) -> list[tuple[int, in
 
 def write_report(volume: Volume, result: AnomalyResult, findings: Findings, path: str | Path, *,
                  model: ModelInfo | None = None, display_max: float | None = None, brain_mask: str | None = None,
-                 png_path: str | Path | None = None) -> Path:
+                 png_path: str | Path | None = None, underlay: tuple[str, np.ndarray] | None = None,
+                 reference: tuple[str, np.ndarray] | None = None,
+                 notes: Sequence[tuple[str, str]] = ()) -> Path:
     """Draw the one-page report and write it as a PDF (and a PNG of the same page when ``png_path`` is given).
 
     Args:
@@ -65,6 +69,10 @@ def write_report(volume: Volume, result: AnomalyResult, findings: Findings, path
         display_max: top of the colour scale (default: the calibration's, else the map's 99.9th percentile).
         brain_mask: how the brain was given (a file name), or None (the scan's foreground).
         png_path: also write the page as a 150 dpi PNG here.
+        underlay: ``(name, image)``: draw the slices on another image of the scan's grid (e.g. the subject's FLAIR
+            the viewer shows) instead of the scan; the page names it.
+        reference: ``(name, mask)``: a reference segmentation on the scan's grid, outlined in the slices and named.
+        notes: more ``(label, text)`` lines for the page's settings block (e.g. scores against the reference).
 
     Returns:
         The PDF's path.
@@ -74,7 +82,12 @@ def write_report(volume: Volume, result: AnomalyResult, findings: Findings, path
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - drawing only when asked
 
-    figure = _draw(volume, result, findings, model=model, display_max=display_max, brain_mask=brain_mask)
+    for what, given in (("underlay", underlay), ("reference", reference)):
+        if given is not None and tuple(np.shape(given[1])) != tuple(volume.shape):
+            raise OutputError(f"{path}: the {what} {given[0]} has shape {np.shape(given[1])}, not the scan's "
+                              f"{tuple(volume.shape)}")
+    figure = _draw(volume, result, findings, model=model, display_max=display_max, brain_mask=brain_mask,
+                   underlay=underlay, reference=reference, notes=notes)
     FigureCanvasAgg(figure)
     pdf = io.BytesIO()
     figure.savefig(pdf, format="pdf", metadata={"Title": f"condiff report: {volume.name}", "Creator": "condiff"})
@@ -88,14 +101,20 @@ def write_report(volume: Volume, result: AnomalyResult, findings: Findings, path
 
 # ------------------------------------------------------------------------------------------------------ drawing
 def _draw(volume: Volume, result: AnomalyResult, findings: Findings, *, model: ModelInfo | None,
-          display_max: float | None, brain_mask: str | None) -> Any:
+          display_max: float | None, brain_mask: str | None, underlay: tuple[str, np.ndarray] | None = None,
+          reference: tuple[str, np.ndarray] | None = None, notes: Sequence[tuple[str, str]] = ()) -> Any:
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     figure = Figure(figsize=PAGE_INCHES)
     figure.text(0.07, 0.968, "condiff anomaly report", fontsize=15, weight="bold", va="center")
     figure.text(0.07, 0.94, DISCLAIMER, fontsize=8.5, color="#a00000", weight="bold", va="center",
                 bbox={"boxstyle": "round,pad=0.35", "facecolor": "#fff0f0", "edgecolor": "#a00000", "linewidth": 0.8})
-    _identity(figure.add_axes((0.07, 0.79, 0.86, 0.125)), volume, result, findings, model, brain_mask)
+    extra = list(notes)
+    if underlay is not None:
+        extra.insert(0, ("Shown on", f"{underlay[0]} (the slices below; the map comes from the scan)"))
+    if reference is not None and not any(label == "Reference" for label, _ in extra):
+        extra.append(("Reference", f"{reference[0]} (outlined in green)"))
+    _identity(figure.add_axes((0.07, 0.79, 0.86, 0.125)), volume, result, findings, model, brain_mask, extra)
     _table(figure.add_axes((0.07, 0.545, 0.86, 0.185)), findings)
     top = display_max
     if top is None and model is not None and model.calibration is not None:
@@ -108,7 +127,9 @@ def _draw(volume: Volume, result: AnomalyResult, findings: Findings, *, model: M
     for column in range(PANELS):
         axes = figure.add_axes((0.07 + column * 0.27, 0.265, 0.26, 0.245))
         if column < len(chosen):
-            image = _slice_panel(axes, volume, result, findings, *chosen[column], top=top)
+            image = _slice_panel(axes, volume, result, findings, *chosen[column], top=top,
+                                 underlay=None if underlay is None else underlay[1],
+                                 reference=None if reference is None else reference[1])
         else:
             axes.set_axis_off()
             if column == len(chosen):
@@ -134,7 +155,7 @@ def _version() -> str:
 
 
 def _identity(axes: Any, volume: Volume, result: AnomalyResult, findings: Findings, model: ModelInfo | None,
-              brain_mask: str | None) -> None:
+              brain_mask: str | None, extra: Sequence[tuple[str, str]] = ()) -> None:
     axes.set_axis_off()
     zooms = " x ".join(f"{z:.3g}" for z in volume.zooms)
     shape = " x ".join(str(n) for n in volume.shape)
@@ -160,9 +181,11 @@ def _identity(axes: Any, volume: Volume, result: AnomalyResult, findings: Findin
         ("Findings", f"26-connected regions of at least {findings.min_volume_ml:g} mL; {findings.left_out} smaller "
                      "region(s) not listed"),
     ]
+    scan_lines += list(extra)  # what the viewer adds: the image shown, a reference and the scores against it
     for column, lines in enumerate((scan_lines, settings_lines)):
+        step = 1.0 / max(4, len(lines))
         for row, (key, value) in enumerate(lines):
-            y = 1.0 - row * 0.25
+            y = 1.0 - row * step
             x = 0.0 if column == 0 else 0.5
             axes.text(x, y, key, fontsize=7.5, weight="bold", va="top", transform=axes.transAxes)
             axes.text(x + 0.095, y, textwrap.fill(value, 60), fontsize=7, va="top", transform=axes.transAxes)
@@ -231,11 +254,12 @@ def _display_slice(volume: Volume, array: np.ndarray, axis: int, index: int) -> 
 
 
 def _slice_panel(axes: Any, volume: Volume, result: AnomalyResult, findings: Findings, index: int, finding_id: int,
-                 *, top: float) -> Any:
+                 *, top: float, underlay: np.ndarray | None = None, reference: np.ndarray | None = None) -> Any:
     from matplotlib import colormaps  # noqa: PLC0415
 
     axis = findings.slice_axis
-    scan, extent = _display_slice(volume, np.asarray(volume.data, dtype=np.float32), axis, index)
+    base = volume.data if underlay is None else underlay
+    scan, extent = _display_slice(volume, np.asarray(base, dtype=np.float32), axis, index)
     heat, _ = _display_slice(volume, result.anomaly_map, axis, index)
     labels, _ = _display_slice(volume, findings.labels, axis, index)
     rows, columns = _crop(_display_slice(volume, np.asarray(volume.data).max(axis=axis, keepdims=True) > 0, axis,
@@ -244,6 +268,8 @@ def _slice_panel(axes: Any, volume: Volume, result: AnomalyResult, findings: Fin
     extent = (columns.start * width, columns.stop * width, (scan.shape[0] - rows.stop) * height,
               (scan.shape[0] - rows.start) * height)
     scan, heat, labels = scan[rows, columns], heat[rows, columns], labels[rows, columns]
+    outline = None if reference is None else _display_slice(volume, np.asarray(reference) > 0, axis,
+                                                             index)[0][rows, columns]
     positive = scan[scan > 0]
     low, high = (np.percentile(positive, [1, 99.5]) if positive.size else (0.0, 1.0))
     axes.set_facecolor("black")
@@ -253,6 +279,8 @@ def _slice_panel(axes: Any, volume: Volume, result: AnomalyResult, findings: Fin
                         interpolation="nearest")
     if (labels > 0).any():
         axes.contour(labels > 0, levels=[0.5], colors="#00e5ff", linewidths=0.6, extent=extent, origin="upper")
+    if outline is not None and outline.any():
+        axes.contour(outline, levels=[0.5], colors="#60ff60", linewidths=0.6, extent=extent, origin="upper")
     finding = next(f for f in findings.items if f.id == finding_id)
     axes.set_title(f"Finding {finding_id}: axial slice {index}\nmax {finding.max_score:.3f}, "
                    f"{finding.volume_ml:.2f} mL", fontsize=7.5)

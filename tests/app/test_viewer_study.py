@@ -160,3 +160,36 @@ def test_file_menu_adds_sequences_and_a_reference(qtbot, make_window, monkeypatc
     lesion = np.asarray(nib.load(folder / "patient07_lesion.nii.gz").dataobj) > 0
     np.testing.assert_array_equal(window.state.reference.data, lesion)
     assert window.errors == []
+
+
+def test_the_report_draws_the_shown_sequence_and_names_the_reference(qtbot, make_window, tmp_path: Path) -> None:
+    folder = data_path("ms-lesjak/patient07")
+    window = make_window()
+    assert window.open_scan(folder / "patient07_T1.nii.gz")
+    assert window.open_study([folder / "patient07_FLAIR.nii.gz"], folder / "patient07_lesion.nii.gz")
+    _analysed(qtbot, window)
+    window.state.set_sequence("FLAIR")
+    backend, calls = window.backend, []
+    real = backend.write_report
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(kwargs)
+        return real(*args, **kwargs, png_path=tmp_path / "page.png")
+
+    backend.write_report = recording
+    path = window.controller.save_report(tmp_path)
+    assert path is not None
+    assert path.is_file()
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+    (options,) = calls
+    name, image = options["underlay"]
+    assert "FLAIR" in name
+    np.testing.assert_array_equal(image, window.state.sequences["FLAIR"].data)
+    lesion = np.asarray(nib.load(folder / "patient07_lesion.nii.gz").dataobj) > 0
+    amap, threshold = window.state.result.anomaly_map, window.state.threshold
+    mask = (amap >= threshold) & (amap > 0)
+    dice = 2 * np.sum(mask & lesion) / (mask.sum() + lesion.sum())
+    ((label, line),) = options["notes"]
+    assert label == "Reference"
+    assert f"Dice {100 * dice:.0f} %" in line
+    assert options["reference"][0] == "patient07_lesion.nii.gz"
