@@ -450,7 +450,7 @@ class MainWindow(QMainWindow):
     def _open_worklist_dialog(self) -> None:
         folder = dialogs.pick_worklist_folder(self, prefs.RECENT_FOLDER.read(self.settings))
         if folder:
-            self.open_worklist(folder)
+            self.open_path(folder)  # one subject's sequences open as a study, anything else as a worklist
 
     def _open_dialog(self) -> None:
         path = dialogs.pick_scan(self, prefs.RECENT_FOLDER.read(self.settings))

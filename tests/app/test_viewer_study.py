@@ -193,3 +193,15 @@ def test_the_report_draws_the_shown_sequence_and_names_the_reference(qtbot, make
     assert label == "Reference"
     assert f"Dice {100 * dice:.0f} %" in line
     assert options["reference"][0] == "patient07_lesion.nii.gz"
+
+
+def test_file_open_folder_opens_a_case_folder_as_a_study(qtbot, make_window, monkeypatch) -> None:
+    from app.views import dialogs
+
+    case = data_path("brats2018-dev/Brats18_2013_20_1")
+    window = make_window()
+    monkeypatch.setattr(dialogs, "pick_worklist_folder", lambda _parent, _folder: str(case))
+    window._open_worklist_dialog()  # noqa: SLF001 - the menu's slot, its dialog answered
+    assert Path(window.state.volume.path).name.endswith("_t1.nii.gz")
+    assert set(window.state.sequences) == {"T2", "FLAIR"}
+    assert not window.worklist.entries
