@@ -292,7 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
     from engine.data import HealthySlices, find_scans, split_roles, split_scans  # noqa: PLC0415
     from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
-    from engine.training import TrainRequest, setup_distributed, train_member  # noqa: PLC0415
+    from engine.training import TrainRequest, finish_distributed, setup_distributed, train_member  # noqa: PLC0415
 
     _set_threads(args.threads)
     preset = _training_preset(args)
@@ -340,6 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             logger.info("fold %d done: %d steps in %.0f s (%.3f steps/s), best step %d, healthy 1-SSIM %s, "
                         "anomaly MAE to truth %s vs to input %s", fold, summary.steps, summary.seconds,
                         summary.steps_per_second, summary.best_step, *map(_fmt, checked))
+    finish_distributed(env)
     return 0
 
 

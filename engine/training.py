@@ -565,6 +565,17 @@ def setup_distributed() -> _DistEnv:
     return env
 
 
+def finish_distributed(env: _DistEnv) -> None:
+    """End a torchrun job cleanly: every rank waits for the others (rank 0 may still be writing a member), then the
+    process group is destroyed on all of them, so no rank exits while a peer still holds its connections."""
+    if env.enabled:
+        import torch.distributed as dist  # noqa: PLC0415
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def train_member(
     request: TrainRequest,
     train_slices: SliceSource,
