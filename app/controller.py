@@ -154,7 +154,8 @@ class AnalysisController(QObject):
         self.cache = ResultCache()
         self._read_result: tuple[Any, Any] | None = None  # (scan key, result) read from a cohort's files
         self.findings = FindingsModel(backend, state, self)
-        self.runner = BackgroundRunner(backend.CancelToken, backend.Cancelled, self)
+        # Engine errors (a damaged file, a bad setting) are logged as one line; anything else with its traceback.
+        self.runner = BackgroundRunner(backend.CancelToken, backend.Cancelled, self, expected_type=backend.EngineError)
         self.errors: list[str] = []
         self.model: Any = None
         self.model_error: str | None = None

@@ -48,9 +48,11 @@ class _Worker(QObject):
     failed = Signal(object, object)  # job, exception
     cancelled = Signal(object)  # job
 
-    def __init__(self, cancelled_type: type[BaseException]) -> None:
+    def __init__(self, cancelled_type: type[BaseException],
+                 expected_type: type[BaseException] | tuple[type[BaseException], ...] = ()) -> None:
         super().__init__()
         self._cancelled_type = cancelled_type
+        self._expected_type = expected_type
 
     @Slot(object)
     def run(self, job: Job) -> None:
@@ -61,6 +63,9 @@ class _Worker(QObject):
             result = job.function(lambda p: self.progress.emit(job, p), job.cancel)
         except self._cancelled_type:
             self.cancelled.emit(job)
+        except self._expected_type as error:  # a bad file or setting: one line is the whole story
+            logger.info("background job %s failed: %s", type(job.task).__name__, error)
+            self.failed.emit(job, error)
         except Exception as error:  # relayed to the GUI thread, which shows it
             logger.exception("background job %s failed", type(job.task).__name__)
             self.failed.emit(job, error)
@@ -83,14 +88,15 @@ class BackgroundRunner(QObject):
     _submit = Signal(object)
 
     def __init__(self, cancel_token_factory: Callable[[], Any], cancelled_type: type[BaseException],
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None,
+                 expected_type: type[BaseException] | tuple[type[BaseException], ...] = ()) -> None:
         super().__init__(parent)
         self._token_factory = cancel_token_factory
         self._ids = itertools.count(1)
         self._current: Job | None = None
         self._thread = QThread()
         self._thread.setObjectName("condiff-worker")
-        self._worker = _Worker(cancelled_type)
+        self._worker = _Worker(cancelled_type, expected_type)
         self._worker.moveToThread(self._thread)
         self._submit.connect(self._worker.run)
         self._worker.progress.connect(self._on_progress)
