@@ -153,6 +153,7 @@ class AnalysisController(QObject):
         self.state = state
         self.cache = ResultCache()
         self._read_result: tuple[Any, Any] | None = None  # (scan key, result) read from a cohort's files
+        self._reference_scores: tuple[Any, Any] | None = None  # (result, reference, threshold) -> volume scores
         self.findings = FindingsModel(backend, state, self)
         # Engine errors (a damaged file, a bad setting) are logged as one line; anything else with its traceback.
         self.runner = BackgroundRunner(backend.CancelToken, backend.Cancelled, self, expected_type=backend.EngineError)
@@ -614,6 +615,18 @@ class AnalysisController(QObject):
                              + exporter.partial_note(result))
         return written
 
+    def reference_volume_scores(self) -> Any:
+        """The shown mask against the reference segmentation over the whole volume (``app.study.ReferenceScores``),
+        or None without both; computed once per result, reference and threshold, not per slice."""
+        reference, result = self.state.reference, self.state.result
+        if reference is None or result is None:
+            return None
+        key = (id(result), id(reference), self.state.threshold)
+        if self._reference_scores is None or self._reference_scores[0] != key:
+            mask = flagged(result.anomaly_map, self.state.threshold) & (result.anomaly_map > 0)
+            self._reference_scores = (key, study.reference_scores(mask, reference.data))
+        return self._reference_scores[1]
+
     def save_report(self, folder: str | Path | None) -> Path | None:
         """Write the one-page PDF report of the shown result (beside the scan when ``folder`` is None); None after
         reporting why not."""
@@ -626,14 +639,12 @@ class AnalysisController(QObject):
         if shown is not None:  # the report draws what the user reads under the map
             study_options["underlay"] = (text.REPORT_SEQUENCE.format(name=shown.name, file=shown.path.name),
                                          shown.data)
-        reference = self.state.reference
-        if reference is not None:
-            mask = flagged(result.anomaly_map, self.state.threshold) & (result.anomaly_map > 0)
-            scores = study.reference_scores(mask, reference.data)
+        reference, scores = self.state.reference, self.reference_volume_scores()
+        if reference is not None and scores is not None:
             study_options["reference"] = (reference.path.name, reference.data)
             study_options["notes"] = [(text.REPORT_REFERENCE_LABEL, text.REPORT_REFERENCE.format(
-                file=reference.path.name, threshold=self.state.threshold, dice=_share(scores.dice),
-                sensitivity=_share(scores.sensitivity), precision=_share(scores.precision)))]
+                file=reference.path.name, threshold=self.state.threshold, dice=text.share(scores.dice),
+                sensitivity=text.share(scores.sensitivity), precision=text.share(scores.precision)))]
         try:
             path = self.backend.write_report(
                 volume, result, self.findings.findings, self.backend.report_path(volume, folder),
@@ -762,9 +773,6 @@ class AnalysisController(QObject):
 
 ANALYSIS_TASKS = (Analysis, VolumePlan, VolumeChunk)
 
-
-def _share(value: float | None) -> str:
-    return text.SCORE_NONE if value is None else f"{100 * value:.0f} %"
 
 
 def _is_background(job: Job | None) -> bool:

@@ -76,7 +76,6 @@ class MainWindow(QMainWindow):
         self.worklist_analyser = WorklistAnalyser(self.worklist, self.controller, prefs.cache_folder(self.settings),
                                                   self)
         self.worklist_analyser.scan_analysed.connect(self._on_worklist_scan_analysed)
-        self._reference_volume: tuple[Any, Any] | None = None
         for signal in (self.state.threshold_changed, self.state.result_changed, self.state.study_changed,
                        self.state.cursor_changed, self.state.plane_changed):
             signal.connect(self._show_reference_status)
@@ -300,7 +299,7 @@ class MainWindow(QMainWindow):
         images, notices, ok = list(self.state.sequences.values()), [], True
         for path in others:
             path = Path(path)
-            name = study.sequence_of(path) or study.file_label(path)
+            name = study.sequence_of(path) or study.file_stem(path)
             other = self.controller._read(text.ERR_STUDY, path, self.backend.load_volume)  # noqa: SLF001
             if other is None:
                 ok = False
@@ -358,22 +357,15 @@ class MainWindow(QMainWindow):
             return None
         layout = self.state.layout()
         index = self.state.slice_index
-        key = (id(result), id(reference), self.state.threshold)
-        if self._reference_volume is None or self._reference_volume[0] != key:  # once per threshold, not per slice
-            whole_mask = flagged(result.anomaly_map, self.state.threshold) & (result.anomaly_map > 0)
-            self._reference_volume = (key, study.reference_scores(whole_mask, reference.data))
-        whole = self._reference_volume[1]
+        whole = self.controller.reference_volume_scores()
         map_cut = slicing.take_slice(result.anomaly_map, layout, index)
         cut = study.reference_scores(flagged(map_cut, self.state.threshold) & (map_cut > 0),
                                      slicing.take_slice(reference.data, layout, index))
-
-        def pct(value: float | None) -> str:
-            return text.SCORE_NONE if value is None else f"{100 * value:.0f} %"
-
+        share = text.share
         return text.STATUS_REFERENCE.format(
-            threshold=self.state.threshold, slice_dice=pct(cut.dice), slice_sens=pct(cut.sensitivity),
-            slice_prec=pct(cut.precision), dice=pct(whole.dice), sens=pct(whole.sensitivity),
-            prec=pct(whole.precision))
+            threshold=self.state.threshold, slice_dice=share(cut.dice), slice_sens=share(cut.sensitivity),
+            slice_prec=share(cut.precision), dice=share(whole.dice), sens=share(whole.sensitivity),
+            prec=share(whole.precision))
 
     def _show_reference_status(self, *_: Any) -> None:
         line = self.reference_status()
@@ -415,15 +407,18 @@ class MainWindow(QMainWindow):
             return False
         if entry.brain_mask is not None and not self.open_brain_mask(entry.brain_mask):
             return False
-        if entry.sidecar is not None:
-            try:
-                result = self.backend.read_outputs(self.state.volume, entry.sidecar)
-            except self.backend.EngineError as error:
-                self.controller.report_error(text.ERR_WORKLIST_RESULT, str(error))
-                return False
-            self.controller.show_result(result)
-            self.statusBar().showMessage(text.STATUS_WORKLIST_RESULT.format(name=entry.id,
-                                                                            threshold=self.state.threshold))
+        return entry.sidecar is None or self._show_entry_result(entry)
+
+    def _show_entry_result(self, entry: Any) -> bool:
+        """Show a listed scan's written result (on the open scan) without running the model; False after saying
+        why it could not be read."""
+        try:
+            result = self.backend.read_outputs(self.state.volume, entry.sidecar)
+        except self.backend.EngineError as error:
+            self.controller.report_error(text.ERR_WORKLIST_RESULT, str(error))
+            return False
+        self.controller.show_result(result)
+        self.statusBar().showMessage(text.STATUS_WORKLIST_RESULT.format(name=entry.id, threshold=self.state.threshold))
         return True
 
     def _on_worklist_scan_analysed(self, index: int) -> None:
@@ -432,15 +427,8 @@ class MainWindow(QMainWindow):
         volume = self.state.volume
         if index != self.worklist.current or volume is None or self.state.result is not None or entry.sidecar is None:
             return
-        if volume.path is None or Path(volume.path) != entry.image:
-            return
-        try:
-            result = self.backend.read_outputs(volume, entry.sidecar)
-        except self.backend.EngineError as error:
-            self.controller.report_error(text.ERR_WORKLIST_RESULT, str(error))
-            return
-        self.controller.show_result(result)
-        self.statusBar().showMessage(text.STATUS_WORKLIST_RESULT.format(name=entry.id, threshold=self.state.threshold))
+        if volume.path is not None and Path(volume.path) == entry.image:
+            self._show_entry_result(entry)
 
     def step_worklist(self, delta: int) -> None:
         index = self.worklist.step(delta)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from engine.outputs import _SCAN_EXTENSIONS, file_stem
+
 SEQUENCES = ("T1", "T1ce", "T2", "FLAIR", "PD")
 """The sequences a study can hold, in the order the viewer offers them."""
 _NAME_PATTERNS = (
@@ -36,7 +38,6 @@ _NAME_PATTERNS = (
 _REFERENCE_WORDS = ("seg", "lesion", "label")
 MIN_OVERLAP = 0.5
 """Share of the analysed scan's world extent another scan must cover to be shown with it."""
-_SCAN_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 class StudyError(ValueError):
@@ -44,11 +45,7 @@ class StudyError(ValueError):
 
 
 def _stem(path: Path) -> str:
-    name = path.name.lower()
-    for ext in _SCAN_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
+    return file_stem(path).lower()
 
 
 def sequence_of(path: str | Path) -> str | None:
@@ -66,15 +63,6 @@ def sequence_of(path: str | Path) -> str | None:
 def display_order(image: StudyImage) -> tuple[int, str]:
     """Sort key of study images: T1, T1ce, T2, FLAIR, PD, then other names alphabetically."""
     return (SEQUENCES.index(image.name) if image.name in SEQUENCES else len(SEQUENCES), image.name)
-
-
-def file_label(path: str | Path) -> str:
-    """A name for a scan whose sequence its file name does not say: the file name without its extension."""
-    name = Path(path).name
-    for ext in _SCAN_EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 def is_reference(path: str | Path) -> bool:
@@ -127,12 +115,15 @@ def world_overlap(shape: Sequence[int], affine: np.ndarray, other_shape: Sequenc
     return inter / own
 
 
-def on_grid(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], target_affine: np.ndarray) -> np.ndarray:
-    """``data`` (with ``affine``) resampled trilinearly onto a grid of ``shape`` with ``target_affine``: each target
-    voxel takes the value at its own world position (zero outside ``data``)."""
+def on_grid(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], target_affine: np.ndarray, *,
+            order: int = 1) -> np.ndarray:
+    """``data`` (with ``affine``) resampled onto a grid of ``shape`` with ``target_affine``: each target voxel takes
+    the value at its own world position (zero outside ``data``), trilinearly (``order`` 1) or from the nearest voxel
+    (``order`` 0, for labels)."""
     to_source = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(target_affine, float)
     return ndimage.affine_transform(np.asarray(data, np.float32), to_source[:3, :3], offset=to_source[:3, 3],
-                                    output_shape=tuple(int(s) for s in shape), order=1, mode="constant", cval=0.0)
+                                    output_shape=tuple(int(s) for s in shape), order=order, mode="constant",
+                                    cval=0.0)
 
 
 def same_grid(volume: Any, other: Any) -> bool:
@@ -175,9 +166,7 @@ def fit_to(volume: Any, other: Any, name: str, *, label: bool = False) -> StudyI
         raise StudyError(f"{path}: covers {100 * overlap:.0f} % of the analysed scan's space; not the same subject "
                          "or not registered to it")
     if label:  # nearest neighbour for a label: its outline stays where it was drawn
-        to_source = np.linalg.inv(np.asarray(other.affine, float)) @ np.asarray(volume.affine, float)
-        out = ndimage.affine_transform((data > 0).astype(np.uint8), to_source[:3, :3], offset=to_source[:3, 3],
-                                       output_shape=np.shape(volume.data), order=0) > 0
+        out = on_grid(data > 0, other.affine, np.shape(volume.data), volume.affine, order=0) > 0.5
     else:
         out = on_grid(data, other.affine, np.shape(volume.data), volume.affine)
     return StudyImage(name, path, out, resampled=True)

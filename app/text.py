@@ -144,6 +144,14 @@ REPORT_REFERENCE_LABEL = "Reference"
 REPORT_REFERENCE = ("{file} (outlined in green): the mask at {threshold:.3g} against it, Dice {dice}, "
                     "sensitivity {sensitivity}, precision {precision} (volume)")
 SCORE_NONE = "–"  # a share with nothing to divide by
+
+
+def share(value: float | None) -> str:
+    """A share as the status and the report write it: whole per cent, or SCORE_NONE when undefined."""
+    return SCORE_NONE if value is None else f"{100 * value:.0f} %"
+
+
+
 COLOURBAR_TITLE = "anomaly (1 - SSIM)"
 COLOURBAR_THRESHOLD = "thr\n{value:.3g}"
 NO_SCAN = "Open a scan (File > Open, or drop a file here)"

@@ -26,21 +26,7 @@ DATA=${CONDIFF_DATA_DIR:-../shared/data}
 SCANS=${CONDIFF_COHORT_SCANS:-20}
 if [ -d "$DATA/ixi-t1" ]; then
     GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
-    "$PY" - "$DATA" "$SCANS" <<'PY'
-import csv, sys
-from pathlib import Path
-data, count = Path(sys.argv[1]), int(sys.argv[2])
-rows = []
-for folder in (data / "ixi-t1" / "val", data / "ixi-t1" / "train"):
-    for image in sorted(folder.glob("*_T1.nii.gz")):
-        mask = image.with_name(image.name.replace("_T1.nii.gz", "_brainmask.nii.gz"))
-        if mask.is_file():
-            rows.append((image, mask))
-with open("build/gpu-cohort.csv", "w", newline="") as handle:
-    writer = csv.writer(handle)
-    writer.writerow(["image", "brain_mask"])
-    writer.writerows(rows[:count])
-PY
+    "$PY" tests/benchmarks/bench_cohort.py --data "$DATA" --scans "$SCANS" --manifest-only build/gpu-cohort.csv
     rm -rf build/gpu-cohort-1 build/gpu-cohort-n
     t0=$EPOCHREALTIME
     "$PY" -m engine infer build/gpu-cohort.csv --out build/gpu-cohort-1 --device cuda >/dev/null

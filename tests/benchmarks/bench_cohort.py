@@ -44,6 +44,16 @@ def scans(data: Path, count: int) -> list[tuple[Path, Path]]:
     return found[:count]
 
 
+def write_manifest(chosen: list[tuple[Path, Path]], path: Path) -> Path:
+    """The CSV manifest (image, brain_mask) of the chosen scans: what every run here, and gpu-check.sh, analyses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "brain_mask"])
+        writer.writerows([str(i), str(m)] for i, m in chosen)
+    return path
+
+
 def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -58,20 +68,22 @@ def main() -> int:
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("CONDIFF_DATA_DIR", ROOT.parent / "shared/data")))
     parser.add_argument("--scans", type=int, default=20)
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder (emptied first)")
+    parser.add_argument("--work", type=Path, help="scratch folder (emptied first)")
+    parser.add_argument("--manifest-only", type=Path, metavar="CSV",
+                        help="only write the manifest of the chosen scans there (packaging/gpu-check.sh uses it)")
     parser.add_argument("--model", type=Path, default=ROOT / "resources/models/condiff-t1-small")
     parser.add_argument("--runs", default="1x2,2x1,single")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-
+    chosen = scans(args.data, args.scans)
+    if args.manifest_only is not None:
+        write_manifest(chosen, args.manifest_only)
+        return 0
+    if args.work is None:
+        parser.error("--work is required (or --manifest-only)")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    chosen = scans(args.data, args.scans)
-    manifest = args.work / "cohort.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "brain_mask"])
-        writer.writerows([str(i), str(m)] for i, m in chosen)
+    manifest = write_manifest(chosen, args.work / "cohort.csv")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     engine = [str(BIN / "condiff-engine")]
     common = ["--model", str(args.model), "--device", "cpu"]
