@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from engine.outputs import _SCAN_EXTENSIONS, file_stem
+from engine import file_stem
 
 SEQUENCES = ("T1", "T1ce", "T2", "FLAIR", "PD")
 """The sequences a study can hold, in the order the viewer offers them."""
@@ -46,6 +46,11 @@ class StudyError(ValueError):
 
 def _stem(path: Path) -> str:
     return file_stem(path).lower()
+
+
+def _is_scan_file(path: Path) -> bool:
+    """A file whose extension is a scan format's (the engine strips it from the name)."""
+    return path.is_file() and file_stem(path) != path.name
 
 
 def sequence_of(path: str | Path) -> str | None:
@@ -77,7 +82,7 @@ def study_files(folder: str | Path) -> tuple[dict[str, Path], Path | None]:
     found: dict[str, Path] = {}
     reference = None
     for path in sorted(Path(folder).iterdir()):
-        if not path.is_file() or not path.name.lower().endswith(_SCAN_EXTENSIONS):
+        if not _is_scan_file(path):
             continue
         if is_reference(path):
             reference = reference or path
@@ -94,7 +99,7 @@ def is_study_folder(folder: str | Path) -> bool:
     folder = Path(folder)
     if not folder.is_dir():
         return False
-    names = [sequence_of(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_SCAN_EXTENSIONS)
+    names = [sequence_of(p) for p in folder.iterdir() if _is_scan_file(p)
              and not is_reference(p) and "mask" not in p.name.lower()]
     known = [n for n in names if n is not None]
     return len(known) >= 2 and len(set(known)) == len(known)

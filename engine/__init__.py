@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "output_paths": "engine.outputs",
     "modality_warning": "engine.outputs",
     "read_outputs": "engine.outputs",
+    "file_stem": "engine.outputs",
     "collect_inputs": "engine.cohort",
     "read_cohort": "engine.cohort",
     "infer_scan": "engine.cohort",
@@ -101,7 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.ensemble import Ensemble, default_model_path, load_ensemble
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
     from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
-    from engine.outputs import modality_warning, output_paths, read_outputs, write_outputs
+    from engine.outputs import file_stem, modality_warning, output_paths, read_outputs, write_outputs
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.report import report_path, write_report
