@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
                         autoload_model=headless and bool(args.analyze))
     controller = window.controller
     if args.device:
-        controller.offer_device(args.device)  # checked against the real list when the model loads
-        controller.set_settings(device=args.device)
+        controller.models.offer_device(args.device)  # checked against the real list when the model loads
+        controller.models.set_settings(device=args.device)
     install_excepthook(lambda: window)
     try:
         if headless:
@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
 
         def on_first_image() -> None:
             logger.info("first image %.2f s after launch", time.perf_counter() - launched)
-            controller.load_model()
+            controller.scheduler.load_model()
             if args.analyze:
                 window.state.set_plane("axial")
-                controller.request_analysis(args.analyze)
+                controller.scheduler.request_analysis(args.analyze)
 
         window.first_image_drawn.connect(on_first_image)
         window.show()
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
             if args.brain_mask:
                 window.open_brain_mask(args.brain_mask)
             if args.also or args.reference:
-                window.open_study(args.also, args.reference)
+                window.study.open_study(args.also, args.reference)
             window.state.set_study_grid(args.layout == "grid")
             _show_slice(window, args.slice)
         return int(app.exec())
@@ -161,7 +161,7 @@ def _show_slice(window: Any, index: int | None) -> None:
     volume = window.state.volume
     if index is None or volume is None:
         return
-    axis = window.controller.analysis_axis
+    axis = window.controller.scan.analysis_axis
     cursor = list(window.state.cursor)
     cursor[axis] = max(0, min(int(index), volume.shape[axis] - 1))
     window.state.set_cursor(tuple(cursor))
@@ -176,7 +176,7 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
         print(text.ERR_CLI_SCAN.format(message=text.ERR_CLI_NEEDS_SCAN), file=sys.stderr)
         return 2
     if not window.open_path(args.scan) or (args.brain_mask and not window.open_brain_mask(args.brain_mask)) or (
-            (args.also or args.reference) and not window.open_study(args.also, args.reference)):
+            (args.also or args.reference) and not window.study.open_study(args.also, args.reference)):
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 2
     if args.sequence:
@@ -193,12 +193,12 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     logger.debug("first image %.2f s after launch", time.perf_counter() - launched)
     if args.analyze:
         controller = window.controller
-        controller.wait_idle()
-        if controller.model is None:
-            print(text.ERR_CLI_MODEL.format(message=controller.model_error), file=sys.stderr)
+        controller.scheduler.wait_idle()
+        if controller.models.model is None:
+            print(text.ERR_CLI_MODEL.format(message=controller.models.model_error), file=sys.stderr)
             return 3
-        controller.request_analysis(args.analyze)
-        controller.wait_idle()
+        controller.scheduler.request_analysis(args.analyze)
+        controller.scheduler.wait_idle()
         if window.state.result is None:
             reason = controller.errors[-1] if controller.errors else text.REASON_NO_RESULT
             print(text.ERR_CLI_ANALYSIS.format(message=reason), file=sys.stderr)

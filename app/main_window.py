@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QApplication,
     QLabel,
@@ -25,19 +24,19 @@ from PySide6.QtWidgets import (
 )
 
 from app import prefs, slicing, study, text
-from app.controller import AnalysisController, AnalysisMode
+from app.controller import AnalysisController
 from app.keymap import Command, KeyMap
 from app.state import ViewerState
+from app.study_session import StudySession
 from app.views import dialogs, view_commands
 from app.views.controls_dock import ControlsDock
 from app.views.findings_table import FindingsDock
 from app.views.image_area import ImageArea
+from app.views.menus import build_menus
 from app.views.readout import Readout
-from app.views.recent_menu import RecentMenu
 from app.views.worklist_dock import WorklistDock
 from app.worklist import Worklist, entries_from, is_worklist_folder
 from app.worklist_analysis import WorklistAnalyser
-from engine import flagged
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ class MainWindow(QMainWindow):
         self.first_image_s: float | None = None
         self.state = ViewerState(self)
         self.controller = AnalysisController(backend, self.state, model_path, self)
+        self.study = StudySession(backend, self.state, self.controller, self.controller.models,
+                                  self.controller.exports)
         self.worklist = Worklist(self)
         self.worklist_analyser = WorklistAnalyser(self.worklist, self.controller, prefs.cache_folder(self.settings),
                                                   self)
@@ -87,7 +88,7 @@ class MainWindow(QMainWindow):
         c = self.controller
         c.error_reported.connect(self._show_error_dialog)
         c.status.connect(self.statusBar().showMessage)
-        c.busy_changed.connect(lambda busy: self._actions[Command.CANCEL].setEnabled(busy))
+        c.scheduler.busy_changed.connect(lambda busy: self._actions[Command.CANCEL].setEnabled(busy))
         self._actions[Command.CANCEL].setEnabled(False)
         self._awaiting_first_image = True
         self.view.viewport().installEventFilter(self)
@@ -95,7 +96,7 @@ class MainWindow(QMainWindow):
         if not self.worklist.entries:  # a saved layout may have shown it; it waits for a worklist
             self.worklist_dock.hide()
         if autoload_model:
-            c.load_model()
+            c.scheduler.load_model()
 
     # ============================================================================================ parts
     @property
@@ -146,56 +147,8 @@ class MainWindow(QMainWindow):
         self.worklist_dock.hide()  # until a worklist is opened
 
     def _build_menus(self) -> None:
-        self._actions: dict[Command, QAction] = {}
-        c = self.controller
-        menu = self.menuBar().addMenu(text.MENU_FILE)
-        menu.addAction(self._action(text.ACT_OPEN, self._open_dialog, Command.OPEN))
-        menu.addAction(self._action(text.ACT_OPEN_DICOM, self._open_dicom_dialog))
-        menu.addAction(self._action(text.ACT_OPEN_WORKLIST, self._open_worklist_dialog))
-        menu.addAction(self._action(text.ACT_SCAN_NEXT, lambda: self.step_worklist(1), Command.SCAN_NEXT))
-        menu.addAction(self._action(text.ACT_SCAN_PREVIOUS, lambda: self.step_worklist(-1), Command.SCAN_PREVIOUS))
-        menu.addAction(self._action(text.ACT_OPEN_STUDY, self._open_study_dialog))
-        menu.addAction(self._action(text.ACT_OPEN_BRAIN_MASK, self._open_brain_mask_dialog))
-        menu.addAction(self._action(text.ACT_CLEAR_BRAIN_MASK, c.clear_brain_mask))
-        self.recent_menu = RecentMenu(self.settings, self)
-        self.recent_menu.chosen.connect(self.open_scan)
-        menu.addMenu(self.recent_menu)
-        menu.addSeparator()
-        menu.addAction(self._action(text.ACT_CHOOSE_MODEL, self._choose_model_dialog))
-        menu.addSeparator()
-        menu.addAction(self._action(text.ACT_EXPORT, lambda: self.export_results(None), Command.EXPORT))
-        menu.addAction(self._action(text.ACT_EXPORT_TO, self._export_dialog, Command.EXPORT_TO))
-        menu.addAction(self._action(text.ACT_EXPORT_DICOM_SEG, lambda: c.export_dicom_seg(None)))
-        menu.addAction(self._action(text.ACT_SAVE_REPORT, lambda: c.save_report(None)))
-        menu.addAction(self._action(text.ACT_SCREENSHOT, self._screenshot_dialog, Command.SCREENSHOT))
-        menu.addSeparator()
-        menu.addAction(self._action(text.ACT_QUIT, self.close, Command.QUIT))
-        menu = self.menuBar().addMenu(text.MENU_VIEW)
-        menu.addAction(self._action(text.ACT_RESET_VIEW, self.reset_view))
-        menu.addAction(self.controls_dock.toggleViewAction())
-        menu.addAction(self.findings_dock.toggleViewAction())
-        menu.addAction(self.worklist_dock.toggleViewAction())
-        self._score_strip_action = QAction(text.ACT_SCORE_STRIP, self, checkable=True, checked=True)
-        self._score_strip_action.toggled.connect(self.image_area.set_score_strip_wanted)
-        menu.addAction(self._score_strip_action)
-        menu = self.menuBar().addMenu(text.MENU_ANALYSIS)
-        menu.addAction(self._action(text.ACT_ANALYSE_SLICE, lambda: c.request_analysis(AnalysisMode.SLICE),
-                                    Command.ANALYSE_SLICE))
-        menu.addAction(self._action(text.ACT_ANALYSE_VOLUME, lambda: c.request_analysis(AnalysisMode.VOLUME),
-                                    Command.ANALYSE_VOLUME))
-        menu.addAction(self._action(text.ACT_CANCEL, c.cancel_analysis, Command.CANCEL))
-        menu = self.menuBar().addMenu(text.MENU_HELP)
-        menu.addAction(self._action(text.ACT_SHORTCUTS, self.show_shortcuts, Command.SHORTCUTS))
-        menu.addAction(self._action(text.ACT_ABOUT, self._show_about))
-
-    def _action(self, label: str, slot: Callable[[], Any], command: Command | None = None) -> QAction:
-        action = QAction(label, self)
-        if command is not None:
-            action.setShortcut(KEYS.shortcut(command))
-            self._actions[command] = action
-        action.triggered.connect(lambda _=False: slot())
-        self.addAction(action)
-        return action
+        menus = build_menus(self, KEYS)
+        self._actions, self.recent_menu, self._score_strip_action = menus.by_command, menus.recent, menus.score_strip
 
     # ============================================================================================ preferences
     def restore_settings(self) -> None:
@@ -263,7 +216,7 @@ class MainWindow(QMainWindow):
         """Load a scan (file or DICOM folder) and show it; on failure show the reason and keep the current scan."""
         start = time.perf_counter()
         path = Path(path)
-        volume = self.controller.open_scan(path)
+        volume = self.controller.scan.open_scan(path)
         if volume is None:
             return False
         self.recent_menu.add(path)
@@ -279,96 +232,24 @@ class MainWindow(QMainWindow):
 
     def open_brain_mask(self, path: str | Path) -> bool:
         """Use a brain mask on the open scan's grid for the analyses (see the controller)."""
-        return self.controller.open_brain_mask(path)
+        return self.controller.scan.open_brain_mask(path)
 
     # ============================================================================================ study
-    def analysed_sequence(self) -> str:
-        """The sequence the model analyses (``"T1"`` for a T1 model; T1 before the model is known)."""
-        model = self.controller.model
-        modality = str(getattr(getattr(model, "info", None), "modality", "t1")).lower()
-        return {"t1": "T1", "t2": "T2", "flair": "FLAIR", "pd": "PD"}.get(modality, "T1")
-
-    def open_study(self, others: Sequence[str | Path], reference: str | Path | None = None) -> bool:
-        """Show other sequences of the open scan's subject (and a reference segmentation) on its grid: a scan on
-        another grid of the same space is resampled for display with a notice; one from another space is refused
-        in one line. True when every file was taken."""
-        volume = self.state.volume
-        if volume is None:
-            self.controller.report_error(text.ERR_STUDY, text.ERR_NO_SCAN)
-            return False
-        images, notices, ok = list(self.state.sequences.values()), [], True
-        for path in others:
-            path = Path(path)
-            name = study.sequence_of(path) or study.file_stem(path)
-            other = self.controller._read(text.ERR_STUDY, path, self.backend.load_volume)  # noqa: SLF001
-            if other is None:
-                ok = False
-                continue
-            try:
-                image = study.fit_to(volume, other, name)
-            except study.StudyError as error:
-                self.controller.report_error(text.ERR_STUDY, str(error))
-                ok = False
-                continue
-            images = [i for i in images if i.name != name] + [image]
-            if image.resampled:
-                notices.append(text.STATUS_RESAMPLED.format(name=path.name))
-        self.state.set_study(sorted(images, key=study.display_order), self.analysed_sequence())
-        if reference is not None:
-            ok = self.open_reference(reference) and ok
-        if notices:
-            self.statusBar().showMessage(" ".join(notices))
-        return ok
-
-    def open_reference(self, path: str | Path) -> bool:
-        """Outline a reference segmentation (e.g. ``*_seg.nii.gz``) and score the mask against it in the status."""
-        volume, path = self.state.volume, Path(path)
-        if volume is None:
-            self.controller.report_error(text.ERR_STUDY, text.ERR_NO_SCAN)
-            return False
-        other = self.controller._read(text.ERR_STUDY, path, self.backend.load_volume)  # noqa: SLF001
-        if other is None:
-            return False
-        try:
-            self.state.set_reference(study.fit_to(volume, other, "reference", label=True))
-        except study.StudyError as error:
-            self.controller.report_error(text.ERR_STUDY, str(error))
-            return False
-        return True
-
     def open_study_folder(self, folder: str | Path) -> bool:
         """A study folder (a BraTS case): the model's sequence opens for analysis, the others and the segmentation
         come with it."""
         found, reference = study.study_files(folder)
-        analysed = found.get(self.analysed_sequence())
+        analysed = found.get(self.study.analysed_sequence())
         if analysed is None:
             self.controller.report_error(text.ERR_STUDY, text.ERR_STUDY_NO_ANALYSED.format(
-                folder=folder, sequence=self.analysed_sequence()))
+                folder=folder, sequence=self.study.analysed_sequence()))
             return False
         if not self.open_scan(analysed):
             return False
-        return self.open_study([p for n, p in found.items() if p != analysed], reference)
-
-    def reference_status(self) -> str | None:
-        """The status line scoring the mask at the current threshold against the reference (slice and volume), or
-        None without a reference or a result."""
-        reference, result = self.state.reference, self.state.result
-        if reference is None or result is None:
-            return None
-        layout = self.state.layout()
-        index = self.state.slice_index
-        whole = self.controller.reference_volume_scores()
-        map_cut = slicing.take_slice(result.anomaly_map, layout, index)
-        cut = study.reference_scores(flagged(map_cut, self.state.threshold) & (map_cut > 0),
-                                     slicing.take_slice(reference.data, layout, index))
-        share = text.share
-        return text.STATUS_REFERENCE.format(
-            threshold=self.state.threshold, slice_dice=share(cut.dice), slice_sens=share(cut.sensitivity),
-            slice_prec=share(cut.precision), dice=share(whole.dice), sens=share(whole.sensitivity),
-            prec=share(whole.precision))
+        return self.study.open_study([p for n, p in found.items() if p != analysed], reference)
 
     def _show_reference_status(self, *_: Any) -> None:
-        line = self.reference_status()
+        line = self.study.reference_status()
         self.reference_label.setText(line or "")
         self.reference_label.setVisible(line is not None)
 
@@ -435,39 +316,40 @@ class MainWindow(QMainWindow):
         if index is not None:
             self.open_worklist_entry(index)
 
-    def _open_worklist_dialog(self) -> None:
+    def open_worklist_dialog(self) -> None:
         folder = dialogs.pick_worklist_folder(self, prefs.RECENT_FOLDER.read(self.settings))
         if folder:
             self.open_path(folder)  # one subject's sequences open as a study, anything else as a worklist
 
-    def _open_dialog(self) -> None:
+    def open_dialog(self) -> None:
         path = dialogs.pick_scan(self, prefs.RECENT_FOLDER.read(self.settings))
         if path:
             self.open_scan(path)
 
-    def _open_dicom_dialog(self) -> None:
+    def open_dicom_dialog(self) -> None:
         path = dialogs.pick_dicom_folder(self, prefs.RECENT_FOLDER.read(self.settings))
         if path:
             self.open_scan(path)
 
-    def _open_study_dialog(self) -> None:
+    def open_study_dialog(self) -> None:
         """Other sequences of the open scan's subject, and a reference segmentation among them by its name."""
         volume = self.state.volume
         paths = dialogs.pick_study_files(self, str(Path(volume.path).parent) if volume and volume.path else "")
         if paths:
             references = [p for p in paths if study.is_reference(p)]
-            self.open_study([p for p in paths if not study.is_reference(p)], references[0] if references else None)
+            others = [p for p in paths if not study.is_reference(p)]
+            self.study.open_study(others, references[0] if references else None)
 
-    def _open_brain_mask_dialog(self) -> None:
+    def open_brain_mask_dialog(self) -> None:
         volume = self.state.volume
         path = dialogs.pick_brain_mask(self, str(Path(volume.path).parent) if volume and volume.path else "")
         if path:
             self.open_brain_mask(path)
 
-    def _choose_model_dialog(self) -> None:
-        path = dialogs.pick_model_folder(self, str(self.controller.model_path or ""))
+    def choose_model_dialog(self) -> None:
+        path = dialogs.pick_model_folder(self, str(self.controller.models.model_path or ""))
         if path:
-            self.controller.load_model(path, explicit=True)
+            self.controller.scheduler.load_model(path, explicit=True)
 
     def dragEnterEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         if event.mimeData().hasUrls():
@@ -489,16 +371,16 @@ class MainWindow(QMainWindow):
         Returns:
             The written paths, or None after showing why nothing (or something wrong) was written.
         """
-        return self.controller.export(folder, lambda count, out_dir: not self.interactive or
-                                      dialogs.confirm_overwrite(self, count, out_dir))
+        return self.controller.exports.export(folder, lambda count, out_dir: not self.interactive or
+                                              dialogs.confirm_overwrite(self, count, out_dir))
 
-    def _export_dialog(self) -> None:
+    def export_dialog(self) -> None:
         folder = dialogs.pick_export_folder(self, prefs.EXPORT_FOLDER.read(self.settings))
         if folder:
             prefs.EXPORT_FOLDER.write(self.settings, folder)
             self.export_results(folder)
 
-    def _screenshot_dialog(self) -> None:
+    def screenshot_dialog(self) -> None:
         volume = self.state.volume
         default = ""
         if volume is not None and volume.path is not None:
@@ -547,7 +429,7 @@ class MainWindow(QMainWindow):
         self.shortcuts_dialog = dialogs.non_modal(self, QMessageBox.Icon.Information, text.SHORTCUTS_TITLE,
                                                   KEYS.help_html(), rich=True)
 
-    def _show_about(self) -> None:
+    def show_about(self) -> None:
         dialogs.about(self, getattr(self.backend, "__version__", ""))
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override

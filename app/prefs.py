@@ -123,11 +123,11 @@ def restore_viewer(settings: QSettings, view_state: Any, controller: Any) -> Non
         view_state.set_overlay_visible(name, pref.read(settings))
     view_state.set_mask_fill(MASK_FILL.read(settings))
     device = DEVICE.read(settings)
-    controller.offer_device(device)  # checked against the real list once the model has loaded
-    controller.set_settings(device=device, steps=STEPS.read(settings), seed=SEED.read(settings))
+    controller.models.offer_device(device)  # checked against the real list once the model has loaded
+    controller.models.set_settings(device=device, steps=STEPS.read(settings), seed=SEED.read(settings))
     sampler = SAMPLER.read(settings)
-    if sampler in controller.samplers:
-        controller.set_settings(sampler=sampler)
+    if sampler in controller.models.samplers:
+        controller.models.set_settings(sampler=sampler)
     controller.findings.set_min_volume_ml(FINDINGS_MIN_ML.read(settings))
 
 
@@ -139,8 +139,8 @@ def save_viewer(settings: QSettings, view_state: Any, controller: Any) -> None:
     for name, pref in OVERLAY_VISIBLE.items():
         pref.write(settings, view_state.overlay_visible(name))
     MASK_FILL.write(settings, view_state.mask_fill)
-    DEVICE.write(settings, controller.device)
-    SAMPLER.write(settings, controller.sampler)
-    STEPS.write(settings, controller.steps)
-    SEED.write(settings, controller.seed)
+    DEVICE.write(settings, controller.models.device)
+    SAMPLER.write(settings, controller.models.sampler)
+    STEPS.write(settings, controller.models.steps)
+    SEED.write(settings, controller.models.seed)
     FINDINGS_MIN_ML.write(settings, controller.findings.min_volume_ml)

@@ -29,7 +29,7 @@ class Job:
     Attributes:
         job_id: unique number, echoed in every signal about this job.
         task: what the job is and what the submitter needs back with its result (a frozen dataclass of the
-            submitter's, e.g. ``app.controller.ModelLoad``); receivers dispatch on its type.
+            submitter's, e.g. ``app.model_session.ModelLoad``); receivers dispatch on its type.
         function: ``function(on_progress, cancel) -> result``.
         cancel: the ``engine.CancelToken`` handed to the function.
     """

@@ -43,7 +43,8 @@ class WorklistAnalyser(QObject):
 
     Args:
         worklist: the list whose entries it analyses and updates.
-        controller: the :class:`app.controller.AnalysisController` (model, settings, worker, idleness).
+        controller: the :class:`app.controller.AnalysisController` (its ``models`` and ``scheduler``: model, settings,
+            worker, idleness).
         cache_root: the viewer's cache folder (outputs go to :func:`results_folder` under it).
     """
 
@@ -57,12 +58,12 @@ class WorklistAnalyser(QObject):
         self.enabled = True
         self._job: Any = None
         self._failed: set[Path] = set()  # scans of this list that failed: not retried until the list is opened again
-        runner = controller.runner
+        runner = controller.scheduler.runner
         runner.finished.connect(self._on_finished)
         runner.failed.connect(self._on_failed)
         runner.cancelled.connect(self._on_cancelled)
         runner.busy_changed.connect(lambda busy: busy or self.schedule())
-        controller.model_ready.connect(self.schedule)
+        controller.models.model_ready.connect(self.schedule)
         worklist.loaded.connect(self._failed.clear)
         worklist.changed.connect(self.schedule)
         worklist.current_changed.connect(lambda _index: self.schedule())
@@ -88,19 +89,20 @@ class WorklistAnalyser(QObject):
 
     def _start_next(self) -> None:
         c = self.controller
-        if not self.enabled or self._job is not None or c.model is None or not c.is_idle():
+        if not self.enabled or self._job is not None or c.models.model is None or not c.scheduler.is_idle():
             return
         if self.worklist.folder is None:
             return
         index = self._next_entry()
         if index is None:
             return
-        calibration = c.model.info.calibration
+        calibration = c.models.model.info.calibration
         if calibration is None:
             return  # no threshold to count the flagged volume at; the user can still analyse scans one by one
         entry = self.worklist.entries[index]
         task = BackgroundScan(entry, results_folder(self.cache_root, self.worklist.folder))
-        model, settings, backend, threshold = c.model, c.analysis_settings(), c.backend, float(calibration.threshold)
+        model, settings, backend = c.models.model, c.models.analysis_settings(), c.backend
+        threshold = float(calibration.threshold)
 
         def run(_on_progress: Any, cancel: Any) -> Any:
             summary, _findings = backend.infer_scan(model, entry.image, task.out_dir, settings, threshold=threshold,
@@ -109,7 +111,7 @@ class WorklistAnalyser(QObject):
             return summary
 
         self.worklist.set_status(entry.image, STATUS_ANALYSING)
-        self._job = c.runner.submit(task, run)
+        self._job = c.scheduler.runner.submit(task, run)
         logger.info("worklist: analysing %s in the background", entry.id)
 
     def _mine(self, job: Any) -> bool:

@@ -47,3 +47,30 @@ def test_importing_engine_does_not_load_torch_or_qt() -> None:
     code = "import sys, engine; engine.Volume; print(sorted(m for m in ('torch', 'PySide6') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+MAX_CLASS_LINES = 400
+"""No class of the engine or the viewer grows past this (issue 20: one class, one job)."""
+
+
+def _class_lengths(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None]
+
+
+def test_no_class_is_over_the_size_limit() -> None:
+    files = ENGINE_FILES + sorted((REPO_ROOT / "app").rglob("*.py"))
+    too_long = [f"{path.relative_to(REPO_ROOT)}:{name} ({lines} lines)"
+                for path in files for name, lines in _class_lengths(path) if lines > MAX_CLASS_LINES]
+    assert not too_long, too_long
+
+
+def test_the_controller_only_wires_its_parts() -> None:
+    """The controller delegates scan input, the model, scheduling and export to their own classes."""
+    from app.controller import AnalysisController  # noqa: PLC0415
+
+    own = {name for name, value in vars(AnalysisController).items() if callable(value) and not name.startswith("__")}
+    for delegated in ("open_scan", "load_model", "request_analysis", "export", "save_report", "set_settings"):
+        assert delegated not in own, delegated
+    assert _class_lengths(REPO_ROOT / "app" / "controller.py")[0][1] < 150

@@ -74,17 +74,17 @@ def test_the_viewer_headless(no_network: list[str], qtbot, tiny_model: Path, tmp
     window = MainWindow(None, settings, model_path=tiny_model)
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(window.controller.is_idle, timeout=120000)
-    assert window.controller.model is not None, window.controller.model_error
-    window.controller.set_settings(device="cpu", steps=1)
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=120000)
+    assert window.controller.models.model is not None, window.controller.models.model_error
+    window.controller.models.set_settings(device="cpu", steps=1)
     assert window.open_scan(SAMPLE_IXI)
     assert window.open_brain_mask(SAMPLE_IXI_MASK)
-    with qtbot.waitSignal(window.controller.analysis_done, timeout=300000):
-        window.controller.request_analysis("slice")
+    with qtbot.waitSignal(window.controller.scheduler.analysis_done, timeout=300000):
+        window.controller.scheduler.request_analysis("slice")
     assert window.state.result is not None
     written = window.export_results(tmp_path / "export")
     assert written
     assert all(Path(p).exists() for p in written.values())
-    assert window.controller.save_report(tmp_path / "report") is not None
+    assert window.controller.exports.save_report(tmp_path / "report") is not None
     assert window.errors == []
     assert no_network == []

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 )
 
 from app import text
-from app.controller import AnalysisController, AnalysisMode
+from app.controller import AnalysisController
+from app.scheduler import AnalysisMode
 from app.views.binding import set_quietly
 
 
@@ -38,9 +39,9 @@ class AnalysisPanel(QGroupBox):
         info.addRow(text.LBL_BRAIN_MASK, self.brain_mask_label)
         outer.addLayout(info)
         self.analyse_slice_button = QPushButton(text.ACT_ANALYSE_SLICE.replace("&", ""))
-        self.analyse_slice_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.SLICE))
+        self.analyse_slice_button.clicked.connect(lambda: controller.scheduler.request_analysis(AnalysisMode.SLICE))
         self.analyse_volume_button = QPushButton(text.ACT_ANALYSE_VOLUME.replace("&", ""))
-        self.analyse_volume_button.clicked.connect(lambda: controller.request_analysis(AnalysisMode.VOLUME))
+        self.analyse_volume_button.clicked.connect(lambda: controller.scheduler.request_analysis(AnalysisMode.VOLUME))
         buttons = QHBoxLayout()
         buttons.addWidget(self.analyse_slice_button)
         buttons.addWidget(self.analyse_volume_button)
@@ -59,7 +60,7 @@ class AnalysisPanel(QGroupBox):
         self.device_combo = QComboBox()
         form.addRow(text.LBL_DEVICE, self.device_combo)
         self.sampler_combo = QComboBox()
-        self.sampler_combo.addItems(controller.samplers)
+        self.sampler_combo.addItems(controller.models.samplers)
         form.addRow(text.LBL_SAMPLER, self.sampler_combo)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 1000)
@@ -71,47 +72,47 @@ class AnalysisPanel(QGroupBox):
         outer.addWidget(self.settings_box)
         self.settings_toggle.toggled.connect(self._show_settings)
         self._show_settings(False)
-        self.device_combo.currentTextChanged.connect(lambda v: v and controller.set_settings(device=v))
-        self.sampler_combo.currentTextChanged.connect(lambda v: controller.set_settings(sampler=v))
-        self.steps_spin.valueChanged.connect(lambda v: controller.set_settings(steps=v))
-        self.seed_spin.valueChanged.connect(lambda v: controller.set_settings(seed=v))
+        self.device_combo.currentTextChanged.connect(lambda v: v and controller.models.set_settings(device=v))
+        self.sampler_combo.currentTextChanged.connect(lambda v: controller.models.set_settings(sampler=v))
+        self.steps_spin.valueChanged.connect(lambda v: controller.models.set_settings(steps=v))
+        self.seed_spin.valueChanged.connect(lambda v: controller.models.set_settings(seed=v))
 
-        controller.devices_changed.connect(self._on_devices_changed)
-        controller.settings_changed.connect(self._on_settings_changed)
-        controller.model_changed.connect(self._on_model_changed)
-        controller.brain_mask_changed.connect(self._on_brain_mask_changed)
-        controller.busy_changed.connect(self._on_busy_changed)
-        self._on_devices_changed(controller.devices)
+        controller.models.devices_changed.connect(self._on_devices_changed)
+        controller.models.settings_changed.connect(self._on_settings_changed)
+        controller.models.model_changed.connect(self._on_model_changed)
+        controller.scan.brain_mask_changed.connect(self._on_brain_mask_changed)
+        controller.scheduler.busy_changed.connect(self._on_busy_changed)
+        self._on_devices_changed(controller.models.devices)
         self._on_settings_changed()
         self._on_model_changed()
         self._on_brain_mask_changed()
-        self._on_busy_changed(controller.busy)
+        self._on_busy_changed(controller.scheduler.busy)
 
     def _on_devices_changed(self, devices: list[str]) -> None:
         self.device_combo.blockSignals(True)
         self.device_combo.clear()
         self.device_combo.addItems(devices)
-        self.device_combo.setCurrentText(self.controller.device)
+        self.device_combo.setCurrentText(self.controller.models.device)
         self.device_combo.blockSignals(False)
 
     def _on_settings_changed(self) -> None:
         c = self.controller
         self.device_combo.blockSignals(True)
-        self.device_combo.setCurrentText(c.device)
+        self.device_combo.setCurrentText(c.models.device)
         self.device_combo.blockSignals(False)
         self.sampler_combo.blockSignals(True)
-        self.sampler_combo.setCurrentText(c.sampler)
+        self.sampler_combo.setCurrentText(c.models.sampler)
         self.sampler_combo.blockSignals(False)
-        set_quietly(self.steps_spin, c.steps)
-        set_quietly(self.seed_spin, c.seed)
+        set_quietly(self.steps_spin, c.models.steps)
+        set_quietly(self.seed_spin, c.models.seed)
 
     def _on_model_changed(self) -> None:
-        self.model_label.setText(self.controller.describe_model())
-        model = self.controller.model
+        self.model_label.setText(self.controller.models.describe_model())
+        model = self.controller.models.model
         self.model_label.setToolTip(str(model.info.path) if model is not None else "")
 
     def _on_brain_mask_changed(self) -> None:
-        path = self.controller.brain_mask_path
+        path = self.controller.scan.brain_mask_path
         self.brain_mask_label.setText(path.name if path is not None else text.BRAIN_MASK_NONE)
         self.brain_mask_label.setToolTip(str(path) if path is not None else text.TIP_BRAIN_MASK)
 

@@ -76,7 +76,7 @@ class OverlayPanel(QGroupBox):
         state.side_by_side_changed.connect(lambda on: set_quietly(self.side_check, on))
         state.base_layer_changed.connect(lambda n: set_quietly(self.base_combo, BASE_LAYERS.index(n)))
         state.result_changed.connect(self._on_result_changed)
-        controller.calibration_changed.connect(self._on_calibration_changed)
+        controller.models.calibration_changed.connect(self._on_calibration_changed)
         self.sync()
 
     def sync(self) -> None:
@@ -111,7 +111,7 @@ class OverlayPanel(QGroupBox):
 
     def _on_calibration_changed(self) -> None:
         self._on_display_max_changed(self.state.display_max)  # sync the widgets even if nothing changed
-        units, default = self.controller.threshold_help()
+        units, default = self.controller.models.threshold_help()
         tip = text.TIP_THRESHOLD.format(units=units, default=default)
         self.threshold_slider.setToolTip(tip)
         self.threshold_spin.setToolTip(tip)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from app import text
-from app.controller import AnalysisController, AnalysisProgress
+from app.controller import AnalysisController
+from app.scheduler import AnalysisProgress
 
 ETA_AFTER = 0.05  # share of the work done before the time left is shown
 
@@ -55,14 +56,14 @@ class ProgressPanel(QFrame):
         self.bar.setMinimumWidth(160)
         self.cancel_button = QPushButton(text.BTN_CANCEL_ANALYSIS)
         self.cancel_button.setToolTip(text.TIP_CANCEL_ANALYSIS)
-        self.cancel_button.clicked.connect(controller.cancel_analysis)
+        self.cancel_button.clicked.connect(controller.scheduler.cancel_analysis)
         layout.addWidget(self.label, 1)
         layout.addWidget(self.bar, 1)
         layout.addWidget(self.cancel_button)
         self.hide()
         self.cancel_button.setEnabled(False)
-        controller.analysis_progress.connect(self.show_progress)
-        controller.analysis_stopped.connect(self._stopped)
+        controller.scheduler.analysis_progress.connect(self.show_progress)
+        controller.scheduler.analysis_stopped.connect(self._stopped)
 
     def show_progress(self, progress: AnalysisProgress) -> None:
         self.label.setText(describe(progress))

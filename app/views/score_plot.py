@@ -90,15 +90,16 @@ class ScoreStrip(SliceScorePlot):
 
     def _axis(self) -> int | None:
         result = self.state.result
-        return result.slice_axis if result is not None else self.controller.analysis_axis
+        return result.slice_axis if result is not None else self.controller.scan.analysis_axis
 
     def _on_result_changed(self) -> None:
         result, volume = self.state.result, self.state.volume
         if result is None or volume is None:
-            axis = self.controller.analysis_axis
+            axis = self.controller.scan.analysis_axis
             self.set_scores(None, np.shape(volume.data)[axis] if volume is not None and axis is not None else 0)
         else:
-            self.set_scores(result.slice_scores, len(result.slice_scores), self.controller.reference_slice_score())
+            reference = self.controller.models.reference_slice_score()
+            self.set_scores(result.slice_scores, len(result.slice_scores), reference)
         self._on_cursor_changed()
 
     def _on_cursor_changed(self, *_: Any) -> None:

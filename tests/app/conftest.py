@@ -60,7 +60,7 @@ def make_window(qtbot, settings: QSettings, model_dir: Path):
         qtbot.addWidget(window)
         window.resize(1200, 800)
         window.show()
-        qtbot.waitUntil(window.controller.is_idle, timeout=5000)
+        qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=5000)
         return window
 
     return make

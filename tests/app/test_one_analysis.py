@@ -34,13 +34,13 @@ def test_the_viewer_and_the_cli_write_the_same_maps_and_mask(qtbot, settings, ti
     qtbot.addWidget(window)
     window.show()
     controller = window.controller
-    qtbot.waitUntil(controller.is_idle, timeout=120000)
-    assert controller.model is not None, controller.model_error
-    controller.set_settings(device="cpu", steps=1, seed=0)
+    qtbot.waitUntil(controller.scheduler.is_idle, timeout=120000)
+    assert controller.models.model is not None, controller.models.model_error
+    controller.models.set_settings(device="cpu", steps=1, seed=0)
     assert window.open_scan(scan)
-    controller.request_analysis("volume")
+    controller.scheduler.request_analysis("volume")
     # Chunk by chunk, nearest the slice on screen first, until the whole plan is done.
-    qtbot.waitUntil(lambda: controller.is_idle() and window.state.result is not None, timeout=180000)
+    qtbot.waitUntil(lambda: controller.scheduler.is_idle() and window.state.result is not None, timeout=180000)
     result = window.state.result
     assert result.analysed.sum() > 3 * 3  # more than the first chunk: the chunks were merged and filled
     window.state.set_threshold(THRESHOLD)

@@ -157,7 +157,7 @@ def test_interactive_launch_opens_the_scan_and_quits(qtbot, tmp_path: Path, mode
         if finished:
             return
         windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        if windows and windows[0].controller.is_idle() and windows[0].state.result is not None:
+        if windows and windows[0].controller.scheduler.is_idle() and windows[0].state.result is not None:
             close_windows()
         else:
             QTimer.singleShot(50, poll)

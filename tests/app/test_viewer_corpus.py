@@ -32,9 +32,9 @@ def window(qtbot, settings, model: Path, tmp_path: Path):  # noqa: ANN201 - a Ma
     window = MainWindow(None, settings, model_path=model)
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(window.controller.is_idle, timeout=120000)
-    assert window.controller.model is not None, window.controller.model_error
-    window.controller.set_settings(device="cpu", steps=1)
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=120000)
+    assert window.controller.models.model is not None, window.controller.models.model_error
+    window.controller.models.set_settings(device="cpu", steps=1)
     good = save_nifti(tmp_path / "good_T1.nii.gz", head())
     assert window.open_scan(good)
     window.good_scan = good
@@ -73,8 +73,8 @@ def test_open_a_scan_case(qtbot, window, tmp_path: Path, name: str) -> None:
     else:
         assert window.state.volume.warnings == ()
     errors = len(window.errors)
-    with qtbot.waitSignal(window.controller.analysis_done, timeout=120000):
-        window.controller.request_analysis("slice")
+    with qtbot.waitSignal(window.controller.scheduler.analysis_done, timeout=120000):
+        window.controller.scheduler.request_analysis("slice")
     assert len(window.errors) == errors, window.errors[errors:]
     assert window.state.result is not None
     assert window.state.result.anomaly_map.shape == window.state.volume.shape
@@ -85,15 +85,15 @@ def test_open_a_scan_case(qtbot, window, tmp_path: Path, name: str) -> None:
 def test_choose_a_model_case(qtbot, window, model: Path, tmp_path: Path, name: str) -> None:
     case = MODELS[name]
     path = case.build(tmp_path)
-    window.controller.load_model(path, explicit=True)
-    qtbot.waitUntil(window.controller.is_idle, timeout=60000)
+    window.controller.scheduler.load_model(path, explicit=True)
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=60000)
     line = _dialog_line(window)
     assert str(path) in line
     assert case.says in line.lower()
-    assert window.controller.model is None
-    window.controller.load_model(model, explicit=True)  # and the viewer goes on: the good model loads again
-    qtbot.waitUntil(window.controller.is_idle, timeout=60000)
-    assert window.controller.model is not None
+    assert window.controller.models.model is None
+    window.controller.scheduler.load_model(model, explicit=True)  # and the viewer goes on: the good model loads again
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=60000)
+    assert window.controller.models.model is not None
     assert window.open_scan(window.good_scan)
 
 
@@ -108,8 +108,8 @@ def test_export_into_an_output_that_cannot_be_written(qtbot, window, tmp_path: P
     from tests.engine.test_bad_input_corpus import snapshot
     from tests.test_cli_corpus import break_output
 
-    with qtbot.waitSignal(window.controller.analysis_done, timeout=120000):
-        window.controller.request_analysis("slice")
+    with qtbot.waitSignal(window.controller.scheduler.analysis_done, timeout=120000):
+        window.controller.scheduler.request_analysis("slice")
     assert window.state.result is not None
     out = tmp_path / "export"
     break_output(name, out, monkeypatch)

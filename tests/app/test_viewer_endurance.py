@@ -69,10 +69,10 @@ def test_analyse_and_cancel_cycles(qtbot, settings, tiny_model: Path, tmp_path: 
     window = MainWindow(None, settings, model_path=tiny_model)
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(window.controller.is_idle, timeout=120000)
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=120000)
     controller = window.controller
-    assert controller.model is not None, controller.model_error
-    controller.set_settings(device="cpu", steps=1)
+    assert controller.models.model is not None, controller.models.model_error
+    controller.models.set_settings(device="cpu", steps=1)
     # Analyses that ran, by kind: a plan job finishes whatever happens, so it proves nothing and is not counted.
     jobs: dict[str, int] = {"chunks_finished": 0, "chunks_cancelled": 0, "slices_finished": 0}
 
@@ -82,8 +82,8 @@ def test_analyse_and_cancel_cycles(qtbot, settings, tiny_model: Path, tmp_path: 
         if key is not None and f"{key}_{outcome}" in jobs:
             jobs[f"{key}_{outcome}"] += 1
 
-    controller.runner.finished.connect(lambda job, *_: count("finished", job))
-    controller.runner.cancelled.connect(lambda job: count("cancelled", job))
+    controller.scheduler.runner.finished.connect(lambda job, *_: count("finished", job))
+    controller.scheduler.runner.cancelled.connect(lambda job: count("cancelled", job))
 
     curve: list[dict[str, float]] = []
     seed = 0
@@ -97,16 +97,16 @@ def test_analyse_and_cancel_cycles(qtbot, settings, tiny_model: Path, tmp_path: 
                 seed += 1
                 # Enough sampler steps that the volume run is still working when the cancel arrives, on a fast
                 # idle machine too (with one step the tiny model finished most runs before they could be cancelled).
-                controller.set_settings(seed=seed, steps=25)
-                controller.request_analysis("volume")
+                controller.models.set_settings(seed=seed, steps=25)
+                controller.scheduler.request_analysis("volume")
                 if wait_for_a_chunk:
                     qtbot.waitUntil(lambda: window.state.result is not None, timeout=120000)
-                controller.cancel_analysis()
-                qtbot.waitUntil(controller.is_idle, timeout=60000)  # a hang fails here
-        controller.set_settings(steps=1)
-        with qtbot.waitSignal(controller.analysis_done, timeout=120000):
-            controller.request_analysis("slice")
-        assert controller.is_idle()
+                controller.scheduler.cancel_analysis()
+                qtbot.waitUntil(controller.scheduler.is_idle, timeout=60000)  # a hang fails here
+        controller.models.set_settings(steps=1)
+        with qtbot.waitSignal(controller.scheduler.analysis_done, timeout=120000):
+            controller.scheduler.request_analysis("slice")
+        assert controller.scheduler.is_idle()
         assert window.errors == [], window.errors
         _settle(qtbot)
         curve.append({"cycle": cycle + 1, "rss_mb": round(_rss_mb(), 1), "os_threads": _os_threads(),

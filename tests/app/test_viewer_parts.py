@@ -10,7 +10,9 @@ from conftest import scan_path
 from PySide6.QtCore import QSettings, Qt
 
 from app import keymap, prefs, state, text
-from app.controller import Analysis, AnalysisController, AnalysisMode, ModelLoad
+from app.controller import AnalysisController
+from app.model_session import ModelLoad
+from app.scheduler import Analysis, AnalysisMode
 from app.state import ViewerState
 
 APP = Path(__file__).resolve().parents[2] / "app"
@@ -87,15 +89,16 @@ def test_controller_analyses_without_any_widget(qtbot, model_dir: Path) -> None:
     view_state = ViewerState()
     controller = AnalysisController(backend, view_state)
     tasks = []
-    controller.runner.busy_changed.connect(
-        lambda busy: busy and tasks.append(type(controller.runner.current.task)))
+    controller.scheduler.runner.busy_changed.connect(
+        lambda busy: busy and tasks.append(type(controller.scheduler.runner.current.task)))
     try:
-        assert controller.open_scan(scan_path("ixi")) is not None
-        assert controller.model is None
+        assert controller.scan.open_scan(scan_path("ixi")) is not None
+        assert controller.models.model is None
         progress = []
-        controller.analysis_progress.connect(progress.append)
-        with qtbot.waitSignal(controller.analysis_done, timeout=20000):
-            controller.request_analysis(AnalysisMode.SLICE)  # no model yet: it is loaded first, then the slice runs
+        controller.scheduler.analysis_progress.connect(progress.append)
+        with qtbot.waitSignal(controller.scheduler.analysis_done, timeout=20000):
+            # no model yet: it is loaded first, then the slice runs
+            controller.scheduler.request_analysis(AnalysisMode.SLICE)
         assert tasks == [ModelLoad, Analysis]
         result = view_state.result
         assert result is not None
@@ -103,12 +106,12 @@ def test_controller_analyses_without_any_widget(qtbot, model_dir: Path) -> None:
         assert progress[0].slices == 1
         assert progress[0].fraction == 0.0
         assert progress[0].first_slice == view_state.cursor[result.slice_axis]
-        assert controller.is_idle()
+        assert controller.scheduler.is_idle()
         key = controller.result_key()
-        controller.set_settings(seed=3)
+        controller.models.set_settings(seed=3)
         assert controller.result_key() != key
         assert view_state.result is None  # nothing cached for seed 3
-        controller.set_settings(seed=0)
+        controller.models.set_settings(seed=0)
         assert view_state.result is result
     finally:
         controller.shutdown()
@@ -119,14 +122,14 @@ def test_controller_volume_progress_counts_slices_of_the_scan(qtbot, model_dir: 
 
     controller = AnalysisController(make_backend(model_dir, delay_s=0.002), ViewerState())
     try:
-        volume = controller.open_scan(scan_path("ixi"))
-        controller.load_model()
-        assert controller.wait_idle(20)
+        volume = controller.scan.open_scan(scan_path("ixi"))
+        controller.scheduler.load_model()
+        assert controller.scheduler.wait_idle(20)
         reports = []
-        controller.analysis_progress.connect(reports.append)
-        with qtbot.waitSignal(controller.analysis_done, timeout=30000):
-            controller.request_analysis("volume")
-        n = volume.data.shape[controller.analysis_axis]
+        controller.scheduler.analysis_progress.connect(reports.append)
+        with qtbot.waitSignal(controller.scheduler.analysis_done, timeout=30000):
+            controller.scheduler.request_analysis("volume")
+        n = volume.data.shape[controller.scan.analysis_axis]
         result = controller.state.result
         with_map = int(result.covered.sum())
         assert all(r.volume and r.n_slices == n for r in reports)
@@ -177,7 +180,7 @@ def test_shortcut_help_names_the_mouse_too() -> None:
 
 
 def test_progress_sentences_count_slices_of_the_scan() -> None:
-    from app.controller import AnalysisProgress
+    from app.scheduler import AnalysisProgress
     from app.views.progress_panel import describe
 
     planning = AnalysisProgress(slices=0, n_slices=155, first_slice=77, fraction=0.0, eta_s=None, volume=True)

@@ -137,8 +137,8 @@ class Probe(main_window.MainWindow):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.first_image_drawn.connect(self._record)  # before main() connects the model loading to it
-        self.controller.model_ready.connect(self.close)
-        self.controller.model_changed.connect(lambda: self.controller.model_error and self.close())
+        self.controller.models.model_ready.connect(self.close)
+        self.controller.models.model_changed.connect(lambda: self.controller.models.model_error and self.close())
 
     def _record(self):
         seen["torch_at_first_image"] = "torch" in sys.modules

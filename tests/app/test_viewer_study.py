@@ -14,8 +14,8 @@ from tests.conftest import data_path
 
 
 def _analysed(qtbot, window) -> None:  # noqa: ANN001
-    window.controller.request_analysis("volume")
-    qtbot.waitUntil(lambda: window.controller.is_idle() and window.state.result is not None, timeout=60_000)
+    window.controller.scheduler.request_analysis("volume")
+    qtbot.waitUntil(lambda: window.controller.scheduler.is_idle() and window.state.result is not None, timeout=60_000)
 
 
 def _scores(line: str) -> dict[str, float]:
@@ -89,12 +89,12 @@ def test_the_ms_sample_with_a_flair_on_another_grid_and_another_subject_refused(
     nib.save(nib.Nifti1Image(np.asarray(flair_img.dataobj, np.float32), far_affine), far)
     window = make_window()
     assert window.open_scan(folder / "patient07_T1.nii.gz")
-    assert window.open_study([folder / "patient07_T2.nii.gz", coarse], folder / "patient07_lesion.nii.gz")
+    assert window.study.open_study([folder / "patient07_T2.nii.gz", coarse], folder / "patient07_lesion.nii.gz")
     assert set(window.state.sequences) == {"T2", "FLAIR"}
     assert window.state.sequences["FLAIR"].resampled
     assert "patient07_FLAIR.nii.gz: on another grid" in window.statusBar().currentMessage()
     assert window.errors == []
-    assert not window.open_study([far])  # another space: refused in one line, the study kept
+    assert not window.study.open_study([far])  # another space: refused in one line, the study kept
     assert len(window.errors) == 1
     assert "other_T2.nii.gz: covers 0 %" in window.errors[0]
     assert set(window.state.sequences) == {"T2", "FLAIR"}
@@ -155,7 +155,7 @@ def test_file_menu_adds_sequences_and_a_reference(qtbot, make_window, monkeypatc
     assert window.open_scan(folder / "patient07_T1.nii.gz")
     chosen = [str(folder / "patient07_FLAIR.nii.gz"), str(folder / "patient07_lesion.nii.gz")]
     monkeypatch.setattr(dialogs, "pick_study_files", lambda _parent, _folder: chosen)
-    window._open_study_dialog()  # noqa: SLF001 - the menu's slot, its dialog answered
+    window.open_study_dialog()  # the menu's slot, its dialog answered
     assert list(window.state.sequences) == ["FLAIR"]
     lesion = np.asarray(nib.load(folder / "patient07_lesion.nii.gz").dataobj) > 0
     np.testing.assert_array_equal(window.state.reference.data, lesion)
@@ -166,7 +166,7 @@ def test_the_report_draws_the_shown_sequence_and_names_the_reference(qtbot, make
     folder = data_path("ms-lesjak/patient07")
     window = make_window()
     assert window.open_scan(folder / "patient07_T1.nii.gz")
-    assert window.open_study([folder / "patient07_FLAIR.nii.gz"], folder / "patient07_lesion.nii.gz")
+    assert window.study.open_study([folder / "patient07_FLAIR.nii.gz"], folder / "patient07_lesion.nii.gz")
     _analysed(qtbot, window)
     window.state.set_sequence("FLAIR")
     backend, calls = window.backend, []
@@ -177,7 +177,7 @@ def test_the_report_draws_the_shown_sequence_and_names_the_reference(qtbot, make
         return real(*args, **kwargs, png_path=tmp_path / "page.png")
 
     backend.write_report = recording
-    path = window.controller.save_report(tmp_path)
+    path = window.controller.exports.save_report(tmp_path)
     assert path is not None
     assert path.is_file()
     assert (tmp_path / "page.png").stat().st_size > 10_000
@@ -201,7 +201,7 @@ def test_file_open_folder_opens_a_case_folder_as_a_study(qtbot, make_window, mon
     case = data_path("brats2018-dev/Brats18_2013_20_1")
     window = make_window()
     monkeypatch.setattr(dialogs, "pick_worklist_folder", lambda _parent, _folder: str(case))
-    window._open_worklist_dialog()  # noqa: SLF001 - the menu's slot, its dialog answered
+    window.open_worklist_dialog()  # the menu's slot, its dialog answered
     assert Path(window.state.volume.path).name.endswith("_t1.nii.gz")
     assert set(window.state.sequences) == {"T2", "FLAIR"}
     assert not window.worklist.entries

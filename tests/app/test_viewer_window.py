@@ -37,7 +37,7 @@ def test_open_scan_shows_middle_axial_slice_with_letters(qtbot, make_window) -> 
     assert [window.view.letters[k].textItem.toPlainText() for k in ("left", "right", "top", "bottom")] == [
         "R", "L", "A", "P"]
     assert "RADIOLOGICAL" in window.view.convention_label.textItem.toPlainText()
-    assert window.controller.model is not None
+    assert window.controller.models.model is not None
     assert "fake-t1" in window.analysis_panel.model_label.text()
     assert window.recent_files()[0].endswith("flair.nii.gz")
 
@@ -102,7 +102,7 @@ def test_right_drag_changes_window_level(qtbot, make_window) -> None:
 def analyse(qtbot, window, mode: str = "slice", timeout: int | None = None) -> None:
     # an upper bound for a busy 2-core machine, not a speed target (those live in tests/benchmarks)
     timeout = timeout or (10000 if mode == "slice" else 60000)
-    with qtbot.waitSignal(window.controller.analysis_done, timeout=timeout):
+    with qtbot.waitSignal(window.controller.scheduler.analysis_done, timeout=timeout):
         if mode == "slice":
             window.analysis_panel.analyse_slice_button.click()
         else:
@@ -196,21 +196,21 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
     window = make_window(delay_s=0.03)
     open_scan(qtbot, window, "ixi")
     progress_values = []
-    window.controller.runner.progress.connect(lambda job, p: progress_values.append(p.done))
+    window.controller.scheduler.runner.progress.connect(lambda job, p: progress_values.append(p.done))
     window.analysis_panel.analyse_volume_button.click()
     cancel = window.progress.cancel_button
     assert cancel.isEnabled()
     qtbot.waitUntil(lambda: window.state.result is not None and len(progress_values) >= 3, timeout=5000)
     assert window.progress.isVisible()
     assert cancel.isVisible()
-    with_map = int(window.controller._run.total)
+    with_map = int(window.controller.scheduler._run.total)
     words = window.progress.label.text()
     assert f"of its {with_map} slices with brain have a map" in words  # slices of this scan, not network calls
     qtbot.waitUntil(lambda: "left" in window.progress.label.text(), timeout=5000)  # after the first 5 %
     assert 0 < window.progress.bar.value() < window.progress.bar.maximum()
     ensemble = window.backend.ensembles[-1]
     start = time.monotonic()
-    with qtbot.waitSignal(window.controller.runner.cancelled, timeout=5000):
+    with qtbot.waitSignal(window.controller.scheduler.runner.cancelled, timeout=5000):
         qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)
     assert time.monotonic() - start < 1.0
     calls = len(ensemble.calls)
@@ -220,7 +220,7 @@ def test_progress_and_cancel_mid_run(qtbot, make_window) -> None:
     assert not cancel.isEnabled()
     assert not window.progress.isVisible()
     assert "cancelled" in window.statusBar().currentMessage().lower()
-    assert window.controller.is_idle()
+    assert window.controller.scheduler.is_idle()
     qtbot.wait(200)
     assert len(ensemble.calls) == calls  # no chunk after the cancel
 
@@ -279,7 +279,7 @@ def test_opening_another_scan_stops_a_volume_analysis(qtbot, make_window) -> Non
     window.analysis_panel.analyse_volume_button.click()
     qtbot.waitUntil(lambda: len(ensemble.calls) >= 2, timeout=5000)
     open_scan(qtbot, window, "brats")
-    qtbot.waitUntil(window.controller.is_idle, timeout=5000)
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=5000)
     calls = len(ensemble.calls)
     assert calls < len(ensemble.plan_slices(window.backend.load_volume(scan_path("ixi")))) // 6
     assert "stopped" in window.statusBar().currentMessage()
@@ -295,7 +295,7 @@ def test_closing_during_analysis_stops_the_worker(qtbot, make_window) -> None:
     start = time.monotonic()
     window.close()
     assert time.monotonic() - start < 2.0
-    assert not window.controller.runner._thread.isRunning()
+    assert not window.controller.scheduler.runner._thread.isRunning()
 
 
 def test_engine_error_in_analysis_is_shown(qtbot, make_window) -> None:
@@ -311,7 +311,7 @@ def test_engine_error_in_analysis_is_shown(qtbot, make_window) -> None:
 
 def test_missing_model_is_reported_when_analysing(qtbot, make_window) -> None:
     window = make_window(model_error="weights hash mismatch")
-    assert window.controller.model is None
+    assert window.controller.models.model is None
     assert "hash mismatch" in window.analysis_panel.model_label.text()
     open_scan(qtbot, window, "ixi")
     window.analysis_panel.analyse_slice_button.click()
@@ -490,13 +490,13 @@ def test_real_tiny_model_analyses_a_slice(qtbot, settings, tiny_model: Path) -> 
     window = MainWindow(None, settings, model_path=tiny_model)
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(window.controller.is_idle, timeout=120000)
+    qtbot.waitUntil(window.controller.scheduler.is_idle, timeout=120000)
     window.analysis_panel.device_combo.setCurrentText("cpu")
-    assert window.controller.model is not None, window.controller.model_error
-    assert window.controller.model.info.model_id == "tiny-test-v1.0.0"
+    assert window.controller.models.model is not None, window.controller.models.model_error
+    assert window.controller.models.model.info.model_id == "tiny-test-v1.0.0"
     assert window.open_scan(scan_path("ixi"))
-    with qtbot.waitSignal(window.controller.analysis_done, timeout=300000):
-        window.controller.request_analysis("slice")
+    with qtbot.waitSignal(window.controller.scheduler.analysis_done, timeout=300000):
+        window.controller.scheduler.request_analysis("slice")
     result = window.state.result
     assert result is not None
     assert result.anomaly_map.shape == window.state.volume.shape
@@ -552,8 +552,8 @@ def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window,
     assert json.loads(written["sidecar"].read_text())["BrainMask"] == str(mask_path)
 
     calls = len(ensemble.calls)
-    window.controller.clear_brain_mask()
-    assert window.controller.brain_mask is None
+    window.controller.scan.clear_brain_mask()
+    assert window.controller.scan.brain_mask is None
     assert window.state.result is without
     assert window.open_brain_mask(mask_path)
     assert window.state.result is with_mask
@@ -570,10 +570,10 @@ def test_brain_mask_confines_the_analysis_and_keys_the_cache(qtbot, make_window,
     nib.save(nib.Nifti1Image(np.zeros(brain.shape, np.uint8), nib.load(str(mask_path)).affine), str(empty))
     assert not window.open_brain_mask(empty)
     assert "empty" in window.errors[-1]
-    assert window.controller.brain_mask_path == mask_path
+    assert window.controller.scan.brain_mask_path == mask_path
 
     open_scan(qtbot, window, "brats")  # another scan: the mask does not carry over
-    assert window.controller.brain_mask is None
+    assert window.controller.scan.brain_mask is None
     assert window.analysis_panel.brain_mask_label.text() == text.BRAIN_MASK_NONE
 
 
@@ -723,7 +723,7 @@ def test_export_dicom_seg_from_a_dicom_series(qtbot, make_window, tmp_path: Path
     window = make_window()
     nifti = open_scan(qtbot, window, "ms")
     analyse(qtbot, window)
-    window.controller.export_dicom_seg(tmp_path / "out")  # a NIfTI scan: one line, nothing written
+    window.controller.exports.export_dicom_seg(tmp_path / "out")  # a NIfTI scan: one line, nothing written
     assert "needs a scan opened from a DICOM series folder" in window.errors[-1]
     assert nifti.name in window.errors[-1]
     assert not (tmp_path / "out").exists()
@@ -731,7 +731,7 @@ def test_export_dicom_seg_from_a_dicom_series(qtbot, make_window, tmp_path: Path
     analyse(qtbot, window, "volume")
     findings = window.controller.findings.findings
     assert findings.items
-    path = window.controller.export_dicom_seg(None)  # beside the series folder
+    path = window.controller.exports.export_dicom_seg(None)  # beside the series folder
     assert path == tmp_path / "series_desc-anomaly_seg.dcm"
     seg = pydicom.dcmread(path)
     assert len(seg.SegmentSequence) == len(findings.items)
@@ -742,11 +742,11 @@ def test_save_report_writes_one_pdf_page(qtbot, make_window, tmp_path: Path) -> 
     import re
 
     window = make_window()
-    window.controller.save_report(tmp_path)
+    window.controller.exports.save_report(tmp_path)
     assert window.errors[-1] == text.ERR_NO_SCAN
     open_scan(qtbot, window, "ms")
     analyse(qtbot, window, "volume")
-    path = window.controller.save_report(tmp_path)
+    path = window.controller.exports.save_report(tmp_path)
     assert path == tmp_path / "patient07_desc-anomaly_report.pdf"
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes())) == 1
     assert "Report written" in window.statusBar().currentMessage()

@@ -51,9 +51,9 @@ def test_a_cohort_opens_most_flagged_first_with_its_results(qtbot, make_window, 
     written = nib.load(first.sidecar.parent / json.loads(first.sidecar.read_text())["Files"]["map"])
     np.testing.assert_array_equal(result.anomaly_map, np.asarray(written.dataobj, dtype=np.float32))
     assert window.state.threshold == pytest.approx(0.3)
-    assert not window.controller.busy
+    assert not window.controller.scheduler.busy
     # A model loading or a setting changing looks for a cached result; the cohort's result stays on screen.
-    window.controller.set_settings(seed=5)
+    window.controller.models.set_settings(seed=5)
     window.controller.show_cached_result()
     assert window.state.result is result
     assert window.errors == []
@@ -123,7 +123,8 @@ def scan_folder(tmp_path: Path) -> Path:
 
 
 def _all_settled(window) -> bool:  # noqa: ANN001
-    return all(e.status in ("analysed", "failed") for e in window.worklist.entries) and window.controller.is_idle()
+    settled = all(e.status in ("analysed", "failed") for e in window.worklist.entries)
+    return settled and window.controller.scheduler.is_idle()
 
 
 def test_a_folder_is_analysed_in_the_background_open_scan_first(qtbot, make_window, scan_folder: Path,
@@ -168,11 +169,11 @@ def test_the_users_analysis_comes_before_the_background(qtbot, make_window, scan
     window = make_window(delay_s=0.05)  # each slice takes a while: the background scan is caught mid-way
     assert window.open_worklist(scan_folder)
     qtbot.waitUntil(lambda: window.worklist_analyser.running, timeout=10_000)
-    assert not window.controller.busy  # a background scan is not the user's: no busy state, no cancel button
+    assert not window.controller.scheduler.busy  # a background scan is not the user's: no busy state, no cancel button
     ensemble = window.backend.ensembles[-1]
-    window.controller.request_analysis("slice")
-    assert window.controller.busy or window.controller._pending  # noqa: SLF001 - queued behind the cancel
-    with qtbot.waitSignal(window.controller.analysis_done, timeout=30_000):
+    window.controller.scheduler.request_analysis("slice")
+    assert window.controller.scheduler.busy or window.controller.scheduler._pending  # noqa: SLF001 - queued behind the cancel
+    with qtbot.waitSignal(window.controller.scheduler.analysis_done, timeout=30_000):
         pass
     assert window.state.result is not None  # the user's slice, analysed
     assert any(len(call) == 1 for call in ensemble.calls)

@@ -53,21 +53,21 @@ def main() -> None:
         window.resize(1600, 1000)
         window.show()
         controller = window.controller
-        controller.set_settings(device="cpu")
+        controller.models.set_settings(device="cpu")
         if not window.open_scan(args.scan):
             sys.exit(f"bench_first_map: {window.errors[-1]}")
-        controller.load_model()
-        controller.wait_idle(300)
-        if controller.model is None:
-            sys.exit(f"bench_first_map: no model: {controller.model_error}")
+        controller.scheduler.load_model()
+        controller.scheduler.wait_idle(300)
+        if controller.models.model is None:
+            sys.exit(f"bench_first_map: no model: {controller.models.model_error}")
         window.state.set_plane("axial")
         qt_app.processEvents()
         heat = window.view.heat_item
         first_result: float | None = None
         first_map: float | None = None
         start = time.perf_counter()
-        controller.request_analysis("volume")
-        while not controller.is_idle() or first_map is None:
+        controller.scheduler.request_analysis("volume")
+        while not controller.scheduler.is_idle() or first_map is None:
             qt_app.processEvents()
             now = time.perf_counter() - start
             if first_result is None and window.state.result is not None:
@@ -75,14 +75,14 @@ def main() -> None:
             image = heat.image
             if first_map is None and heat.isVisible() and image is not None and float(np.max(image)) > 0:
                 first_map = now
-            if controller.is_idle() and first_map is None:
+            if controller.scheduler.is_idle() and first_map is None:
                 break
             time.sleep(0.005)
         total = time.perf_counter() - start
         result = window.state.result
         covered = getattr(result, "covered", None) if result is not None else None
         with_map = int(np.sum(covered if covered is not None else result.analysed)) if result is not None else 0
-        info, chosen = controller.model.info, controller.analysis_settings()
+        info, chosen = controller.models.model.info, controller.models.analysis_settings()
         print(f"viewer {Path(app.__file__).parent}, scan {args.scan.name}, model {info.model_id} ({info.members} "
               f"members, {chosen.sampler} {chosen.steps or info.default_steps} steps), torch threads {args.threads}")
         print(f"first result {first_result if first_result is not None else float('nan'):.2f} s   "

@@ -75,7 +75,7 @@ def main() -> None:
         window.resize(1600, 1000)
         window.show()
         controller = getattr(window, "controller", None)  # older viewers had no controller
-        wait_idle = controller.wait_idle if controller is not None else window.wait_idle
+        wait_idle = controller.scheduler.wait_idle if controller is not None else window.wait_idle
         wait_idle(30)
         if args.study:
             import shutil  # noqa: PLC0415
@@ -85,7 +85,7 @@ def main() -> None:
                 sys.exit(f"bench_redraw: --study needs {case}")
             t1ce = folder / f"{case.name}_t1ce.nii.gz"
             shutil.copy(case / f"{case.name}_t2.nii.gz", t1ce)
-            opened = window.open_scan(case / f"{case.name}_t1.nii.gz") and window.open_study(
+            opened = window.open_scan(case / f"{case.name}_t1.nii.gz") and window.study.open_study(
                 [case / f"{case.name}_t2.nii.gz", case / f"{case.name}_flair.nii.gz", t1ce],
                 case / f"{case.name}_seg.nii.gz")
         else:
@@ -93,7 +93,7 @@ def main() -> None:
         if not opened:
             sys.exit(f"bench_redraw: {window.errors[-1]}")
         if controller is not None:
-            controller.request_analysis("volume")
+            controller.scheduler.request_analysis("volume")
         else:
             window._request_analysis("volume")
         wait_idle(600)
