@@ -42,11 +42,11 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_MIN_VOLUME_ML": "engine.config",
     "SAMPLERS": "engine.samplers",
     "SamplerSpec": "engine.samplers",
-    # volumes
+    # volumes: the type, reading, writing
     "Volume": "engine.volumes",
-    "load_volume": "engine.volumes",
-    "load_mask": "engine.volumes",
-    "save_like": "engine.volumes",
+    "load_volume": "engine.readers",
+    "load_mask": "engine.readers",
+    "save_like": "engine.writers",
     "axial_axis": "engine.preprocess",
     "analysis_brain": "engine.brain",
     # models and analysis
@@ -105,7 +105,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.outputs import file_stem, modality_warning, output_paths, read_outputs, write_outputs
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
+    from engine.readers import load_mask, load_volume
     from engine.report import report_path, write_report
     from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices, flagged
     from engine.samplers import SAMPLERS, SamplerSpec
-    from engine.volumes import Volume, load_mask, load_volume, save_like
+    from engine.volumes import Volume
+    from engine.writers import save_like

@@ -25,9 +25,10 @@ from engine.devices import resolve_device
 from engine.diffusion import draw_timesteps_and_noise, make_train_scheduler, training_loss
 from engine.ensemble import Ensemble, load_ensemble
 from engine.network import build_unet, count_parameters
+from engine.readers import load_volume
 from engine.results import AnalysisSettings
 from engine.samplers import PAPER_STEPS
-from engine.volumes import Volume, load_volume
+from engine.volumes import Volume
 
 MEMBERS = 10
 

@@ -131,7 +131,7 @@ def write_description(out_dir: str | Path, *, source: str | Path, ensemble: Any,
                       settings: Mapping[str, Any]) -> Path:
     """Make ``out_dir`` a BIDS derivatives dataset: its ``dataset_description.json`` and ``.bidsignore``."""
     from engine import __version__  # noqa: PLC0415
-    from engine.volumes import atomic_write_bytes, atomic_write_json  # noqa: PLC0415
+    from engine.writers import atomic_write_bytes, atomic_write_json  # noqa: PLC0415
 
     out_dir = Path(out_dir)
     card = ensemble.card

@@ -32,7 +32,7 @@ from engine.records import INTERNAL, KEY, OPTIONAL, RecordError, record_from_jso
 from engine.results import Calibration
 from engine.samplers import SAMPLERS
 from engine.tasks.registry import NUM_FOLDS
-from engine.volumes import atomic_write_json
+from engine.writers import atomic_write_json
 
 FORMAT = "condiff-model"
 FORMAT_VERSION = 1

@@ -37,7 +37,7 @@ from engine.card import (
 from engine.card import read_model_json as read_model_json  # the card as plain JSON, for scripts and tests
 from engine.config import Preset
 from engine.errors import ModelLoadError
-from engine.volumes import atomic_write_bytes
+from engine.writers import atomic_write_bytes
 
 
 def member_filename(fold: int) -> str:

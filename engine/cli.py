@@ -89,7 +89,7 @@ def _emit_json(target: str | None, data: dict[str, Any]) -> bool:
     if target == JSON_STDOUT:
         print(json.dumps(data, indent=2))
         return True
-    from engine.volumes import atomic_write_json  # noqa: PLC0415
+    from engine.writers import atomic_write_json  # noqa: PLC0415
 
     atomic_write_json(Path(target), data)
     return False
@@ -202,7 +202,7 @@ def _fitted_landmarks(spec: Any, scans: Sequence[Any]) -> Any:
 
     from engine.config import LANDMARK_PERCENTILES  # noqa: PLC0415
     from engine.preprocess import fit_landmarks, foreground_mask  # noqa: PLC0415
-    from engine.volumes import load_mask, load_volume  # noqa: PLC0415
+    from engine.readers import load_mask, load_volume  # noqa: PLC0415
 
     brains = []
     for scan in scans:
@@ -380,7 +380,7 @@ def _load_model(args: argparse.Namespace) -> Any:
 def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse one scan, or a cohort, and write mask, map, restoration, sidecar and findings on each scan's grid."""
     from engine.cohort import collect_inputs, infer_scan, open_scan  # noqa: PLC0415
-    from engine.volumes import check_output_folder  # noqa: PLC0415
+    from engine.writers import check_output_folder  # noqa: PLC0415
 
     items = collect_inputs(args.scan, bids_suffix=_bids_suffix(args), bids_masks=args.bids_masks)
     one = len(args.scan) == 1 and len(items) == 1 and Path(args.scan[0]) == items[0].image
@@ -435,7 +435,7 @@ def _infer_threshold(args: argparse.Namespace, ensemble: Any) -> tuple[float, st
 def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
     """Several scans: each analysed once (kept outputs reused unless --force), failures recorded, a table kept."""
     from engine.cohort import run_cohort  # noqa: PLC0415
-    from engine.volumes import check_output_folder  # noqa: PLC0415
+    from engine.writers import check_output_folder  # noqa: PLC0415
 
     if args.brain_mask:
         raise EngineError("--brain-mask names one scan's mask; for several scans give a CSV manifest with a "

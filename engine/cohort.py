@@ -40,8 +40,9 @@ import numpy as np
 from engine.config import DEFAULT_MIN_VOLUME_ML
 from engine.errors import DataError, EngineError, OutputError
 from engine.outputs import _SCAN_EXTENSIONS, file_stem, output_paths, scan_stem, write_outputs
+from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings, flagged
-from engine.volumes import atomic_write_bytes, atomic_write_json, load_mask, load_volume
+from engine.writers import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger("engine.cohort")
 

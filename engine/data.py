@@ -22,7 +22,8 @@ from engine.config import PreprocessSpec
 from engine.errors import DataError, VolumeError
 from engine.preprocess import to_model_space
 from engine.progress import CancelToken, ProgressCallback, ProgressThrottle, check_cancel
-from engine.volumes import atomic_write_bytes, load_mask, load_volume
+from engine.readers import load_mask, load_volume
+from engine.writers import atomic_write_bytes
 
 __all__ = ["ROLES", "ROLE_PERIOD", "HealthySlices", "ScanPair", "find_scans", "scans_for_role", "split_roles",
            "split_scans"]

@@ -1,10 +1,14 @@
 """Typed errors raised by the engine.
 
 Every error a user can cause (a bad file, a missing model, a cancelled run) is an :class:`EngineError` whose message is
-one line naming the file and the problem, so the CLI and the viewer can show it as it is.
+one line naming the file and the problem, so the CLI and the viewer can show it as it is. When such an error wraps
+another library's exception (an OSError, nibabel's or SimpleITK's), ``_one_line`` shortens that exception to one line
+for the message; :mod:`engine.readers` and :mod:`engine.writers` both use it.
 """
 
 from __future__ import annotations
+
+import re
 
 
 class EngineError(Exception):
@@ -33,3 +37,16 @@ class OutputError(EngineError, OSError):
 
 class Cancelled(EngineError):
     """A long-running call was stopped through its cancel token."""
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``"Type: message"`` on one line; ITK's source-location preamble is dropped and long text is shortened."""
+    text = " ".join(str(exc).split())
+    for marker in ("itk::ERROR", "ITK ERROR"):
+        if marker in text:
+            text = text.split(marker, 1)[1].lstrip(": ")
+            text = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", text)
+            break
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

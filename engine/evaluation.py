@@ -50,9 +50,9 @@ from engine.evaluation_report import (
 from engine.metrics import PixelAccumulator, SliceAccumulator, random_baseline
 from engine.preprocess import native_to_model
 from engine.progress import CancelToken, Progress, check_cancel
+from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings, Calibration, flagged
 from engine.transfer import TransferCounts, shifted_healthy
-from engine.volumes import load_mask, load_volume
 
 logger = logging.getLogger(__name__)
 

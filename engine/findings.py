@@ -31,7 +31,8 @@ from engine.errors import OutputError
 from engine.outputs import output_paths
 from engine.results import AnomalyResult
 from engine.results import flagged as flagged_by
-from engine.volumes import Volume, atomic_write_bytes, atomic_write_json
+from engine.volumes import Volume
+from engine.writers import atomic_write_bytes, atomic_write_json
 
 RANK_RULE = "anomaly load (sum of the map over the finding x voxel volume, in mL), largest first"
 AGREEMENT_RULE = ("estimated share of members above the threshold: mean over the finding of Phi((mean - threshold) "

@@ -11,6 +11,10 @@ For a scan ``<base>_<suffix>.nii.gz`` (``suffix`` a contrast such as ``T1w``, ``
 Each file is written to a temporary name in the output folder and renamed into place; if any file of a call fails,
 the files that call already wrote are removed again, so a folder never holds half a result. The scan itself is never
 overwritten.
+
+This module decides which files an analysis becomes (their names, contents and sidecar) and reads them back
+(:func:`read_outputs`, through :mod:`engine.readers`). It sits above :mod:`engine.writers`, which does the writing
+itself (atomic files, arrays on the scan's grid) and imports nothing from here.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 
 from engine.errors import OutputError
 from engine.results import AnomalyResult, flagged
-from engine.volumes import Volume, atomic_write_json, save_like
+from engine.volumes import Volume
+from engine.writers import atomic_write_json, save_like
 
 OUTPUT_KINDS = ("mask", "map", "spread", "restored", "sidecar")
 _SCAN_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -203,7 +208,7 @@ def read_outputs(volume: Volume, sidecar_path: str | Path) -> AnomalyResult:
     import json  # noqa: PLC0415
 
     from engine.errors import VolumeError  # noqa: PLC0415
-    from engine.volumes import load_volume  # noqa: PLC0415
+    from engine.readers import load_volume  # noqa: PLC0415
 
     sidecar_path = Path(sidecar_path)
     try:

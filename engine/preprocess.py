@@ -38,7 +38,7 @@ reoriented to axis codes ``("P", "L", "S")``.
 Coming back (:func:`from_model_space`): every native voxel of a model slice is mapped to its in-plane position on
 the model canvas, where the map is read by linear (or nearest, ``order=0``) interpolation; positions off the
 canvas, and native slices that have no model slice, get ``fill``. The result has the volume's exact native shape
-and voxel order, so it can be written with :func:`engine.volumes.save_like`.
+and voxel order, so it can be written with :func:`engine.writers.save_like`.
 """
 
 from __future__ import annotations

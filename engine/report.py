@@ -24,7 +24,8 @@ from engine.errors import OutputError
 from engine.findings import Findings
 from engine.outputs import output_paths
 from engine.results import AnomalyResult, ModelInfo
-from engine.volumes import Volume, atomic_write_bytes
+from engine.volumes import Volume
+from engine.writers import atomic_write_bytes
 
 DISCLAIMER = "Research software, not a medical device. Not for diagnosis or treatment decisions."
 PAGE_INCHES = (8.27, 11.69)  # A4 portrait

@@ -13,9 +13,9 @@ import torch
 from engine.checkpoints import init_model_folder
 from engine.config import Preset, get_preset
 from engine.preprocess import to_model_space
+from engine.readers import load_mask, load_volume
 from engine.tasks.external import ArraySource, default_external_source
 from engine.training import Trainer, TrainRequest
-from engine.volumes import load_mask, load_volume
 from tests.conftest import SAMPLE_IXI, data_path
 
 

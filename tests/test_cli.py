@@ -498,8 +498,8 @@ def test_the_threshold_is_calibrated_on_the_map_infer_writes_and_across_shifted_
     from engine.data import find_scans
     from engine.ensemble import load_ensemble
     from engine.evaluation import threshold_for_fpr
+    from engine.readers import load_mask, load_volume
     from engine.results import AnalysisSettings
-    from engine.volumes import load_mask, load_volume
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

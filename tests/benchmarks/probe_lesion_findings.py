@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from engine.cli import main as engine_main  # noqa: E402
 from engine.config import DEFAULT_MIN_VOLUME_ML  # noqa: E402
 from engine.outputs import output_paths  # noqa: E402
-from engine.volumes import load_mask, load_volume  # noqa: E402
+from engine.readers import load_mask, load_volume  # noqa: E402
 
 
 def main() -> int:

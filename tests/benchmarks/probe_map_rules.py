@@ -40,9 +40,9 @@ from engine.data import find_scans, split_roles  # noqa: E402
 from engine.ensemble import load_ensemble  # noqa: E402
 from engine.evaluation import find_cases, threshold_for_fpr  # noqa: E402
 from engine.preprocess import foreground_mask  # noqa: E402
+from engine.readers import load_mask, load_volume  # noqa: E402
 from engine.results import AnalysisSettings  # noqa: E402
 from engine.transfer import far_from  # noqa: E402
-from engine.volumes import load_mask, load_volume  # noqa: E402
 
 
 def rules(amap: np.ndarray) -> dict[str, np.ndarray]:

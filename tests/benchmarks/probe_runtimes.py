@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from engine.ensemble import NETWORK_BATCH, load_ensemble  # noqa: E402
-from engine.volumes import load_mask, load_volume  # noqa: E402
+from engine.readers import load_mask, load_volume  # noqa: E402
 
 
 class _Net(torch.nn.Module):

@@ -28,9 +28,9 @@ from engine.ensemble import load_ensemble  # noqa: E402
 from engine.evaluation import find_cases, threshold_for_fpr  # noqa: E402
 from engine.metrics import average_precision  # noqa: E402
 from engine.preprocess import foreground_mask  # noqa: E402
+from engine.readers import load_mask, load_volume  # noqa: E402
 from engine.results import AnalysisSettings  # noqa: E402
 from engine.transfer import TransferCounts  # noqa: E402
-from engine.volumes import load_mask, load_volume  # noqa: E402
 
 
 def range_maps(member_restored: np.ndarray, slices: np.ndarray, brain: np.ndarray, data_range: float) -> np.ndarray:

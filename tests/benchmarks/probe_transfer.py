@@ -37,9 +37,9 @@ from engine.ensemble import load_ensemble  # noqa: E402
 from engine.evaluation import find_cases, threshold_for_fpr  # noqa: E402
 from engine.metrics import average_precision  # noqa: E402
 from engine.preprocess import foreground_mask  # noqa: E402
+from engine.readers import load_mask, load_volume  # noqa: E402
 from engine.results import AnalysisSettings  # noqa: E402
 from engine.transfer import TransferCounts, far_from, shifted_healthy  # noqa: E402
-from engine.volumes import load_mask, load_volume  # noqa: E402
 
 SAMPLE_IDS = ("IXI056",)
 EQUAL_SENSITIVITY = 0.40

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import EngineError, ModelLoadError, VolumeError
-from engine.volumes import load_volume
+from engine.readers import load_volume
 from tests.bad_inputs import MODEL_CASES, SCAN_CASES, Case, by_name
 
 SCANS = by_name(SCAN_CASES)

@@ -15,8 +15,8 @@ from engine.data import HealthySlices, ScanPair, find_scans, split_scans
 from engine.errors import Cancelled, DataError
 from engine.preprocess import to_model_space
 from engine.progress import CancelToken, Progress
+from engine.readers import load_mask, load_volume
 from engine.tasks.base import SliceSource
-from engine.volumes import load_mask, load_volume
 
 SPEC = PreprocessSpec(size=64, spacing_mm=3.0)
 

@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import EngineError
-from engine.volumes import Volume, load_volume
+from engine.readers import load_volume
+from engine.volumes import Volume
 
 LONG_RUN = int(os.environ.get("CONDIFF_FUZZ_EXAMPLES", "0"))
 EXAMPLES = LONG_RUN or 500

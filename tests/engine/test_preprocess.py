@@ -18,7 +18,9 @@ from engine.preprocess import (
     from_model_space,
     to_model_space,
 )
-from engine.volumes import Volume, load_mask, load_volume, save_like
+from engine.readers import load_mask, load_volume
+from engine.volumes import Volume
+from engine.writers import save_like
 
 # One real scan per on-disk orientation: (scan, brain mask or None, native axial axis).
 REAL_SCANS = {

@@ -255,7 +255,7 @@ def test_transfer_counts_pool_voxels_and_keep_each_scan() -> None:
 
 
 def test_shifted_healthy_scans_keep_the_brain_where_it_was(require_data: Path) -> None:
-    from engine.volumes import load_mask, load_volume
+    from engine.readers import load_mask, load_volume
 
     image = real_scan("ixi-t1/val/IXI056-HH-1327_T1.nii.gz")
     volume = load_volume(image)

@@ -1,4 +1,5 @@
-"""Tests of engine.volumes: reading every supported format onto RAS, and writing on a scan's own grid."""
+"""Tests of engine.readers and engine.writers: reading every supported format onto RAS, and writing on a scan's own
+grid."""
 
 from __future__ import annotations
 
@@ -14,14 +15,9 @@ import pytest
 import SimpleITK as sitk
 
 from engine.errors import OutputError, VolumeError
-from engine.volumes import (
-    Volume,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_mask,
-    load_volume,
-    save_like,
-)
+from engine.readers import load_mask, load_volume
+from engine.volumes import Volume
+from engine.writers import atomic_write_bytes, atomic_write_json, save_like
 
 # One real scan per on-disk orientation: (path under the data folder, expected axis codes).
 ORIENTED_SCANS = {
@@ -158,7 +154,7 @@ def test_dicom_folder_with_two_series_reads_the_largest(tmp_path: Path, caplog: 
     img = _to_sitk(data, np.diag([-0.9, -0.9, 3.0, 1.0]), np.int16)
     _write_dicom_series(img, tmp_path, "1.2.826.0.1.3680043.2.1125.7.100")
     _write_dicom_series(img, tmp_path, "1.2.826.0.1.3680043.2.1125.7.200", n_slices=3)
-    with caplog.at_level(logging.WARNING, logger="engine.volumes"):
+    with caplog.at_level(logging.WARNING, logger="engine.readers"):
         vol = load_volume(tmp_path)
     assert vol.shape == (12, 10, 6)
     np.testing.assert_array_equal(vol.data, data)
@@ -179,7 +175,7 @@ def test_partial_nan_is_zeroed(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     data[0, 0, 0] = np.nan
     data[1, 1, 1] = 5.0
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "nan.nii")
-    with caplog.at_level(logging.WARNING, logger="engine.volumes"):
+    with caplog.at_level(logging.WARNING, logger="engine.readers"):
         vol = load_volume(tmp_path / "nan.nii")
     assert vol.data[0, 0, 0] == 0.0
     assert np.isfinite(vol.data).all()
