@@ -21,7 +21,7 @@ from app.model_session import ModelSession
 from app.reporting import Reporter
 from app.scan_session import ScanSession
 from app.state import ViewerState
-from engine import flagged
+from engine import flagged, same_grid
 
 
 class ExportProblem(Exception):
@@ -90,7 +90,7 @@ def verify_on_grid(mask_path: str | Path | None, volume: Any) -> str | None:
     expected = tuple(np.shape(volume.data))
     if shape != expected:
         return text.ERR_VERIFY.format(path=mask_path, problem=text.VERIFY_SHAPE.format(shape=shape, expected=expected))
-    if not np.allclose(affine, volume.affine, atol=1e-3):
+    if not same_grid(shape, affine, expected, volume.affine):
         return text.ERR_VERIFY.format(path=mask_path, problem=text.VERIFY_AFFINE)
     if dtype != np.uint8:
         return text.ERR_VERIFY.format(path=mask_path, problem=text.VERIFY_DTYPE.format(dtype=dtype))

@@ -37,6 +37,7 @@ from app.views.readout import Readout
 from app.views.worklist_dock import WorklistDock
 from app.worklist import Worklist, entries_from, is_worklist_folder
 from app.worklist_analysis import WorklistAnalyser
+from engine import file_stem
 
 logger = logging.getLogger(__name__)
 
@@ -384,7 +385,7 @@ class MainWindow(QMainWindow):
         volume = self.state.volume
         default = ""
         if volume is not None and volume.path is not None:
-            default = str(Path(volume.path).parent / (_stem(Path(volume.path)) + "_viewer.png"))
+            default = str(Path(volume.path).parent / (file_stem(volume.path) + "_viewer.png"))
         path = dialogs.pick_screenshot(self, default)
         if path:
             self.save_screenshot(path)
@@ -449,10 +450,3 @@ def start_size(available: QSize) -> tuple[QSize, bool]:
     small = available.width() < SMALL_SCREEN[0] or available.height() < SMALL_SCREEN[1]
     return size, small
 
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from engine import file_stem
+from engine import file_stem, same_grid
 
 SEQUENCES = ("T1", "T1ce", "T2", "FLAIR", "PD")
 """The sequences a study can hold, in the order the viewer offers them."""
@@ -131,11 +131,6 @@ def on_grid(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], target_a
                                     cval=0.0)
 
 
-def same_grid(volume: Any, other: Any) -> bool:
-    return tuple(np.shape(volume.data)) == tuple(np.shape(other.data)) and np.allclose(
-        volume.affine, other.affine, atol=1e-3)
-
-
 @dataclass(frozen=True)
 class StudyImage:
     """One image shown with the analysed scan, on its grid.
@@ -163,7 +158,7 @@ def fit_to(volume: Any, other: Any, name: str, *, label: bool = False) -> StudyI
     data = np.asarray(other.data)
     if data.ndim != 3:
         raise StudyError(f"{path}: shape {data.shape} is not a 3-D scan")
-    if same_grid(volume, other):
+    if same_grid(np.shape(volume.data), volume.affine, np.shape(other.data), other.affine):
         out = data > 0 if label else data.astype(np.float32, copy=False)
         return StudyImage(name, path, out, resampled=False)
     overlap = world_overlap(np.shape(volume.data), volume.affine, data.shape, other.affine)

@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "SamplerSpec": "engine.samplers",
     # volumes: the type, reading, writing
     "Volume": "engine.volumes",
+    "same_grid": "engine.volumes",
     "load_volume": "engine.readers",
     "load_mask": "engine.readers",
     "save_like": "engine.writers",
@@ -109,5 +110,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.report import report_path, write_report
     from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices, flagged
     from engine.samplers import SAMPLERS, SamplerSpec
-    from engine.volumes import Volume
+    from engine.volumes import Volume, same_grid
     from engine.writers import save_like

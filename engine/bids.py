@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError
+from engine.volumes import NIFTI_SUFFIXES
 
 __all__ = ["BIDS_IGNORE", "DESCRIPTION", "MODALITY_SUFFIX", "find_scans", "is_dataset", "layout_problems",
            "parse_path", "write_description"]
@@ -34,7 +35,6 @@ BIDS_IGNORE = ("*_desc-anomalyscore_map.nii.gz", "*_desc-memberspread_map.nii.gz
 1.11 names anatomical derivatives by what they are (``mask``, ``dseg``, ``probseg``, a contrast, a quantitative
 map such as ``T1map``); a continuous anomaly score or the members' spread is none of these (``probseg`` would claim
 a probability), so those two keep condiff's ``_map`` name and are listed here."""
-_IMAGE_EXTENSIONS = (".nii.gz", ".nii")
 _MATCHING_ENTITIES = ("subject", "session", "acquisition", "ceagent", "reconstruction", "run", "echo", "part")
 """Entities a brain mask must share with its scan."""
 
@@ -77,7 +77,7 @@ def is_dataset(folder: str | Path) -> bool:
 
 def _anat_files(root: Path) -> list[Path]:
     return sorted(p for pattern in ("sub-*/anat/*", "sub-*/ses-*/anat/*") for p in root.glob(pattern)
-                  if p.is_file() and p.name.endswith(_IMAGE_EXTENSIONS))
+                  if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
 
 
 def _brain_masks(root: Path) -> dict[tuple[Any, ...], list[Path]]:

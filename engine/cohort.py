@@ -39,9 +39,10 @@ import numpy as np
 
 from engine.config import DEFAULT_MIN_VOLUME_ML
 from engine.errors import DataError, EngineError, OutputError
-from engine.outputs import _SCAN_EXTENSIONS, file_stem, output_paths, scan_stem, write_outputs
+from engine.outputs import file_stem, output_paths, scan_stem, write_outputs
 from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings, flagged
+from engine.volumes import SCAN_SUFFIXES
 from engine.writers import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger("engine.cohort")
@@ -121,7 +122,7 @@ class CohortResult:
 # ------------------------------------------------------------------------------------------------------- inputs
 def _is_scan_file(path: Path) -> bool:
     name = path.name.lower()
-    return path.is_file() and name.endswith(_SCAN_EXTENSIONS) and not any(tag in name for tag in _NOT_SCANS)
+    return path.is_file() and name.endswith(SCAN_SUFFIXES) and not any(tag in name for tag in _NOT_SCANS)
 
 
 def _manifest(path: Path) -> list[CohortItem]:

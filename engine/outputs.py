@@ -29,11 +29,10 @@ import numpy as np
 
 from engine.errors import OutputError
 from engine.results import AnomalyResult, flagged
-from engine.volumes import Volume
+from engine.volumes import SCAN_SUFFIXES, Volume
 from engine.writers import atomic_write_json, save_like
 
 OUTPUT_KINDS = ("mask", "map", "spread", "restored", "sidecar")
-_SCAN_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _CONTRAST = re.compile(r"^(t1w?|t1ce|t1c|t1gd|t2w?|flair|pd|pdw|dwi|swi|t2star|mprage)$", re.IGNORECASE)
 _OTHER_CONTRASTS = {
     "t2": "T2", "t2w": "T2", "flair": "FLAIR", "pd": "PD", "pdw": "PD", "dwi": "diffusion", "swi": "SWI",
@@ -44,7 +43,7 @@ _OTHER_CONTRASTS = {
 def file_stem(path: str | Path) -> str:
     """A scan file's name without its extension (``.nii.gz`` counts as one); a folder's name as it is."""
     name = Path(path).name
-    for ext in _SCAN_EXTENSIONS:
+    for ext in SCAN_SUFFIXES:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name

@@ -18,10 +18,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "same_grid"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+SCAN_SUFFIXES = tuple(sorted(NIFTI_SUFFIXES + ITK_SUFFIXES, key=len, reverse=True))
+"""Every single-file scan suffix, longest first (so ``.nii.gz`` is taken off before ``.nii``)."""
 GRID_TOLERANCE_MM = 1e-3
 """Two grids are the same when the world positions of their corner voxels differ by at most this much."""
 
