@@ -1,8 +1,10 @@
 """Command line of the viewer: ``condiff-viewer [SCAN] [--brain-mask MASK] [--model DIR] [--analyze [slice|volume]]
-[--screenshot PNG]``.
+[--screenshot PNG] [--report DIR]``.
 
 With ``--screenshot`` the viewer renders the default view (middle axial slice, with overlays when ``--analyze`` is
 given) to a PNG and exits, without needing a display (``QT_QPA_PLATFORM=offscreen`` is set when no display exists).
+With ``--report`` (and ``--analyze``) it writes the one-page PDF report File > Save report would save, with the study's
+underlay and reference when ``--also`` / ``--reference`` / ``--sequence`` are given, and exits the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--analyze", "--analyse", nargs="?", const="slice", choices=("slice", "volume"),
                         help=text.CLI_ANALYZE)
     parser.add_argument("--screenshot", metavar="PNG", help=text.CLI_SCREENSHOT)
+    parser.add_argument("--report", metavar="DIR", type=Path, help=text.CLI_REPORT)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help=text.CLI_DEVICE)
     parser.add_argument("--slice", type=int, metavar="K", help=text.CLI_SLICE)
     parser.add_argument("--threshold", type=float, metavar="T", help=text.CLI_THRESHOLD)
@@ -75,8 +78,11 @@ def main(argv: list[str] | None = None, *, backend: Any = None, settings: Any = 
         settings: a ``QSettings`` to use instead of the user's.
     """
     launched = time.perf_counter()
-    args = build_parser().parse_args(argv)
-    headless = args.screenshot is not None
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report is not None and not args.analyze:
+        parser.error(text.ERR_CLI_REPORT_NEEDS_ANALYSIS)
+    headless = args.screenshot is not None or args.report is not None
     quiet = logging.WARNING if headless else logging.INFO  # headless: stderr carries only the one-line verdict
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -210,8 +216,10 @@ def _render(app: Any, window: Any, args: argparse.Namespace, launched: float) ->
     if size.width() < 1000 or size.height() < 700:
         window.resize(window.width() + max(0, 1000 - size.width()), window.height() + max(0, 700 - size.height()))
         app.processEvents()
-    path = window.save_screenshot(Path(args.screenshot))
-    if path is None:
+    if args.report is not None and window.controller.exports.save_report(args.report) is None:
+        print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
+        return 5
+    if args.screenshot is not None and window.save_screenshot(Path(args.screenshot)) is None:
         print(text.ERR_CLI_SCAN.format(message=window.errors[-1]), file=sys.stderr)
         return 5
     return 0

@@ -255,6 +255,9 @@ CLI_LAYOUT = "single: one view, S / A switch the sequence; grid: every sequence 
 ERR_CLI_SEQUENCE = "no sequence {name!r} in the study ({names})"
 CLI_ANALYZE = "analyse the shown slice (default) or the whole volume after opening"
 CLI_SCREENSHOT = "render the view to PNG and exit (headless)"
+CLI_REPORT = ("write the one-page PDF report the viewer saves (map, findings, study underlay and reference) into "
+              "DIR and exit (headless; with --analyze)")
+ERR_CLI_REPORT_NEEDS_ANALYSIS = "--report needs an analysis: add --analyze [slice|volume]"
 CLI_DEVICE = "device for the analysis"
 CLI_SLICE = "axial slice to show (native index along the scan's inferior-superior axis; default: the middle one)"
 CLI_THRESHOLD = "anomaly threshold to show (default: the model's calibrated one)"

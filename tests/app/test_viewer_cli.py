@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,47 @@ def test_screenshot_with_analysis_in_process(qtbot, tmp_path: Path, model_dir: P
     assert pixels.std() > 10, "the screenshot is blank"
     heat = (pixels[..., 0] > 200) & (pixels[..., 2] < 80)  # red/orange/yellow overlay pixels
     assert heat.sum() > 50, "the anomaly overlay is missing"
+
+
+def test_report_from_the_command_line(qtbot, tmp_path: Path, model_dir: Path) -> None:
+    """``--report DIR`` writes the PDF the viewer's File > Save report writes, for the analysed scan and its study."""
+    from fake_engine import make_backend
+
+    from app.main import main
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    out = tmp_path / "reports"
+    scan = scan_path("brats")
+    flair = scan.with_name(scan.name.replace("_t1.", "_flair."))
+    backend = make_backend(model_dir)
+    underlays = []
+    real = backend.write_report
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        underlays.append(kwargs.get("underlay", (None,))[0])
+        return real(*args, **kwargs)
+
+    backend.write_report = recording
+    code = main([str(scan), "--also", str(flair), "--sequence", "FLAIR", "--analyze", "slice", "--report", str(out)],
+                backend=backend, settings=settings)
+    assert code == 0
+    assert len(underlays) == 1
+    assert underlays[0].startswith("FLAIR")  # the shown sequence is drawn under the map
+    (pdf,) = out.glob("*_report.pdf")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", data)) == 1  # one page
+
+
+def test_report_without_an_analysis_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.main import main
+
+    out = tmp_path / "reports"
+    with pytest.raises(SystemExit) as stop:
+        main([str(scan_path("ms")), "--report", str(out)])
+    assert stop.value.code == 2
+    assert "--report needs an analysis" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
