@@ -494,8 +494,8 @@ def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure healthy scans and store the calibration in model.json."""
+    from engine.calibration import calibrate, store_calibration  # noqa: PLC0415
     from engine.data import find_scans, scans_for_role  # noqa: PLC0415
-    from engine.evaluation import calibrate, store_calibration  # noqa: PLC0415
 
     ensemble = _load_model(args)
     if args.slice_score is not None and args.slice_score != ensemble.info.slice_score:
@@ -577,8 +577,8 @@ def _evaluate_results(args: argparse.Namespace, cases: Sequence[Any]) -> int:
 
 def _evaluate_healthy(args: argparse.Namespace) -> int:
     """Healthy scans alone: restoration fidelity and the brain flagged, as they are and shifted (``--shifts``)."""
+    from engine.calibration import healthy_report  # noqa: PLC0415
     from engine.data import find_scans, scans_for_role  # noqa: PLC0415
-    from engine.evaluation import healthy_report  # noqa: PLC0415
 
     scans = scans_for_role(find_scans(args.healthy), args.role, args.exclude)
     if args.max_cases:
