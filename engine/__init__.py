@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "AnomalyResult": "engine.results",
     "Calibration": "engine.results",
     "ModelInfo": "engine.results",
-    "fill_between_slices": "engine.results",
+    "fill_between_slices": "engine.slice_fill",
     "flagged": "engine.results",
     "DEFAULT_MIN_VOLUME_ML": "engine.config",
     "SAMPLERS": "engine.samplers",
@@ -108,7 +108,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.readers import load_mask, load_volume
     from engine.report import report_path, write_report
-    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices, flagged
+    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, flagged
     from engine.samplers import SAMPLERS, SamplerSpec
+    from engine.slice_fill import fill_between_slices
     from engine.volumes import Volume, same_grid
     from engine.writers import save_like
