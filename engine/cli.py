@@ -196,27 +196,6 @@ def _training_preset(args: argparse.Namespace) -> Any:
     return preset
 
 
-def _fitted_landmarks(spec: Any, scans: Sequence[Any]) -> Any:
-    """``spec`` with ``"landmarks"`` normalisation whose reference values are fitted on ``scans``' brains."""
-    import numpy as np  # noqa: PLC0415
-
-    from engine.config import LANDMARK_PERCENTILES  # noqa: PLC0415
-    from engine.preprocess import fit_landmarks, foreground_mask  # noqa: PLC0415
-    from engine.readers import load_mask, load_volume  # noqa: PLC0415
-
-    brains = []
-    for scan in scans:
-        volume = load_volume(scan.image)
-        data = np.asarray(volume.data, dtype=np.float32)
-        mask = load_mask(scan.mask, volume) if scan.mask is not None else foreground_mask(data)
-        brains.append(data[mask])
-    values = fit_landmarks(brains, LANDMARK_PERCENTILES, spec.percentile)
-    logger.info("landmark normalisation fitted on %d scans: percentiles %s -> %s", len(scans),
-                LANDMARK_PERCENTILES, values)
-    return replace(spec, normalisation="landmarks", landmark_percentiles=LANDMARK_PERCENTILES,
-                   landmark_values=values)
-
-
 def _positive(text: str) -> int:
     value = _count(text)
     if value < 1:
@@ -290,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one fold, several, or all ten, adding members to one model folder."""
     from engine.card import TrainingData  # noqa: PLC0415
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
-    from engine.data import HealthySlices, find_scans, split_roles, split_scans  # noqa: PLC0415
+    from engine.data import HealthySlices, find_scans, landmarks_for_training, split_roles, split_scans  # noqa: PLC0415
     from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
     from engine.training import TrainRequest, finish_distributed, setup_distributed, train_member  # noqa: PLC0415
 
@@ -308,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         train_scans, val_scans = split_scans(scans)
     if args.normalisation == "landmarks":
-        preset = replace(preset, preprocess=_fitted_landmarks(preset.preprocess, train_scans))
+        preset = replace(preset, preprocess=landmarks_for_training(preset.preprocess, train_scans))
     size = preset.preprocess.size
     cache = out / ".train" / "cache"
     train_slices = HealthySlices.cached(train_scans, preset.preprocess, cache)
