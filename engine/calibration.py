@@ -27,7 +27,7 @@ from engine.card import ModelCard, update_card
 from engine.data import ScanPair
 from engine.ensemble import Ensemble, ModelSpaceResult
 from engine.errors import ConfigError, DataError
-from engine.evaluation_report import HealthyReport
+from engine.evaluation_records import HealthyReport
 from engine.progress import CancelToken, Progress, check_cancel
 from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings, Calibration

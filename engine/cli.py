@@ -25,7 +25,7 @@ from engine.errors import EngineError
 from engine.samplers import SAMPLERS
 
 if TYPE_CHECKING:
-    from engine.evaluation_report import EvaluationReport, SyntheticReport
+    from engine.evaluation_records import EvaluationReport, SyntheticReport
 
 logger = logging.getLogger("engine.cli")
 
@@ -595,7 +595,7 @@ def _finish_report(args: argparse.Namespace, ensemble: Any, report: EvaluationRe
     _emit_json(args.json, report.to_dict())
     if args.record:
         from engine.card import update_card  # noqa: PLC0415
-        from engine.evaluation_report import evaluation_record  # noqa: PLC0415
+        from engine.evaluation_records import evaluation_record  # noqa: PLC0415
 
         record = evaluation_record(report, command=" ".join([PROG, *map(shlex.quote, args.argv)]),
                                    recorded=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -607,7 +607,7 @@ def _pct(value: float | None) -> str:
 
 
 def _print_table(report: EvaluationReport | SyntheticReport) -> None:
-    from engine.evaluation_report import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
+    from engine.evaluation_records import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
 
     detection = report.detection
     rows = [("model", detection.scores), ("random", detection.random), ("noise restoration", detection.noise),

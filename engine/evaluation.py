@@ -39,7 +39,7 @@ from engine.calibration import healthy_report
 from engine.data import ScanPair
 from engine.ensemble import Ensemble, ModelSpaceResult
 from engine.errors import DataError, VolumeError
-from engine.evaluation_report import (
+from engine.evaluation_records import (
     CaseResult,
     Detection,
     DetectionScores,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.records import INLINE, OPTIONAL, record_to_json
+from engine.json_records import INLINE, OPTIONAL, record_to_json
 from engine.transfer import TransferResult
 
 HEADLINE = ("ap_image", "auroc_image", "ap_pixel", "max_dice")
