@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "AnomalyResult": "engine.results",
     "Calibration": "engine.results",
     "ModelInfo": "engine.results",
-    "fill_between_slices": "engine.results",
+    "fill_between_slices": "engine.slice_fill",
     "flagged": "engine.results",
     "DEFAULT_MIN_VOLUME_ML": "engine.config",
     "SAMPLERS": "engine.samplers",
@@ -73,9 +73,9 @@ _EXPORTS: dict[str, str] = {
     # DICOM SEG
     "dicom_seg_path": "engine.dicom_seg",
     "write_dicom_seg": "engine.dicom_seg",
-    # report
-    "report_path": "engine.report",
-    "write_report": "engine.report",
+    # the one-page PDF report
+    "report_path": "engine.pdf_report",
+    "write_report": "engine.pdf_report",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -104,11 +104,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
     from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
     from engine.outputs import file_stem, modality_warning, output_paths, read_outputs, write_outputs
+    from engine.pdf_report import report_path, write_report
     from engine.preprocess import axial_axis
     from engine.progress import CancelToken, Progress, ProgressCallback
     from engine.readers import load_mask, load_volume
-    from engine.report import report_path, write_report
-    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, fill_between_slices, flagged
+    from engine.results import AnalysisSettings, AnomalyResult, Calibration, ModelInfo, flagged
     from engine.samplers import SAMPLERS, SamplerSpec
+    from engine.slice_fill import fill_between_slices
     from engine.volumes import Volume, same_grid
     from engine.writers import save_like

@@ -10,7 +10,7 @@ one folder.
 The format is versioned (``format_version``): a file from a newer condiff is refused, one from an older version is
 read as it is. Every key is checked: a missing one, one of the wrong type or an unknown one is a one-line
 :class:`~engine.errors.ModelLoadError` naming it. A card read from disk is written back in the layout it was read in
-(see :mod:`engine.records`), so reading and writing a file that nothing changed gives the same JSON.
+(see :mod:`engine.json_records`), so reading and writing a file that nothing changed gives the same JSON.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 from engine.config import MapScoring, Preset
 from engine.errors import ModelLoadError
-from engine.evaluation_report import EvaluationRecord
-from engine.records import INTERNAL, KEY, OPTIONAL, RecordError, record_from_json, record_to_json, wrong_kind
+from engine.evaluation_records import EvaluationRecord
+from engine.json_records import INTERNAL, KEY, OPTIONAL, RecordError, record_from_json, record_to_json, wrong_kind
 from engine.results import Calibration
 from engine.samplers import SAMPLERS
 from engine.tasks.registry import NUM_FOLDS

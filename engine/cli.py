@@ -25,7 +25,7 @@ from engine.errors import EngineError
 from engine.samplers import SAMPLERS
 
 if TYPE_CHECKING:
-    from engine.evaluation_report import EvaluationReport, SyntheticReport
+    from engine.evaluation_records import EvaluationReport, SyntheticReport
 
 logger = logging.getLogger("engine.cli")
 
@@ -196,27 +196,6 @@ def _training_preset(args: argparse.Namespace) -> Any:
     return preset
 
 
-def _fitted_landmarks(spec: Any, scans: Sequence[Any]) -> Any:
-    """``spec`` with ``"landmarks"`` normalisation whose reference values are fitted on ``scans``' brains."""
-    import numpy as np  # noqa: PLC0415
-
-    from engine.config import LANDMARK_PERCENTILES  # noqa: PLC0415
-    from engine.preprocess import fit_landmarks, foreground_mask  # noqa: PLC0415
-    from engine.readers import load_mask, load_volume  # noqa: PLC0415
-
-    brains = []
-    for scan in scans:
-        volume = load_volume(scan.image)
-        data = np.asarray(volume.data, dtype=np.float32)
-        mask = load_mask(scan.mask, volume) if scan.mask is not None else foreground_mask(data)
-        brains.append(data[mask])
-    values = fit_landmarks(brains, LANDMARK_PERCENTILES, spec.percentile)
-    logger.info("landmark normalisation fitted on %d scans: percentiles %s -> %s", len(scans),
-                LANDMARK_PERCENTILES, values)
-    return replace(spec, normalisation="landmarks", landmark_percentiles=LANDMARK_PERCENTILES,
-                   landmark_values=values)
-
-
 def _positive(text: str) -> int:
     value = _count(text)
     if value < 1:
@@ -290,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one fold, several, or all ten, adding members to one model folder."""
     from engine.card import TrainingData  # noqa: PLC0415
     from engine.checkpoints import init_model_folder  # noqa: PLC0415
-    from engine.data import HealthySlices, find_scans, split_roles, split_scans  # noqa: PLC0415
+    from engine.data import HealthySlices, find_scans, landmarks_for_training, split_roles, split_scans  # noqa: PLC0415
     from engine.tasks.external import default_external_source, folder_source  # noqa: PLC0415
     from engine.training import TrainRequest, finish_distributed, setup_distributed, train_member  # noqa: PLC0415
 
@@ -308,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         train_scans, val_scans = split_scans(scans)
     if args.normalisation == "landmarks":
-        preset = replace(preset, preprocess=_fitted_landmarks(preset.preprocess, train_scans))
+        preset = replace(preset, preprocess=landmarks_for_training(preset.preprocess, train_scans))
     size = preset.preprocess.size
     cache = out / ".train" / "cache"
     train_slices = HealthySlices.cached(train_scans, preset.preprocess, cache)
@@ -494,8 +473,8 @@ def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure healthy scans and store the calibration in model.json."""
+    from engine.calibration import calibrate, store_calibration  # noqa: PLC0415
     from engine.data import find_scans, scans_for_role  # noqa: PLC0415
-    from engine.evaluation import calibrate, store_calibration  # noqa: PLC0415
 
     ensemble = _load_model(args)
     if args.slice_score is not None and args.slice_score != ensemble.info.slice_score:
@@ -577,8 +556,8 @@ def _evaluate_results(args: argparse.Namespace, cases: Sequence[Any]) -> int:
 
 def _evaluate_healthy(args: argparse.Namespace) -> int:
     """Healthy scans alone: restoration fidelity and the brain flagged, as they are and shifted (``--shifts``)."""
+    from engine.calibration import healthy_report  # noqa: PLC0415
     from engine.data import find_scans, scans_for_role  # noqa: PLC0415
-    from engine.evaluation import healthy_report  # noqa: PLC0415
 
     scans = scans_for_role(find_scans(args.healthy), args.role, args.exclude)
     if args.max_cases:
@@ -616,7 +595,7 @@ def _finish_report(args: argparse.Namespace, ensemble: Any, report: EvaluationRe
     _emit_json(args.json, report.to_dict())
     if args.record:
         from engine.card import update_card  # noqa: PLC0415
-        from engine.evaluation_report import evaluation_record  # noqa: PLC0415
+        from engine.evaluation_records import evaluation_record  # noqa: PLC0415
 
         record = evaluation_record(report, command=" ".join([PROG, *map(shlex.quote, args.argv)]),
                                    recorded=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -628,7 +607,7 @@ def _pct(value: float | None) -> str:
 
 
 def _print_table(report: EvaluationReport | SyntheticReport) -> None:
-    from engine.evaluation_report import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
+    from engine.evaluation_records import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
 
     detection = report.detection
     rows = [("model", detection.scores), ("random", detection.random), ("noise restoration", detection.noise),

@@ -202,7 +202,7 @@ def _paths(image_stem_volume: Any, out_dir: Path, stem: str, report: bool, dicom
     paths = output_paths(image_stem_volume, out_dir, stem)
     paths.update({f"findings_{k}": v for k, v in findings_paths(image_stem_volume, out_dir, stem).items()})
     if report:
-        from engine.report import report_path  # noqa: PLC0415
+        from engine.pdf_report import report_path  # noqa: PLC0415
 
         paths["report"] = report_path(image_stem_volume, out_dir, stem)
     if dicom_seg:
@@ -330,7 +330,7 @@ def infer_scan(
 
         paths["dicom_seg"] = write_dicom_seg(volume, findings, out_dir, model_id=result.model_id, stem=stem)
     if report:
-        from engine.report import report_path, write_report  # noqa: PLC0415
+        from engine.pdf_report import report_path, write_report  # noqa: PLC0415
 
         paths["report"] = write_report(volume, result, findings, report_path(volume, out_dir, stem),
                                        model=ensemble.info, brain_mask=mask_path.name if mask_path else None)

@@ -1,6 +1,7 @@
 """Healthy training slices: a folder of scans (and brain masks) turned into model-space axial slices.
 
-:func:`find_scans` pairs each scan in a folder with its brain mask; :class:`HealthySlices` converts them all with
+:func:`find_scans` pairs each scan in a folder with its brain mask; :func:`landmarks_for_training` fits the
+``"landmarks"`` intensity normalisation on the training scans' brains; :class:`HealthySlices` converts them all with
 :func:`engine.preprocess.to_model_space` (skull-stripped with the mask, brain slices only) and serves the slices
 as ``(image, foreground)`` pairs, the :class:`engine.tasks.base.SliceSource` protocol the training loop and the
 synthetic tasks use. The arrays can be cached in an ``.npz`` file keyed by the file list and the spec.
@@ -12,21 +13,24 @@ import fnmatch
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from engine.config import PreprocessSpec
+from engine.config import LANDMARK_PERCENTILES, PreprocessSpec
 from engine.errors import DataError, VolumeError
-from engine.preprocess import to_model_space
+from engine.preprocess import fit_landmarks, foreground_mask, to_model_space
 from engine.progress import CancelToken, ProgressCallback, ProgressThrottle, check_cancel
 from engine.readers import load_mask, load_volume
 from engine.writers import atomic_write_bytes
 
-__all__ = ["ROLES", "ROLE_PERIOD", "HealthySlices", "ScanPair", "find_scans", "scans_for_role", "split_roles",
-           "split_scans"]
+__all__ = ["ROLES", "ROLE_PERIOD", "HealthySlices", "ScanPair", "find_scans", "landmarks_for_training",
+           "scans_for_role", "split_roles", "split_scans"]
+
+logger = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1
 
@@ -143,6 +147,30 @@ def scans_for_role(scans: Sequence[ScanPair], role: str | None, exclude: Sequenc
         raise ValueError(f"unknown role {role!r}; known: all, {', '.join(ROLES)}")
     chosen = list(scans) if role in (None, "all") else split_roles(scans)[role]
     return [s for s in chosen if not any(fnmatch.fnmatch(s.image.name, pattern) for pattern in exclude)]
+
+
+def landmarks_for_training(spec: PreprocessSpec, scans: Sequence[ScanPair]) -> PreprocessSpec:
+    """``spec`` with ``"landmarks"`` normalisation whose reference values are fitted on ``scans``' brains.
+
+    Each scan's brain is its mask's voxels (the foreground, :func:`engine.preprocess.foreground_mask`, for a scan
+    without a mask); the reference values are :func:`engine.preprocess.fit_landmarks` of those brains at
+    :data:`engine.config.LANDMARK_PERCENTILES`, in units of each brain's ``spec.percentile``-th percentile.
+
+    Raises:
+        VolumeError: a scan or mask cannot be read.
+        ValueError: no scans.
+    """
+    brains = []
+    for scan in scans:
+        volume = load_volume(scan.image)
+        data = np.asarray(volume.data, dtype=np.float32)
+        mask = load_mask(scan.mask, volume) if scan.mask is not None else foreground_mask(data)
+        brains.append(data[mask])
+    values = fit_landmarks(brains, LANDMARK_PERCENTILES, spec.percentile)
+    logger.info("landmark normalisation fitted on %d scans: percentiles %s -> %s", len(scans),
+                LANDMARK_PERCENTILES, values)
+    return replace(spec, normalisation="landmarks", landmark_percentiles=LANDMARK_PERCENTILES,
+                   landmark_values=values)
 
 
 def _cache_key(scans: Sequence[ScanPair], spec: PreprocessSpec) -> str:

@@ -34,9 +34,10 @@ from engine.errors import ModelLoadError
 from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
-from engine.results import AnalysisSettings, AnomalyResult, ModelInfo, fill_between_slices
+from engine.results import AnalysisSettings, AnomalyResult, ModelInfo
 from engine.samplers import steps_for
 from engine.seeding import Stream, derive_seed, slice_seed
+from engine.slice_fill import fill_between_slices
 from engine.tasks.registry import fold_tasks
 from engine.volumes import Volume
 

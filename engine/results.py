@@ -1,4 +1,5 @@
-"""The data that crosses the engine's public boundary: analysis settings, model description and results.
+"""The data that crosses the engine's public boundary: analysis settings, model description and results, and the
+threshold rule (:func:`flagged`) every consumer of a map applies.
 
 Everything here is plain Python, numpy arrays and frozen dataclasses (no torch types), so the viewer and scripts can
 hold results without knowing how they were made.
@@ -6,7 +7,6 @@ hold results without knowing how they were made.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,55 +197,3 @@ def flagged(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
     """The voxels a threshold flags: score at or above it, compared in float32 as the maps are stored (the one rule
     behind the exported mask, its voxel count, the findings, the transfer counts and the viewer's overlay)."""
     return np.asarray(anomaly_map) >= np.float32(threshold)
-
-
-def fill_between_slices(result: AnomalyResult, brain: np.ndarray) -> AnomalyResult:
-    """Fill the slices between analysed ones by linear interpolation along the slice axis, on the native grid.
-
-    This is what a whole-volume analysis does for the slices its stride skips; a caller that analysed the planned
-    slices in chunks (:meth:`engine.Ensemble.plan_slices`) calls it to get the same kind of result. Maps and spread
-    are interpolated inside ``brain`` (zero outside); the restoration is interpolated inside ``brain`` and keeps the
-    result's values elsewhere; slice scores of filled slices stay NaN (they were not analysed).
-
-    Args:
-        result: a result whose ``analysed`` slices hold values.
-        brain: bool brain mask on the result's grid (the one the analysis used).
-
-    Returns:
-        A new result whose ``covered`` includes every brain slice between the first and last analysed slice.
-    """
-    axis = result.slice_axis
-    done = np.flatnonzero(np.asarray(result.analysed, dtype=bool))
-    if done.size < 2:
-        return result
-    brain = np.asarray(brain, dtype=bool)
-    if brain.shape != result.anomaly_map.shape:
-        raise ValueError(f"brain mask shape {brain.shape} differs from the result's {result.anomaly_map.shape}")
-    n = result.analysed.size
-    fill = np.zeros(n, dtype=bool)
-    fill[done[0]:done[-1] + 1] = True
-    has_brain = brain.any(axis=tuple(a for a in range(3) if a != axis))
-    fill &= ~np.asarray(result.analysed, dtype=bool) & has_brain
-    if not fill.any():
-        return dataclasses.replace(result, covered=np.asarray(result.covered, dtype=bool) | np.asarray(result.analysed))
-    targets = np.flatnonzero(fill)
-    upper = np.searchsorted(done, targets)
-    lower_k, upper_k = done[upper - 1], done[upper]
-    weight = ((targets - lower_k) / (upper_k - lower_k)).astype(np.float32)
-
-    def filled(values: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
-        moved = np.moveaxis(np.array(values, dtype=np.float32, copy=True), axis, 0)
-        inside = np.moveaxis(brain, axis, 0)[targets]
-        mixed = (1 - weight)[:, None, None] * moved[lower_k] + weight[:, None, None] * moved[upper_k]
-        keep = moved[targets] if outside is None else np.moveaxis(outside, axis, 0)[targets]
-        moved[targets] = np.where(inside, mixed, keep)
-        return np.moveaxis(moved, 0, axis)
-
-    zeros = np.zeros_like(result.anomaly_map, dtype=np.float32)
-    return dataclasses.replace(
-        result,
-        anomaly_map=filled(result.anomaly_map, zeros),
-        member_spread=filled(result.member_spread, zeros),
-        restored=filled(result.restored, None),
-        covered=np.asarray(result.covered, dtype=bool) | fill | np.asarray(result.analysed, dtype=bool),
-    )

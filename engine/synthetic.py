@@ -23,7 +23,7 @@ import torch
 
 from engine.anomaly import anomaly_map
 from engine.evaluation import Scoreboard
-from engine.evaluation_report import Removal, SyntheticCounts, SyntheticReport, SyntheticScores
+from engine.evaluation_records import Removal, SyntheticCounts, SyntheticReport, SyntheticScores
 from engine.metrics import SliceAccumulator
 from engine.seeding import Stream, derive_seed
 from engine.tasks.base import SliceSource

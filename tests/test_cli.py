@@ -257,9 +257,9 @@ def test_calibrate_stores_a_threshold_that_infer_then_uses(tmp_path: Path, tiny_
     assert calibration["threshold"] > 0
     assert calibration["scans"] == 2
     # the calibration also says how faithfully it restored its scans: the numbers `evaluate --healthy` reports
+    from engine.calibration import healthy_report
     from engine.data import find_scans
     from engine.ensemble import load_ensemble
-    from engine.evaluation import healthy_report
     from engine.results import AnalysisSettings
 
     report = healthy_report(load_ensemble(model, device="cpu"), find_scans(IXI_VAL)[:2],
@@ -288,9 +288,9 @@ def test_calibrate_can_hold_scans_out_and_report_what_they_flag(tmp_path: Path, 
     # The held-out scan's flagged share is measured, not chosen: it may differ from the target, but it is a share.
     assert 0.0 <= calibration["heldout_fpr"] <= 1.0
     assert 0.0 < calibration["heldout_dssim_in_brain"] < 1.0
+    from engine.calibration import calibrate
     from engine.data import find_scans
     from engine.ensemble import load_ensemble
-    from engine.evaluation import calibrate
     from engine.results import AnalysisSettings
 
     ensemble = load_ensemble(model, device="cpu")
@@ -495,9 +495,9 @@ def test_infer_report_writes_one_pdf_page(tmp_path: Path, tiny_model: Path,
 
 def test_the_threshold_is_calibrated_on_the_map_infer_writes_and_across_shifted_acquisitions(
         tmp_path: Path, tiny_model: Path, require_data: Path) -> None:
+    from engine.calibration import threshold_for_fpr
     from engine.data import find_scans
     from engine.ensemble import load_ensemble
-    from engine.evaluation import threshold_for_fpr
     from engine.readers import load_mask, load_volume
     from engine.results import AnalysisSettings
 

@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import engine.anomaly as anomaly  # noqa: E402
+from engine.calibration import threshold_for_fpr  # noqa: E402
 from engine.data import find_scans, split_roles  # noqa: E402
 from engine.ensemble import load_ensemble  # noqa: E402
-from engine.evaluation import find_cases, threshold_for_fpr  # noqa: E402
+from engine.evaluation import find_cases  # noqa: E402
 from engine.metrics import average_precision  # noqa: E402
 from engine.preprocess import foreground_mask  # noqa: E402
 from engine.readers import load_mask, load_volume  # noqa: E402

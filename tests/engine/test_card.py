@@ -24,7 +24,7 @@ from engine.card import (
 from engine.checkpoints import init_model_folder
 from engine.config import Preset, get_preset
 from engine.errors import ModelLoadError
-from engine.evaluation_report import EvaluationRecord, HealthyReport, Scores
+from engine.evaluation_records import EvaluationRecord, HealthyReport, Scores
 from engine.results import Calibration
 from tests.conftest import REPO_ROOT
 

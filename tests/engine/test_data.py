@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import engine.data as data_module
-from engine.config import PreprocessSpec
-from engine.data import HealthySlices, ScanPair, find_scans, split_scans
+from engine.config import LANDMARK_PERCENTILES, PreprocessSpec
+from engine.data import HealthySlices, ScanPair, find_scans, landmarks_for_training, split_scans
 from engine.errors import Cancelled, DataError
-from engine.preprocess import to_model_space
+from engine.preprocess import fit_landmarks, foreground_mask, to_model_space
 from engine.progress import CancelToken, Progress
 from engine.readers import load_mask, load_volume
 from engine.tasks.base import SliceSource
+from tests.conftest import SAMPLE_IXI, SAMPLE_IXI_MASK, SAMPLE_MS
 
 SPEC = PreprocessSpec(size=64, spacing_mm=3.0)
 
@@ -187,3 +189,25 @@ def test_cache_round_trip_and_staleness(require_data: Path, tmp_path: Path,
     assert HealthySlices.load_cache(files[0], SPEC, scans) is None
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     assert HealthySlices.load_cache(tmp_path / "bad.npz", SPEC) is None
+
+
+# ---------------------------------------------------------------------------------------------- landmark fitting
+
+
+def test_landmarks_for_training_fits_the_reference_values_on_the_scans_brains() -> None:
+    """The bundled samples, one with a brain mask and one without: the spec comes back with ``"landmarks"``
+    normalisation whose values are fitted on the masked voxels of the first and the foreground of the second, in units
+    of the spec's percentile; nothing else in the spec changes."""
+    spec = PreprocessSpec(size=64, spacing_mm=3.0, normalisation="percentile", percentile=99.0)
+    fitted = landmarks_for_training(spec, [ScanPair(SAMPLE_IXI, SAMPLE_IXI_MASK), ScanPair(SAMPLE_MS, None)])
+
+    ixi, ms = load_volume(SAMPLE_IXI), load_volume(SAMPLE_MS)
+    ms_brain = ms.data[foreground_mask(ms.data)]
+    expected = fit_landmarks([ixi.data[load_mask(SAMPLE_IXI_MASK, ixi)], ms_brain], LANDMARK_PERCENTILES, 99.0)
+    assert fitted.landmark_values == expected
+    assert fitted.landmark_percentiles == LANDMARK_PERCENTILES
+    assert fitted.normalisation == "landmarks"
+    assert replace(fitted, normalisation="percentile", landmark_percentiles=(), landmark_values=()) == spec
+    # the mask, not the head, is what was fitted on
+    head = fit_landmarks([ixi.data[foreground_mask(ixi.data)], ms_brain], LANDMARK_PERCENTILES, 99.0)
+    assert fitted.landmark_values != head

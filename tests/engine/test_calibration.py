@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.evaluation import threshold_for_fpr
+from engine.calibration import threshold_for_fpr
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -1,6 +1,7 @@
 """What an evaluation reports: typed, frozen records for :func:`engine.evaluation.evaluate` (scans with lesion labels)
 and :func:`engine.synthetic.evaluate_synthetic` (synthetic anomalies on healthy scans), and the summary of either
-that a model card keeps (:class:`EvaluationRecord`).
+that a model card keeps (:class:`EvaluationRecord`); also the report on healthy scans alone
+(:class:`HealthyReport`, from :func:`engine.calibration.healthy_report`).
 
 Every report's :meth:`to_dict` gives the JSON that ``condiff-engine evaluate --json`` writes: the model's metrics at
 the top level, beside them the controls ``random``, ``noise`` and ``brain_area``, then the counts and how the run was
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.records import INLINE, OPTIONAL, record_to_json
+from engine.json_records import INLINE, OPTIONAL, record_to_json
 from engine.transfer import TransferResult
 
 HEADLINE = ("ap_image", "auroc_image", "ap_pixel", "max_dice")

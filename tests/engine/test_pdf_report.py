@@ -1,4 +1,4 @@
-"""The one-page PDF report (engine.report): a real PDF page, the right slices, drawn the right way round."""
+"""The one-page PDF report (engine.pdf_report): a real PDF page, the right slices, drawn the right way round."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 import engine
-from engine.report import _display_slice, report_slices
+from engine.pdf_report import _display_slice, report_slices
 
 # Two affines for the same anatomy: voxel axes pointing R, A, S and pointing L, A, S.
 RAS = np.diag([2.0, 2.0, 3.0, 1.0])
