@@ -5,7 +5,8 @@
 #   --venv DIR     virtual environment to build from (default: $CONDIFF_VENV or <repo>/.venv; created if missing)
 #   --no-install   do not pip-install the package and its [package] extra (pyinstaller) first
 #   --no-strip     keep the symbol tables of torch's libraries (stripping them saves about 90 MB)
-#   --smoke        after building, run the frozen `condiff-engine info` and a headless viewer screenshot
+#   --smoke        after building, run the frozen programs: engine info, train (2 steps), infer with findings, report
+#                  and DICOM SEG, and the viewer's headless screenshot and report
 # Environment: CONDIFF_MODEL_DIR bundles another model folder as the default model; PYTHON picks the interpreter
 # used to create a new venv (default python3). A venv without torch gets the CPU wheel first (CONDIFF_TORCH, default
 # torch, from CONDIFF_TORCH_INDEX, default https://download.pytorch.org/whl/cpu): a CUDA torch makes the bundle GBs.
@@ -84,6 +85,35 @@ if [[ $SMOKE -eq 1 ]]; then
         --steps 1 --report >/dev/null
     ls "$OUTS"/*_report.pdf "$OUTS"/*_desc-anomaly_mask.nii.gz "$OUTS"/*_findings.tsv >/dev/null
     echo "build.sh: frozen condiff-engine infer with findings and --report: ok"
+    # DICOM in, DICOM SEG out: a part of the MS sample written as a DICOM series by the tests' factory.
+    SERIES="$ROOT/build/frozen-dicom/series"
+    rm -rf "$ROOT/build/frozen-dicom" "$OUTS-dicom"
+    (cd "$ROOT" && "$PY" - "$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz" "$SERIES" <<'PYEOF'
+import sys
+from pathlib import Path
+import nibabel as nib
+import numpy as np
+from tests.dicom_factory import write_series
+image = nib.load(sys.argv[1])
+block = np.asarray(image.dataobj, dtype=np.float32)[40:140, 50:180, 60:110]
+affine = image.affine.copy()
+affine[:3, 3] = (image.affine @ [40, 50, 60, 1])[:3]
+write_series(block, affine, Path(sys.argv[2]))
+PYEOF
+    )
+    "$BUNDLE/condiff-engine" infer "$SERIES" --out "$OUTS-dicom" --steps 1 --dicom-seg >/dev/null
+    ls "$OUTS-dicom"/series_desc-anomaly_seg.dcm >/dev/null
+    echo "build.sh: frozen condiff-engine infer of a DICOM series with --dicom-seg: ok"
+    # Training: two steps of a tiny member on the bundled healthy sample and its brain mask.
+    TRAIN_DATA="$ROOT/build/frozen-train-data"
+    rm -rf "$TRAIN_DATA" "$ROOT/build/frozen-train"
+    mkdir -p "$TRAIN_DATA"
+    cp "$BUNDLE"/_internal/resources/samples/IXI056-HH-1327_T1.nii.gz \
+        "$BUNDLE"/_internal/resources/samples/IXI056-HH-1327_brainmask.nii.gz "$TRAIN_DATA/"
+    "$BUNDLE/condiff-engine" train --data "$TRAIN_DATA" --val-data "$TRAIN_DATA" --preset tiny --max-steps 2 \
+        --fold 0 --threads 1 --out "$ROOT/build/frozen-train" >/dev/null
+    ls "$ROOT/build/frozen-train/member-0.safetensors" >/dev/null
+    echo "build.sh: frozen condiff-engine train (tiny, 2 steps): ok"
     # The MS sample, analysed on one slice: the frozen torch, the bundled model and the overlay all take part.
     SCAN="$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz"
     SHOT="$ROOT/build/frozen-viewer.png"
@@ -101,6 +131,12 @@ if lit < 0.02:
     sys.exit(f"build.sh: frozen viewer screenshot {sys.argv[1]} is nearly black ({lit:.1%} of pixels lit)")
 print(f"build.sh: frozen viewer screenshot: {sys.argv[1]} ({lit:.0%} of pixels lit)")
 PYEOF
+        # The viewer's own report (File > Save report), headless.
+        rm -rf "$ROOT/build/frozen-viewer-report"
+        QT_QPA_PLATFORM=offscreen "$BUNDLE/condiff-viewer" "$SCAN" --analyze slice --slice 96 \
+            --report "$ROOT/build/frozen-viewer-report"
+        ls "$ROOT"/build/frozen-viewer-report/*_report.pdf >/dev/null
+        echo "build.sh: frozen viewer report: ok"
     else
         echo "build.sh: no sample scan bundled; viewer screenshot skipped"
     fi

@@ -61,6 +61,15 @@ def test_spec_excludes_unused_heavy_modules() -> None:
         assert needed not in excludes, needed
 
 
+def test_spec_collects_the_data_files_packages_read_at_run_time() -> None:
+    """Packages that open files from their own folder at run time need them collected (the import scan sees only
+    modules): bidsschematools' schema for BIDS, highdicom's DICOM tables for the SEG export."""
+    tree = _spec_tree()
+    collected = {ast.literal_eval(call.args[0]) for call in ast.walk(tree)
+                 if isinstance(call, ast.Call) and ast.unparse(call.func) == "collect_data_files"}
+    assert {"bidsschematools", "highdicom"} <= collected
+
+
 def test_spec_bundles_visible_resources_only(tmp_path: Path) -> None:
     """Execute the spec's helper for listing files on a fake resources tree (the PyInstaller calls are not run)."""
     tree = _spec_tree()
