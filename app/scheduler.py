@@ -371,12 +371,19 @@ class AnalysisScheduler(QObject):
             self._on_chunk(task, result)
         self._after_job(job)
 
-    def _on_job_failed(self, job: Job, error: Any) -> None:
+    def _ended_early(self, job: Job) -> bool:
+        """A job failed or was cancelled: a whole-volume run it belonged to ends. True for a background job, whose
+        outcome its owner takes (then nothing else is to be done here)."""
         if is_background(job):
             self._after_job(job)
-            return
+            return True
         if isinstance(job.task, (VolumePlan, VolumeChunk)):
             self._run = None
+        return False
+
+    def _on_job_failed(self, job: Job, error: Any) -> None:
+        if self._ended_early(job):
+            return
         if isinstance(job.task, ModelLoad):
             wanted_by_user = job.task.explicit or any(isinstance(p, AnalysisRequest) for p in self._pending)
             self._pending = deque(p for p in self._pending if not isinstance(p, AnalysisRequest))
@@ -388,11 +395,8 @@ class AnalysisScheduler(QObject):
         self._after_job(job)
 
     def _on_job_cancelled(self, job: Job) -> None:
-        if is_background(job):
-            self._after_job(job)
+        if self._ended_early(job):
             return
-        if isinstance(job.task, (VolumePlan, VolumeChunk)):
-            self._run = None
         if isinstance(job.task, ModelLoad):
             self.models.loading_cancelled()
         self.reporter.status.emit(text.STATUS_CANCELLED)
