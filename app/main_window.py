@@ -1,10 +1,12 @@
 """MainWindow: assembles the viewer from its parts and wires them together.
 
-The parts: :class:`~app.state.ViewerState` (what is shown), :class:`~app.controller.AnalysisController` (scan and mask
-input, model, background jobs, cache, calibration), the image view and the control panels in :mod:`app.views` (each
-bound to the state or the controller), the menus and keys from :mod:`app.keymap`, and the preferences in
-:mod:`app.prefs`. The window itself adds dialogs, the status bar and the layout. It reaches the engine only through
-the controller's *backend* (by default the ``engine`` module; tests hand in a fake with the same names).
+The parts: :class:`~app.state.ViewerState` (what is shown), :class:`~app.controller.AnalysisController` (which wires
+the scan session, the model session, the analysis scheduler and the export layer, and reports errors and status),
+:class:`~app.study_session.StudySession` (other sequences and a reference), the worklist and its background analysis,
+the image view and the control panels in :mod:`app.views` (each bound to the state or the controller), the menus
+(:mod:`app.views.menus`) and keys from :mod:`app.keymap`, and the preferences in :mod:`app.prefs`. The window itself
+adds dialogs, the status bar and the layout. It reaches the engine only through the controller's *backend* (by default
+the ``engine`` module; tests hand in a fake with the same names).
 """
 
 from __future__ import annotations
