@@ -88,6 +88,8 @@ class TrainingSummary:
         batch_size / world_size / device / seed: how it ran.
         train_slices / val_slices: slices in the training and validation sets.
         checks: the restoration checks along the way.
+        initialised_from: the member the weights started from (``<model id> member <fold> sha256 <hash>``), when
+            training continued an existing member (``train --init-from``); None when trained from scratch.
     """
 
     fold: int | None = None
@@ -106,6 +108,7 @@ class TrainingSummary:
     train_slices: int | None = None
     val_slices: int | None = None
     checks: tuple[TrainingCheck, ...] = ()
+    initialised_from: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

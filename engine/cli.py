@@ -305,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for fold in args.fold:
         request = TrainRequest(preset=preset, fold=fold, model_dir=out, max_steps=args.max_steps, seed=args.seed,
                                device=args.device, resume=args.resume, batch_size=args.batch_size,
-                               loader_workers=args.workers)
+                               loader_workers=args.workers, init_from=args.init_from)
         bar = _BarCallback(args.max_steps, f"fold {fold}", "step") if env.is_main else None
         try:
             summary = train_member(request, train_slices, val_slices, external_source=external, on_progress=bar)
@@ -714,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the fold's last checkpoint")
+    p.add_argument("--init-from", type=Path, metavar="MODEL",
+                   help="start each fold from MODEL's member of that fold (train it longer without its checkpoint; "
+                   "optimiser and EMA start afresh; same network, preprocessing and diffusion required)")
     p.add_argument("--name", default="condiff-model", help="model name written to model.json")
     p.add_argument("--model-version", default="1.0.0", help="model version written to model.json (model id = "
                    "<name>-v<version>)")

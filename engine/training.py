@@ -35,7 +35,7 @@ from diffusers.training_utils import EMAModel
 from engine import checkpoints
 from engine.anomaly import anomaly_map
 from engine.augment import AcquisitionAugmentation, acquisition_augment
-from engine.card import TrainingCheck, TrainingSummary
+from engine.card import TrainingCheck, TrainingSummary, read_card
 from engine.config import DiffusionConfig, Preset
 from engine.devices import resolve_device
 from engine.diffusion import (
@@ -76,6 +76,9 @@ class TrainRequest:
         loader_workers: processes that build the synthetic-task batches ahead of the optimiser (0: build them in
             the training process). The batches are the same either way; workers pay off when the network step is
             fast (a GPU) and batch making becomes the bottleneck.
+        init_from: a model folder whose member of the same fold the weights start from (training it longer
+            without its checkpoint); the optimiser and the EMA start afresh. Its network and preprocessing must be
+            this preset's. None: a fresh initialisation.
     """
 
     preset: Preset
@@ -87,6 +90,7 @@ class TrainRequest:
     resume: bool = False
     batch_size: int | None = None
     loader_workers: int = 0
+    init_from: Path | None = None
 
 
 def coarse_noise(shape: tuple[int, int], std: float, cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -245,6 +249,7 @@ class Trainer:
 
         torch.manual_seed(_seed(request.seed, request.fold, Stream.INIT))
         self.model = build_unet(self.preset.unet, self.preset.preprocess.size).to(self.device)
+        self.initialised_from = self._initialise_from(request.init_from) if request.init_from is not None else None
         self.scheduler = make_train_scheduler(self.preset.diffusion)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.learning_rate,
                                            weight_decay=self.cfg.weight_decay)
@@ -352,6 +357,19 @@ class Trainer:
         """Write the resumable state (main process only)."""
         if self.dist.is_main:
             checkpoints.save_training_state(self.work_dir / "checkpoint.pt", self.state_dict())
+
+    def _initialise_from(self, folder: Path) -> str:
+        """Load the weights of ``folder``'s member of this fold into the network; returns what was loaded."""
+        card = read_card(folder)
+        mismatched = [name for name in ("unet", "preprocess", "diffusion")
+                      if getattr(card.preset, name) != getattr(self.preset, name)]
+        if mismatched:
+            raise ConfigError(f"{folder}: its members were trained with another {' and '.join(mismatched)} "
+                              "configuration; --init-from needs the same network, preprocessing and diffusion")
+        self.model.load_state_dict(checkpoints.load_member_state(folder, self.request.fold, card))
+        entry = card.members[self.request.fold]
+        logger.info("fold %d starts from %s (%s)", self.request.fold, folder / entry.file, card.model_id)
+        return f"{card.model_id} member {self.request.fold} sha256 {entry.sha256}"
 
     def try_resume(self) -> bool:
         """Load the fold's checkpoint if there is one; return whether it did."""
@@ -541,6 +559,7 @@ class Trainer:
             train_slices=len(self.train_slices),
             val_slices=len(self.val_slices),
             checks=tuple(self.checks),
+            initialised_from=self.initialised_from,
         )
 
     def write_member(self, summary: TrainingSummary) -> Path:

@@ -15,6 +15,7 @@ import torch
 
 from engine.checkpoints import init_model_folder, load_member_state, load_training_state, read_model_json
 from engine.config import get_preset
+from engine.errors import ConfigError
 from engine.network import build_unet
 from engine.tasks.external import default_external_source
 from engine.training import Trainer, TrainRequest, _seed
@@ -31,7 +32,7 @@ def slices(require_data: Path):  # noqa: ANN201 - an ArraySource
 
 def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int = 0,  # noqa: ANN001
              workers: int = 0, anomaly_weight: float = 0.0, condition_noise: float = 0.0,
-             train_timesteps: int = 0) -> Trainer:
+             train_timesteps: int = 0, init_from: Path | None = None) -> Trainer:
     preset = get_preset("tiny")
     preset = dataclasses.replace(
         preset,
@@ -40,7 +41,7 @@ def _trainer(tmp_path: Path, slices, *, steps: int, lr: float = 1e-4, seed: int 
         diffusion=dataclasses.replace(preset.diffusion, train_timesteps=train_timesteps))
     init_model_folder(tmp_path, preset, name="t")
     request = TrainRequest(preset=preset, fold=0, model_dir=tmp_path, max_steps=steps, seed=seed, device="cpu",
-                           loader_workers=workers)
+                           loader_workers=workers, init_from=init_from)
     return Trainer(request, slices, slices, external_source=default_external_source(32))
 
 
@@ -162,6 +163,30 @@ def test_same_seed_same_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
     assert all(torch.equal(a[k], d[k]) for k in a)
+
+
+def test_init_from_continues_an_existing_member(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    """``init_from`` starts the network from the folder's member of the fold (not from a fresh initialisation), and the
+    new member's card says which member it grew from."""
+    torch.set_num_threads(1)
+    _trainer(tmp_path / "a", slices, steps=4).fit()
+    source = load_member_state(tmp_path / "a", 0)
+    fresh = _trainer(tmp_path / "fresh", slices, steps=4, seed=1)
+    assert not all(torch.equal(source[k], v) for k, v in fresh.model.state_dict().items())
+    grown = _trainer(tmp_path / "b", slices, steps=4, seed=1, init_from=tmp_path / "a")
+    assert all(torch.equal(source[k], v) for k, v in grown.model.state_dict().items())
+    grown.fit()
+    summary = read_model_json(tmp_path / "b")["members"]["0"]["training"]
+    sha = read_model_json(tmp_path / "a")["members"]["0"]["sha256"]
+    assert summary["initialised_from"] == f"t-v1.0.0 member 0 sha256 {sha}"
+    assert read_model_json(tmp_path / "a")["members"]["0"]["training"].get("initialised_from") is None
+
+
+def test_init_from_refuses_another_network_in_one_line(tmp_path: Path, slices) -> None:  # noqa: ANN001
+    torch.set_num_threads(1)
+    _trainer(tmp_path / "a", slices, steps=2, train_timesteps=5).fit()
+    with pytest.raises(ConfigError, match=r"another diffusion configuration; --init-from needs"):
+        _trainer(tmp_path / "b", slices, steps=2, init_from=tmp_path / "a")
 
 
 def _cli(out: Path, steps: int, *extra: str) -> list[str]:
