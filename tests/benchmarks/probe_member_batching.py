@@ -26,28 +26,19 @@ import argparse
 import copy
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+
+from probe_runtimes import _time as median_time  # noqa: E402
 
 from engine.ensemble import NETWORK_BATCH, load_ensemble  # noqa: E402
 from engine.readers import load_mask, load_volume  # noqa: E402
-
-
-def _median_time(fn: Any, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
@@ -113,13 +104,13 @@ def main() -> int:
     reference = looped()
     out: dict[str, Any] = {"threads": args.threads, "members": args.members, "width": args.width,
                            "torch": torch.__version__,
-                           "looped_s_per_step": round(_median_time(looped, args.repeat), 4)}
+                           "looped_s_per_step": round(median_time(looped, args.repeat), 4)}
     try:
         together = batched()
     except RuntimeError as error:  # torch 2.13 on CPU: group_norm is not supported under vmap
         out["vmapped"] = f"unavailable: {' '.join(str(error).split())[:200]}"
     else:
-        out["vmapped_s_per_step"] = round(_median_time(batched, args.repeat), 4)
+        out["vmapped_s_per_step"] = round(median_time(batched, args.repeat), 4)
         out["max_abs_difference"] = float((reference - together).abs().max())
         out["speedup"] = round(out["looped_s_per_step"] / out["vmapped_s_per_step"], 3)
     print(json.dumps(out, indent=1))
