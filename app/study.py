@@ -53,14 +53,22 @@ def _is_scan_file(path: Path) -> bool:
     return path.is_file() and file_stem(path) != path.name
 
 
+def sequence_named(word: str) -> str | None:
+    """The sequence a single word names (``"t1"``, ``"FLAIR"``, ``"t2w"``, ...), or None."""
+    for name, pattern in _NAME_PATTERNS:
+        if re.fullmatch(pattern, word.lower()):
+            return name
+    return None
+
+
 def sequence_of(path: str | Path) -> str | None:
     """The sequence a file's name says (one of :data:`SEQUENCES`), or None (a mask, a label, an unknown name)."""
     stem = _stem(Path(path))
     if any(word in stem for word in (*_REFERENCE_WORDS, "mask")):
         return None
-    last = re.split(r"[_\-.]", stem)
+    parts = re.split(r"[_\-.]", stem)
     for name, pattern in _NAME_PATTERNS:
-        if any(re.fullmatch(pattern, part) for part in last[1:] or last):
+        if any(re.fullmatch(pattern, part) for part in parts[1:] or parts):
             return name
     return None
 

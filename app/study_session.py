@@ -18,8 +18,6 @@ from app.reporting import Reporter
 from app.state import ViewerState
 from engine import flagged
 
-_SEQUENCE_OF_MODALITY = {"t1": "T1", "t2": "T2", "flair": "FLAIR", "pd": "PD"}
-
 
 class StudySession:
     """The sequences and reference of the open scan's study.
@@ -38,8 +36,8 @@ class StudySession:
 
     def analysed_sequence(self) -> str:
         """The sequence the model analyses (``"T1"`` for a T1 model; T1 before the model is known)."""
-        modality = str(getattr(getattr(self.models.model, "info", None), "modality", "t1")).lower()
-        return _SEQUENCE_OF_MODALITY.get(modality, "T1")
+        modality = str(getattr(getattr(self.models.model, "info", None), "modality", "t1"))
+        return study.sequence_named(modality) or "T1"
 
     def open_study(self, others: Sequence[str | Path], reference: str | Path | None = None) -> bool:
         """Show other sequences of the open scan's subject (and a reference segmentation) on its grid: a scan on

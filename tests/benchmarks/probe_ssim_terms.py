@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
 
 import probe_transfer as pt  # noqa: E402
 
+from engine.anomaly import _gaussian_window  # noqa: E402
 from engine.data import find_scans  # noqa: E402
 from engine.ensemble import load_ensemble  # noqa: E402
 from engine.evaluation import find_cases  # noqa: E402
@@ -49,11 +50,9 @@ C1, C2 = 0.01**2, 0.03**2  # the "standard" convention's constants (data range 1
 
 
 def _window(sigma: float) -> tuple[torch.Tensor, int]:
+    """The engine's Gaussian SSIM window, widened to 3.5 sigma (at least the paper's 11 pixels)."""
     radius = max(5, int(round(3.5 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(offsets**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(torch.float32)
-    return torch.outer(k, k)[None, None], radius
+    return _gaussian_window(2 * radius + 1, sigma, device=torch.device("cpu"))[None, None], radius
 
 
 def local_terms(restored: np.ndarray, inputs: np.ndarray, sigma: float = 1.5) -> dict[str, np.ndarray]:
