@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from app import text
+from engine import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Reporter(QObject):
 
     def report_error(self, title: str, message: str) -> None:
         """Record a problem as one line and announce it (the window shows it; headless callers read ``errors``)."""
-        line = " ".join(str(message).split())
+        line = one_line(message)
         logger.info("%s: %s", title, line)
         self.errors.append(line)
         self.error_reported.emit(title, line)

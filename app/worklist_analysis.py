@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.worklist import STATUS_ANALYSING, STATUS_NOT_ANALYSED, Worklist, WorklistEntry
+from engine import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class WorklistAnalyser(QObject):
             return
         image = job.task.entry.image
         self._failed.add(image)
-        self.worklist.record_failure(image, " ".join(str(error).split()))
+        self.worklist.record_failure(image, one_line(error))
         self._finish_list()
 
     def _on_cancelled(self, job: Any) -> None:

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "ModelLoadError": "engine.errors",
     "OutputError": "engine.errors",
     "Cancelled": "engine.errors",
+    "one_line": "engine.errors",
     # progress
     "Progress": "engine.progress",
     "ProgressCallback": "engine.progress",
@@ -101,7 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from engine.devices import available_devices
     from engine.dicom_seg import dicom_seg_path, write_dicom_seg
     from engine.ensemble import Ensemble, default_model_path, load_ensemble
-    from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError
+    from engine.errors import Cancelled, DataError, EngineError, ModelLoadError, OutputError, VolumeError, one_line
     from engine.findings import Finding, Findings, find_findings, findings_paths, format_findings, write_findings
     from engine.outputs import file_stem, modality_warning, output_paths, read_outputs, write_outputs
     from engine.pdf_report import report_path, write_report

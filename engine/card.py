@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import MapScoring, Preset
-from engine.errors import ModelLoadError
+from engine.errors import ModelLoadError, one_line
 from engine.evaluation_records import EvaluationRecord
 from engine.json_records import INTERNAL, KEY, OPTIONAL, RecordError, record_from_json, record_to_json, wrong_kind
 from engine.results import Calibration
@@ -203,7 +203,7 @@ class ModelCard:
 def _problem_text(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"missing {exc.args[0]!r}" if exc.args else "a missing key"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc) or type(exc).__name__
 
 
 def _preset_from_json(value: Any) -> Preset:

@@ -36,7 +36,7 @@ from engine.card import (
 )
 from engine.card import read_model_json as read_model_json  # the card as plain JSON, for scripts and tests
 from engine.config import Preset
-from engine.errors import ModelLoadError
+from engine.errors import ModelLoadError, one_line
 from engine.writers import atomic_write_bytes
 
 
@@ -174,7 +174,7 @@ def load_member_state(model_dir: str | Path, fold: int, card: ModelCard | None =
     try:
         tensors = load_safetensors(payload)
     except Exception as exc:  # safetensors raises its own error types
-        raise ModelLoadError(f"{path}: not a valid safetensors file ({' '.join(str(exc).split())})") from exc
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({one_line(exc)})") from exc
     _check_fits(path, tensors, card.preset)
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:

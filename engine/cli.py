@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import DEFAULT_MIN_VOLUME_ML, PRESETS
-from engine.errors import EngineError
+from engine.errors import EngineError, one_line
 from engine.samplers import SAMPLERS
 
 if TYPE_CHECKING:
@@ -840,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EngineError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever raised it
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)  # one line, whatever raised it
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

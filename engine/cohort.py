@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from engine.config import DEFAULT_MIN_VOLUME_ML
-from engine.errors import DataError, EngineError, OutputError
+from engine.errors import DataError, EngineError, OutputError, one_line
 from engine.outputs import file_stem, output_paths, scan_stem, write_outputs
 from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings, flagged
@@ -406,7 +406,7 @@ def run_cohort(
                                     threshold_source=threshold_source, brain_mask=item.brain_mask, stem=item.id,
                                     min_finding_ml=min_finding_ml, report=report, dicom_seg=dicom_seg, force=force)
         except EngineError as exc:
-            reason = " ".join(str(exc).split())
+            reason = one_line(exc)
             logger.warning("%s: failed: %s", item.id, reason)
             summary = ScanSummary(id=item.id, status="failed", image=str(item.image.resolve()), reason=reason)
         summaries.append(summary)

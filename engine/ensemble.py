@@ -433,11 +433,7 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     members = []
     for fold in chosen:
         model = build_unet(preset.unet, preset.preprocess.size)
-        try:
-            model.load_state_dict(checkpoints.load_member_state(path, fold, card))
-        except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{path}: member {fold} does not fit the model's network ({first_line})") from exc
+        model.load_state_dict(checkpoints.load_member_state(path, fold, card))  # its keys and shapes are checked there
         model.to(torch_device).eval()
         members.append((fold, model))
     logger.info("loaded %s (%d members) on %s", path, len(members), torch_device)

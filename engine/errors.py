@@ -2,8 +2,9 @@
 
 Every error a user can cause (a bad file, a missing model, a cancelled run) is an :class:`EngineError` whose message is
 one line naming the file and the problem, so the CLI and the viewer can show it as it is. When such an error wraps
-another library's exception (an OSError, nibabel's or SimpleITK's), ``_one_line`` shortens that exception to one line
-for the message; :mod:`engine.readers` and :mod:`engine.writers` both use it.
+another library's exception (an OSError, nibabel's or SimpleITK's), :func:`exception_line` shortens that exception to
+one line for the message. :func:`one_line` is the rule itself (every run of whitespace, newlines included, becomes one
+space); the CLI, the cohort runner, the card reader and the viewer all flatten text with it.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ class Cancelled(EngineError):
     """A long-running call was stopped through its cancel token."""
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(text: object) -> str:
+    """``text`` as one line: every run of whitespace, newlines included, becomes one space; ends are stripped."""
+    return " ".join(str(text).split())
+
+
+def exception_line(exc: BaseException, limit: int = 300) -> str:
     """``"Type: message"`` on one line; ITK's source-location preamble is dropped and long text is shortened."""
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     for marker in ("itk::ERROR", "ITK ERROR"):
         if marker in text:
             text = text.split(marker, 1)[1].lstrip(": ")

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, Field, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from engine.errors import one_line
+
 OPTIONAL = "optional"
 KEY = "key"
 INLINE = "inline"
@@ -173,7 +175,7 @@ def record_from_json(cls: type, value: Any, where: str = "", *, given: Mapping[s
     try:
         return cls(**args)
     except (TypeError, ValueError) as exc:  # a record's own checks (ConfigError is a ValueError)
-        raise RecordError(where, f"is unreadable ({' '.join(str(exc).split())})") from exc
+        raise RecordError(where, f"is unreadable ({one_line(exc)})") from exc
 
 
 def default_of(f: Field) -> Any:

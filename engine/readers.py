@@ -30,7 +30,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from engine.errors import VolumeError, _one_line
+from engine.errors import VolumeError, exception_line, one_line
 from engine.volumes import GRID_TOLERANCE_MM, ITK_SUFFIXES, Volume, _corners, _is_nifti, same_grid
 
 __all__ = ["load_mask", "load_volume"]
@@ -117,7 +117,7 @@ def _file_start(path: Path, size: int = 544) -> tuple[bytes, bool]:
         with gzip.open(path, "rb") as fh:
             return fh.read(size), True
     except (OSError, EOFError, zlib.error) as exc:
-        raise VolumeError(f"{path}: is a damaged gzip file ({_one_line(exc)})") from exc
+        raise VolumeError(f"{path}: is a damaged gzip file ({exception_line(exc)})") from exc
 
 
 def _parse_nifti_header(start: bytes) -> nib.Nifti1Header | None:
@@ -347,7 +347,7 @@ def _read_nifti(path: Path, notes: list[str]) -> tuple[np.ndarray, np.ndarray, n
         else:
             header = header.copy()
         data = np.asanyarray(img.dataobj)
-    notes += [f"{path}: nibabel: {' '.join(str(w.message).split())}" for w in caught
+    notes += [f"{path}: nibabel: {one_line(w.message)}" for w in caught
               if issubclass(w.category, UserWarning)]
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_affine(path, affine, _affine_source(img.header))
@@ -519,7 +519,7 @@ def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header, str
     except EOFError as exc:
         raise VolumeError(f"{path}: is truncated (the compressed data end before the image does)") from exc
     except Exception as exc:  # nibabel, gzip, zlib and ITK raise many unrelated types for a bad file
-        raise VolumeError(f"{path}: cannot be read ({_one_line(exc)})") from exc
+        raise VolumeError(f"{path}: cannot be read ({exception_line(exc)})") from exc
     # A trailing singleton dimension (x, y, z, 1[, 1 ...]) is a 3-D volume stored as 4-D.
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]

@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.errors import OutputError, VolumeError, _one_line
+from engine.errors import OutputError, VolumeError, exception_line
 from engine.volumes import Volume, _is_nifti
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "check_output_folder", "save_like"]
@@ -51,7 +51,7 @@ def check_output_folder(folder: str | Path) -> Path:
         os.close(fd)
         Path(name).unlink()
     except OSError as exc:
-        raise OutputError(f"{folder}: cannot be written ({_one_line(exc)})") from exc
+        raise OutputError(f"{folder}: cannot be written ({exception_line(exc)})") from exc
     finally:
         for path in made:  # innermost first
             with contextlib.suppress(OSError):
@@ -73,7 +73,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot create the folder ({_one_line(exc)})") from exc
+        raise OutputError(f"{path}: cannot create the folder ({exception_line(exc)})") from exc
     tmp_name: str | None = None
     try:
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -85,7 +85,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         os.replace(tmp_name, path)  # noqa: PTH105 - the atomic rename, named so tests can find it
         tmp_name = None
     except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({_one_line(exc)})") from exc
+        raise OutputError(f"{path}: cannot be written ({exception_line(exc)})") from exc
     finally:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)

@@ -52,6 +52,20 @@ def test_an_altered_member_is_refused(tmp_path: Path) -> None:
         load_ensemble(model_dir, device="cpu")
 
 
+def test_a_member_of_another_network_shape_is_one_line_naming_the_mismatch(tmp_path: Path) -> None:
+    preset = get_preset("tiny")
+    checkpoints.init_model_folder(tmp_path, preset, name="unit")
+    state = build_unet(preset.unet, preset.preprocess.size).state_dict()
+    state["conv_in.weight"] = state["conv_in.weight"][:, :1].clone()  # a network that takes one channel, not two
+    checkpoints.save_member(tmp_path, 0, state, TrainingSummary(steps=1), dtype=torch.float32)
+    with pytest.raises(ModelLoadError) as info:
+        load_ensemble(tmp_path, device="cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'member-0.safetensors'}: does not fit the network of the model's preset")
+    assert "'conv_in.weight': (8, 1, 3, 3) instead of (8, 2, 3, 3)" in message
+
+
 def test_a_missing_member_file_is_refused(tmp_path: Path) -> None:
     model_dir = _model_with_members(tmp_path)
     (model_dir / "member-3.safetensors").unlink()
