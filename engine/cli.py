@@ -1,8 +1,9 @@
 """``condiff-engine``: the command-line face of the engine (train, infer, evaluate, calibrate, bench, info).
 
-This is the only engine module that configures logging, prints, and draws progress bars. Every error the engine raises
-on purpose (:class:`~engine.errors.EngineError`) is shown as one line ``condiff-engine: error: <message>`` with exit
-status 1; argument errors exit with status 2.
+The command line is the only part of the engine that configures logging, prints, and draws progress bars: this module
+holds the commands and the parser, :mod:`engine.cli_options` what each option accepts, :mod:`engine.cli_output` the
+bars, tables and ``--json`` output. Every error the engine raises on purpose (:class:`~engine.errors.EngineError`) is
+shown as one line ``condiff-engine: error: <message>`` with exit status 1; argument errors exit with status 2.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import logging
 import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import cli_options as opt
+from engine import cli_output as show
 from engine.config import DEFAULT_MIN_VOLUME_ML, PRESETS
 from engine.errors import EngineError, one_line
 from engine.samplers import SAMPLERS
@@ -33,66 +35,11 @@ PROG = "condiff-engine"
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def _progress_bar(total: int, desc: str, unit: str) -> Any:
-    from tqdm import tqdm  # noqa: PLC0415
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                disable=None)  # disable=None: no bar when stderr is not a terminal
-
-
-class _BarCallback:
-    """Adapts engine progress reports to a tqdm bar (loss and other text go in the postfix)."""
-
-    def __init__(self, total: int, desc: str, unit: str) -> None:
-        self.bar = _progress_bar(total, desc, unit)
-        self.last_log = 0.0
-
-    def __call__(self, progress: Any) -> None:
-        self.bar.total = progress.total
-        self.bar.n = progress.done
-        if progress.message:
-            self.bar.set_postfix_str(progress.message, refresh=False)
-        self.bar.refresh()
-        now = time.monotonic()
-        if self.bar.disable and now - self.last_log > 30:  # no terminal: a log line every 30 s instead
-            self.last_log = now
-            eta = progress.eta_s
-            logger.info("%d/%d %s%s", progress.done, progress.total, progress.message,
-                        f", {eta / 60:.1f} min left" if eta is not None else "")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(threads)
-
-
-JSON_STDOUT = "-"
-
-
-def _json_option(p: argparse.ArgumentParser) -> None:
-    """The one ``--json`` convention: ``--json`` prints the JSON report on stdout instead of the table;
-    ``--json FILE`` also writes it to FILE (atomically) and prints the table."""
-    p.add_argument("--json", nargs="?", const=JSON_STDOUT, metavar="FILE",
-                   help="machine-readable output: the JSON report on stdout (instead of the table), or written to "
-                   "FILE")
-
-
-def _emit_json(target: str | None, data: dict[str, Any]) -> bool:
-    """Print or write ``data`` as ``--json`` asks; True when it went to stdout (so the table is left out)."""
-    if target is None:
-        return False
-    if target == JSON_STDOUT:
-        print(json.dumps(data, indent=2))
-        return True
-    from engine.writers import atomic_write_json  # noqa: PLC0415
-
-    atomic_write_json(Path(target), data)
-    return False
 
 
 # ------------------------------------------------------------------------------------------------------ info
@@ -113,7 +60,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "preprocess": stored["preset"]["preprocess"],
             "software": stored.get("software"),
         }
-        if not _emit_json(args.json, summary):
+        if not show.emit_json(args.json, summary):
             for key, value in summary.items():
                 print(f"{key:12s} {value}")
         return 0
@@ -136,7 +83,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "unet": preset.to_dict()["unet"],
         "preprocess": preset.to_dict()["preprocess"],
     }
-    if not _emit_json(args.json, out):
+    if not show.emit_json(args.json, out):
         for key in ("preset", "description", "parameters", "input_size", "spacing_mm", "prediction_type",
                     "default_sampler", "default_steps"):
             print(f"{key:16s} {out[key]}")
@@ -145,34 +92,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def _id_list(text: str, known: Sequence[int], what: str) -> list[int]:
-    """Comma-separated ids, each one of ``known`` (in the order given, without repeats)."""
-    try:
-        ids = list(dict.fromkeys(int(part) for part in text.split(",")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} takes ids like 0,2,4; got {text!r}") from None
-    if not ids or any(i not in known for i in ids):
-        raise argparse.ArgumentTypeError(f"{what} must be among {min(known)}..{max(known)}, got {text!r}")
-    return ids
-
-
-def _folds(text: str) -> list[int]:
-    from engine.tasks.registry import NUM_FOLDS  # noqa: PLC0415
-
-    return list(range(NUM_FOLDS)) if text == "all" else _id_list(text, range(NUM_FOLDS), "--fold")
-
-
-def _task_list(text: str) -> list[int]:
-    from engine.tasks.registry import TASKS  # noqa: PLC0415
-
-    return sorted(_id_list(text, sorted(TASKS), "--tasks"))
-
-
-def _non_negative(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def _training_preset(args: argparse.Namespace) -> Any:
@@ -194,75 +113,6 @@ def _training_preset(args: argparse.Namespace) -> Any:
     if args.slice_spacing is not None:
         preset = replace(preset, preprocess=replace(preset.preprocess, slice_spacing_mm=args.slice_spacing))
     return preset
-
-
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _role_option(p: argparse.ArgumentParser, default: str) -> None:
-    from engine.data import ROLES  # noqa: PLC0415
-
-    p.add_argument("--role", choices=["all", *ROLES], default=default,
-                   help="of the healthy folder, use only this role of the fixed split (train / selection / "
-                   f"calibration, see the README; default: {default})")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="leave out the healthy scans whose file name matches (repeatable), e.g. 'IXI056*', the "
-                   "shipped sample, which the held-out test set does not include")
-
-
-def _shift_list(text: str) -> list[str]:
-    from engine.transfer import SHIFTS  # noqa: PLC0415
-
-    names = list(SHIFTS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in SHIFTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown shift(s) {', '.join(unknown)}; known: {', '.join(SHIFTS)}")
-    return names
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _open_fraction(text: str) -> float:
-    value = _finite(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _finite(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
-
-
-def _finite_positive(text: str) -> float:
-    value = _finite(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -306,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         request = TrainRequest(preset=preset, fold=fold, model_dir=out, max_steps=args.max_steps, seed=args.seed,
                                device=args.device, resume=args.resume, batch_size=args.batch_size,
                                loader_workers=args.workers, init_from=args.init_from)
-        bar = _BarCallback(args.max_steps, f"fold {fold}", "step") if env.is_main else None
+        bar = show.BarCallback(args.max_steps, f"fold {fold}", "step") if env.is_main else None
         try:
             summary = train_member(request, train_slices, val_slices, external_source=external, on_progress=bar)
         finally:
@@ -318,13 +168,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                        else (None, None, None))
             logger.info("fold %d done: %d steps in %.0f s (%.3f steps/s), best step %d, healthy 1-SSIM %s, "
                         "anomaly MAE to truth %s vs to input %s", fold, summary.steps, summary.seconds,
-                        summary.steps_per_second, summary.best_step, *map(_fmt, checked))
+                        summary.steps_per_second, summary.best_step, *map(show.fmt, checked))
     finish_distributed(env)
     return 0
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 # ------------------------------------------------------------------------------------------------------ analysis
@@ -369,7 +215,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     check_output_folder(args.out)  # before the analysis, not after it
     ensemble = _load_model(args)
     threshold, source = _infer_threshold(args, ensemble)
-    bar = _BarCallback(1, items[0].image.name, "slice-step")
+    bar = show.BarCallback(1, items[0].image.name, "slice-step")
     try:
         summary, findings = infer_scan(ensemble, items[0].image, args.out, _settings(args, ensemble),
                                        threshold=threshold, threshold_source=source, brain_mask=args.brain_mask,
@@ -429,7 +275,7 @@ def _infer_cohort(args: argparse.Namespace, items: Sequence[Any]) -> int:
     threshold, source = _infer_threshold(args, ensemble)
     settings = _settings(args, ensemble)
     mine = items[dist_env.rank::dist_env.world_size]
-    bar = _progress_bar(len(mine), "cohort" if not dist_env.enabled else f"cohort rank {dist_env.rank}", "scan")
+    bar = show.progress_bar(len(mine), "cohort" if not dist_env.enabled else f"cohort rank {dist_env.rank}", "scan")
 
     def on_scan(index: int, count: int, summary: Any) -> None:
         bar.update(1)
@@ -486,7 +332,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     scans = scans_for_role(scans, args.role, args.exclude)
     if args.max_scans:
         scans = scans[: args.max_scans]
-    bar = _BarCallback(len(scans), "calibrate", "scan")
+    bar = show.BarCallback(len(scans), "calibrate", "scan")
     try:
         calibration = calibrate(ensemble, scans, _settings(args, ensemble), fpr=args.fpr, hold_out=args.hold_out,
                                 shifts=args.shifts, on_progress=bar)
@@ -519,7 +365,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_results(args, cases)
     ensemble = _load_model(args)
     healthy = scans_for_role(find_scans(args.healthy), args.role, args.exclude) if args.healthy else []
-    bar = _BarCallback(len(cases), "evaluate", "case")
+    bar = show.BarCallback(len(cases), "evaluate", "case")
     try:
         report = evaluate(ensemble, cases, _settings(args, ensemble), healthy=healthy, shifts=args.shifts,
                           on_progress=bar)
@@ -536,21 +382,21 @@ def _evaluate_results(args: argparse.Namespace, cases: Sequence[Any]) -> int:
     if args.record or args.healthy is not None:
         raise EngineError("--results scores written maps only; --record and --healthy need the model run "
                           "(leave out --results)")
-    bar = _BarCallback(len(cases), "evaluate results", "case")
+    bar = show.BarCallback(len(cases), "evaluate results", "case")
     try:
         report = replace(evaluate_results(args.results, cases, on_progress=bar), dataset=str(args.dataset))
     finally:
         bar.close()
-    if args.json != JSON_STDOUT:
+    if args.json != opt.JSON_STDOUT:
         t = report.transfer
         print(f"{len(report.cases)} cases of {args.dataset} from the maps in {args.results} ({report.model}, "
               f"{report.sampler} {report.steps} steps, seed {report.seed}), each scan's own grid, brain voxels:")
         print(f"{'':12s} {'AP_p':>7s} {'maxDice':>8s}\n{'model':12s} {report.ap_pixel:7.3f} {report.max_dice:8.3f}\n"
               f"{'random':12s} {report.random_ap_pixel:7.3f} {report.random_max_dice:8.3f}")
-        print(f"at the cohort's threshold {t.threshold:.4g}: sensitivity {_pct(t.sensitivity)}, precision "
-              f"{_pct(t.precision)}, non-lesion brain flagged {_pct(t.nonlesion_flagged)}, brain > 10 mm from any "
-              f"lesion flagged {_pct(t.far_flagged)}")
-    _emit_json(args.json, report.to_dict())
+        print(f"at the cohort's threshold {t.threshold:.4g}: sensitivity {show.pct(t.sensitivity)}, precision "
+              f"{show.pct(t.precision)}, non-lesion brain flagged {show.pct(t.nonlesion_flagged)}, brain > 10 mm "
+              f"from any lesion flagged {show.pct(t.far_flagged)}")
+    show.emit_json(args.json, report.to_dict())
     return 0
 
 
@@ -564,12 +410,12 @@ def _evaluate_healthy(args: argparse.Namespace) -> int:
         scans = scans[: args.max_cases]
     ensemble = _load_model(args)
     report = healthy_report(ensemble, scans, _settings(args, ensemble), shifts=args.shifts)
-    if args.json != JSON_STDOUT:
-        shifted = "".join(f", {k} {_pct(v)}" for k, v in report.shifted_flagged.items())
+    if args.json != opt.JSON_STDOUT:
+        shifted = "".join(f", {k} {show.pct(v)}" for k, v in report.shifted_flagged.items())
         print(f"healthy ({report.scans} scans of {args.healthy}, role {args.role}): restoration 1-SSIM "
               f"{report.restoration_dssim_in_brain:.3f}, MAE {report.restoration_mae_in_brain:.4f}; at "
-              f"{report.threshold} brain flagged {_pct(report.flagged_brain_fraction)}{shifted}")
-    _emit_json(args.json, asdict(report))
+              f"{report.threshold} brain flagged {show.pct(report.flagged_brain_fraction)}{shifted}")
+    show.emit_json(args.json, asdict(report))
     return 0
 
 
@@ -590,9 +436,9 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
 
 def _finish_report(args: argparse.Namespace, ensemble: Any, report: EvaluationReport | SyntheticReport) -> None:
     """Print the table, emit the JSON and keep the record (``--record``) of an evaluation."""
-    if args.json != JSON_STDOUT:
-        _print_table(report)
-    _emit_json(args.json, report.to_dict())
+    if args.json != opt.JSON_STDOUT:
+        show.print_table(report)
+    show.emit_json(args.json, report.to_dict())
     if args.record:
         from engine.card import update_card  # noqa: PLC0415
         from engine.evaluation_records import evaluation_record  # noqa: PLC0415
@@ -600,47 +446,6 @@ def _finish_report(args: argparse.Namespace, ensemble: Any, report: EvaluationRe
         record = evaluation_record(report, command=" ".join([PROG, *map(shlex.quote, args.argv)]),
                                    recorded=datetime.now(UTC).isoformat(timespec="seconds"))
         update_card(ensemble.path, lambda card: card.with_evaluation(args.record, record))
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f} %"
-
-
-def _print_table(report: EvaluationReport | SyntheticReport) -> None:
-    from engine.evaluation_records import HEADLINE, EvaluationReport, SyntheticReport  # noqa: PLC0415
-
-    detection = report.detection
-    rows = [("model", detection.scores), ("random", detection.random), ("noise restoration", detection.noise),
-            ("brain area", detection.brain_area)]
-    print(f"{'':20s} {'AP_i':>7s} {'AUROC':>7s} {'AP_p':>7s} {'maxDice':>8s}")
-    for name, values in rows:
-        cells = [getattr(values, k) for k in HEADLINE]
-        print(f"{name:20s} " + " ".join(f"{c:7.3f}" if c is not None else f"{'-':>7s}" for c in cells))
-    chance = detection.random.ap_pixel
-    if chance:
-        print(f"AP_p is {detection.scores.ap_pixel / chance:.2f} x chance ({chance:.3f}: the anomaly share of brain "
-              "pixels)")
-    counts = asdict(report.counts)
-    print(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f"; {report.counting}")
-    if isinstance(report, EvaluationReport):
-        at = report.at_threshold
-        if at.threshold is not None:
-            print(f"at the calibrated threshold {at.threshold:.4g}: lesion sensitivity {at.lesion_sensitivity:.3f}, "
-                  f"Dice {at.dice:.3f}, non-lesion brain flagged {at.healthy_brain_flagged:.4f}")
-        t = report.transfer
-        if t is not None:
-            print(f"on the map a user gets (each scan's grid) at {t.threshold:.4g}: sensitivity "
-                  f"{_pct(t.sensitivity)}, precision {_pct(t.precision)}, non-lesion brain flagged "
-                  f"{_pct(t.nonlesion_flagged)}, brain > 10 mm from any lesion flagged {_pct(t.far_flagged)}")
-        if report.healthy is not None:
-            h = report.healthy
-            shifted = "".join(f", {k} {_pct(v)}" for k, v in h.shifted_flagged.items())
-            print(f"healthy ({h.scans} scans): restoration 1-SSIM {h.restoration_dssim_in_brain:.3f}, MAE "
-                  f"{h.restoration_mae_in_brain:.4f}; brain flagged {_pct(h.flagged_brain_fraction)}{shifted}")
-    if isinstance(report, SyntheticReport):
-        r = report.removal
-        print(f"removal: restoration MAE inside anomalies {r.mae_to_truth:.4f} to the truth, "
-              f"{r.mae_to_input:.4f} to the input; healthy slices 1-SSIM {r.healthy_dssim:.3f}")
 
 
 ISA_ENVIRONMENT = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
@@ -661,7 +466,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     report = run_bench(preset=args.preset, model=args.model, scan=args.scan, device=args.device,
                        train_steps=args.train_steps, volume=not args.no_volume)
-    if not _emit_json(args.json, report):
+    if not show.emit_json(args.json, report):
         for key, value in report.items():
             print(f"{key:34s} {value}")
     return 0
@@ -679,30 +484,30 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--preset", choices=list(PRESETS))
     group.add_argument("--model", type=Path, help="a model folder")
-    _json_option(p)
+    opt.json_option(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train ensemble members (one per task fold)")
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans (<id>_T1.nii.gz + masks)")
     p.add_argument("--val-data", type=Path, help="folder of healthy validation scans (default: 10%% of --data)")
     p.add_argument("--preset", choices=list(PRESETS), default="small")
-    p.add_argument("--fold", type=_folds, default=[0], help="fold 0..9, a list like 0,3,7, or 'all' (default 0)")
+    p.add_argument("--fold", type=opt.folds, default=[0], help="fold 0..9, a list like 0,3,7, or 'all' (default 0)")
     p.add_argument("--out", type=Path, required=True, help="model folder to create or add members to")
-    p.add_argument("--max-steps", type=_positive, default=3000)
-    p.add_argument("--batch-size", type=_positive, help="global batch size (default: the preset's)")
-    p.add_argument("--anomaly-weight", type=_non_negative, metavar="W",
+    p.add_argument("--max-steps", type=opt.positive, default=3000)
+    p.add_argument("--batch-size", type=opt.positive, help="global batch size (default: the preset's)")
+    p.add_argument("--anomaly-weight", type=opt.non_negative, metavar="W",
                    help="extra loss weight inside synthetic anomalies: they count 1 + W times (default: the "
                    "preset's, 0 = the paper's loss); recorded in model.json, members of one folder must share it")
-    p.add_argument("--condition-noise", type=_non_negative, metavar="STD",
+    p.add_argument("--condition-noise", type=opt.non_negative, metavar="STD",
                    help="coarse noise of this standard deviation added to the training condition inside the brain "
                    "(default: the preset's, 0 = none, the paper)")
-    p.add_argument("--train-timesteps", type=_count, metavar="N",
+    p.add_argument("--train-timesteps", type=opt.count, metavar="N",
                    help="train only on the N timesteps the N-step DDIM sampler visits (default: the preset's, "
                    "0 = all 1000, the paper)")
-    p.add_argument("--augment", type=_fraction, metavar="P",
+    p.add_argument("--augment", type=opt.fraction, metavar="P",
                    help="give this share of training slices another scanner's look (bias field, gamma, blur, noise, "
                    "anisotropic resolution) in target and condition alike (default: the preset's, 0 = none)")
-    p.add_argument("--slice-spacing", type=_finite_positive, metavar="MM",
+    p.add_argument("--slice-spacing", type=opt.finite_positive, metavar="MM",
                    help="the model's spacing through the plane: anti-alias every scan along its slice axis to it "
                    "(default: the preset's; none keeps native slices)")
     p.add_argument("--roles", action="store_true",
@@ -725,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-suffix", default="_brainmask.nii.gz",
                    help="brain mask beside each scan: the scan's suffix replaced by this ('' for none)")
     p.add_argument("--external-images", type=Path, help="folder of PNG/JPEG images for task 1 (default: bundled)")
-    p.add_argument("--threads", type=_positive, help="torch CPU threads")
-    p.add_argument("--workers", type=_count, default=0,
+    p.add_argument("--threads", type=opt.positive, help="torch CPU threads")
+    p.add_argument("--workers", type=opt.count, default=0,
                    help="processes making the training batches ahead (same batches; worth it on a GPU; default 0)")
     p.set_defaults(func=cmd_train)
 
@@ -735,16 +540,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sampler", choices=["fast", *SAMPLERS], default="fast",
                        help="fast = the model's few-step default; " + "; ".join(
                            f"{s.name} = {s.description}" for s in SAMPLERS.values()))
-        p.add_argument("--steps", type=_positive, help="sampler steps (default: the model's)")
+        p.add_argument("--steps", type=opt.positive, help="sampler steps (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-        p.add_argument("--batch-size", type=_positive, default=64, help="slices per network call")
+        p.add_argument("--batch-size", type=opt.positive, default=64, help="slices per network call")
         p.add_argument("--mask-restoration", action=argparse.BooleanOptionalAction, default=None,
                        help="zero the restoration outside the brain before comparing (default: the model card's)")
-        p.add_argument("--input-blur", type=_non_negative, metavar="PX",
+        p.add_argument("--input-blur", type=opt.non_negative, metavar="PX",
                        help="compare against the input smoothed inside the brain by a Gaussian of this sigma in model "
                        "pixels, the restoration's own sharpness (default: the model card's)")
-        p.add_argument("--threads", type=_positive, help="torch CPU threads")
+        p.add_argument("--threads", type=opt.positive, help="torch CPU threads")
 
     p = sub.add_parser("infer", help="analyse a scan and write mask, map, restoration and sidecar")
     p.add_argument("scan", type=Path, nargs="+",
@@ -752,9 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "brain_mask, id) or a BIDS dataset run a cohort: cohort.tsv and failures.tsv in --out, finished "
                    "scans kept; a BIDS dataset's outputs form a BIDS derivatives dataset")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--threshold", type=_finite, help="anomaly-map threshold (default: the model's calibrated one)")
+    p.add_argument("--threshold", type=opt.finite, help="anomaly-map threshold (default: the model's calibrated one)")
     p.add_argument("--brain-mask", type=Path, help="brain mask on the scan's grid (for scans with skull)")
-    p.add_argument("--slice-stride", type=_positive, help="analyse every k-th axial slice (default: from the spacing)")
+    p.add_argument("--slice-stride", type=opt.positive,
+                   help="analyse every k-th axial slice (default: from the spacing)")
     p.add_argument("--report", action="store_true",
                    help="also write a one-page PDF report (identity, settings, findings, top slices, slice scores)")
     p.add_argument("--dicom-seg", action="store_true",
@@ -764,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bids-masks", type=Path, metavar="DERIV",
                    help="for a BIDS dataset: a derivatives folder holding each scan's brain mask "
                    "(sub-*/[ses-*/]anat/<entities>_desc-brain_mask.nii.gz, e.g. fMRIPrep's)")
-    p.add_argument("--min-finding-ml", type=_non_negative, default=DEFAULT_MIN_VOLUME_ML, metavar="ML",
+    p.add_argument("--min-finding-ml", type=opt.non_negative, default=DEFAULT_MIN_VOLUME_ML, metavar="ML",
                    help=f"findings smaller than this many mL are left out of the findings table "
                         f"(default: {DEFAULT_MIN_VOLUME_ML})")
     analysis_options(p)
@@ -772,14 +578,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="store a healthy-scan calibration (default threshold) in model.json")
     p.add_argument("--data", type=Path, required=True, help="folder of healthy scans with brain masks")
-    p.add_argument("--fpr", type=_open_fraction, default=0.01, help="share of healthy brain pixels the threshold flags")
-    p.add_argument("--max-scans", type=_positive)
-    _role_option(p, "all")
+    p.add_argument("--fpr", type=opt.open_fraction, default=0.01,
+                   help="share of healthy brain pixels the threshold flags")
+    p.add_argument("--max-scans", type=opt.positive)
+    opt.role_option(p, "all")
     p.add_argument("--slice-score", choices=["canvas", "brain", "topk"],
                    help="the slice score the model reports (stored in model.json; default: keep the model's)")
-    p.add_argument("--hold-out", type=_count, default=0, metavar="N",
+    p.add_argument("--hold-out", type=opt.count, default=0, metavar="N",
                    help="keep the last N scans out of the threshold's choice and report what it flags on them")
-    p.add_argument("--shifts", type=_shift_list, default=[], metavar="LIST",
+    p.add_argument("--shifts", type=opt.shift_list, default=[], metavar="LIST",
                    help="also calibrate on the scans as other acquisitions show them (1mm, thick, noise, bias, "
                    "contrast, comma-separated, or 'all'): the threshold flags at most --fpr on each")
     p.add_argument("--image-pattern", default="*_T1.nii.gz")
@@ -796,21 +603,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "running the model: AP_p, max Dice and what its threshold flags, on each scan's own grid")
     p.add_argument("--synthetic", type=Path, metavar="DIR", help="instead of --dataset: healthy scans with brain "
                    "masks, corrupted by synthetic tasks with fixed seeds and scored like lesions")
-    p.add_argument("--tasks", type=_task_list, default=[0, 1, 2, 3, 4], help="with --synthetic: task ids "
+    p.add_argument("--tasks", type=opt.task_list, default=[0, 1, 2, 3, 4], help="with --synthetic: task ids "
                    "(default 0,1,2,3,4)")
-    p.add_argument("--synthetic-slices", type=_positive, metavar="N",
+    p.add_argument("--synthetic-slices", type=opt.positive, metavar="N",
                    help="with --synthetic: a seeded subset of N slices (default: all brain slices)")
-    p.add_argument("--members", type=_folds, metavar="FOLDS", help="only these members (e.g. 2 or 0,3)")
+    p.add_argument("--members", type=opt.folds, metavar="FOLDS", help="only these members (e.g. 2 or 0,3)")
     p.add_argument("--modality", default="t1")
-    _json_option(p)
+    opt.json_option(p)
     p.add_argument("--healthy", type=Path, help="healthy scans: restoration quality and flagged brain area")
-    p.add_argument("--shifts", type=_shift_list, default=[], metavar="LIST",
+    p.add_argument("--shifts", type=opt.shift_list, default=[], metavar="LIST",
                    help="with --healthy: also the same scans as other acquisitions show them (1mm, thick, noise, "
                    "bias, contrast, comma-separated, or 'all'), each with its flagged brain share")
-    _role_option(p, "all")
+    opt.role_option(p, "all")
     p.add_argument("--record", metavar="NAME", help="also keep a summary in the model's model.json under "
                    "evaluations.NAME (the model card)")
-    p.add_argument("--max-cases", type=_positive)
+    p.add_argument("--max-cases", type=opt.positive)
     analysis_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -819,13 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="also time a whole-volume analysis with this model folder")
     p.add_argument("--scan", type=Path, help="scan for the whole-volume timing (default: a BraTS-size synthetic)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--train-steps", type=_positive, default=5)
+    p.add_argument("--train-steps", type=opt.positive, default=5)
     p.add_argument("--no-volume", action="store_true", help="skip the whole-volume timing")
     p.add_argument("--isa", choices=["native", *ISA_ENVIRONMENT], default="native",
                    help="restrict the CPU kernels to this instruction set (avx2: what most workstations have), "
                    "as ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY would")
-    p.add_argument("--threads", type=_positive)
-    _json_option(p)
+    p.add_argument("--threads", type=opt.positive)
+    opt.json_option(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -35,7 +35,7 @@ def test_engine_imports_no_gui_and_no_app(path: Path) -> None:
 def test_engine_has_no_print_calls() -> None:
     offenders = []
     for path in ENGINE_FILES:
-        if path.name == "cli.py":  # the command line is the one place that prints
+        if path.name in ("cli.py", "cli_output.py"):  # the command line is the one place that prints
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
