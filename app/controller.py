@@ -75,7 +75,7 @@ class AnalysisController(Reporter):
         s = self.models.analysis_settings()
         # Keyed on the device the model runs on (results differ across devices by rounding), not on a setting.
         info = model.info
-        return (self.scan.key, self.scan.brain_mask_key, info.model_id, info.device, s.sampler, s.steps, s.seed)
+        return (self.scan.key, self.scan.brain_mask_key, info.model_id, info.runs_on, s.sampler, s.steps, s.seed)
 
     def show_result(self, result: Any) -> None:
         """Show a result read from files (a cohort's), at the threshold it was written with. It stays the open scan's

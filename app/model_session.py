@@ -144,7 +144,7 @@ class ModelSession(QObject):
             return text.MODEL_NONE if self.model_error is None else text.STATUS_NO_MODEL.format(reason=self.model_error)
         info = self.model.info
         return text.MODEL_SUMMARY.format(name=info.name, version=info.version, modality=info.modality.upper(),
-                                         members=info.members, device=info.device)
+                                         members=info.members, device=info.runs_on)
 
     def _set_devices(self, devices: list[str]) -> None:
         self.devices = list(devices)

@@ -1,9 +1,10 @@
 """``condiff-engine bench``: speed and memory of a preset (and of a model) on this machine.
 
 Measured, not estimated: parameters and FLOPs per network call, forward time per slice, training steps per second,
-sampler time per slice and step, and the wall time of analysing a whole BraTS-size volume with the fast sampler and
-with the paper's 50-step sampler (the latter on a subset of slices, scaled to the volume and marked as such). A
-preset without trained weights is timed with randomly initialised members: speed does not depend on the weights.
+sampler time per slice and step (the network calls in the runtime an analysis uses, ``--runtime``), and the wall time
+of analysing a whole BraTS-size volume with the fast sampler and with the paper's 50-step sampler (the latter on a
+subset of slices, scaled to the volume and marked as such). A preset without trained weights is timed with randomly
+initialised members: speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from engine.ensemble import Ensemble, load_ensemble
 from engine.network import build_unet, count_parameters
 from engine.readers import load_volume
 from engine.results import AnalysisSettings
+from engine.runtimes import Denoiser, RuntimeName, onnx_member, resolve_runtime
 from engine.samplers import PAPER_STEPS
 from engine.volumes import Volume
 
@@ -54,15 +56,24 @@ def _synthetic_brats_volume() -> Volume:
     return Volume(np.clip(data, 0, None), affine, header, None, "nifti")
 
 
-def _random_ensemble(preset_name: str, device: torch.device, members: int) -> Ensemble:
+def _random_ensemble(preset_name: str, device: torch.device, members: int, runtime: RuntimeName) -> Ensemble:
     preset = get_preset(preset_name)
     meta = {"name": f"random-{preset_name}", "version": "0", "preset": preset.to_dict(), "modality": "t1",
             "expects_skull_stripped": True, "ssim_convention": "standard", "calibration": None}
     models = []
     for fold in range(members):
         torch.manual_seed(fold)
-        models.append((fold, build_unet(preset.unet, preset.preprocess.size).to(device).eval()))
-    return Ensemble(Path(tempfile.gettempdir()), meta, models, device)
+        net = build_unet(preset.unet, preset.preprocess.size).to(device).eval()
+        models.append((fold, _in_runtime(net, preset, runtime)))
+    return Ensemble(Path(tempfile.gettempdir()), meta, models, device, runtime)
+
+
+def _in_runtime(net: torch.nn.Module, preset: Any, runtime: RuntimeName) -> Denoiser:
+    """``net`` as ``runtime`` runs it (an in-memory export for ONNX Runtime: random weights are not cached)."""
+    if runtime == "torch":
+        return net
+    return onnx_member(net, weights_sha256=None, unet_config=preset.unet, size=preset.preprocess.size,
+                       threads=torch.get_num_threads())
 
 
 def _time(fn: Any, repeat: int) -> float:
@@ -88,13 +99,15 @@ def matmul_gflops(device: torch.device, size: int = 1024, repeat: int = 5,
 
 
 def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | None = None, device: str = "auto",
-              train_steps: int = 5, volume: bool = True) -> dict[str, Any]:
+              train_steps: int = 5, volume: bool = True, runtime: str = "auto") -> dict[str, Any]:
     """Run the measurements and return them as a flat dictionary."""
     spec = get_preset(preset)
     dev = resolve_device(device)
+    chosen_runtime = resolve_runtime(runtime, dev)
     size = spec.preprocess.size
     net = build_unet(spec.unet, size).to(dev)
-    out: dict[str, Any] = {"preset": preset, "device": dev.type, "threads": torch.get_num_threads(),
+    out: dict[str, Any] = {"preset": preset, "device": dev.type, "runtime": chosen_runtime,
+                           "threads": torch.get_num_threads(),
                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
                            "parameters": count_parameters(net),
@@ -106,13 +119,14 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
     gflop = counter.get_total_flops() / 1e9
     out["gflop_per_call"] = round(gflop, 3)
     net.eval()
+    call = _in_runtime(net, spec, chosen_runtime)
     # Inference runs under bf16 autocast on CUDA (as the ensemble does) and in fp32 on the CPU.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         for batch in (1, 32):
             xb = torch.rand(batch, 2, size, size, device=dev)
             tb = torch.zeros(batch, dtype=torch.long, device=dev)
-            seconds = _time(lambda xb=xb, tb=tb: net(xb, tb), repeat=3)
+            seconds = _time(lambda xb=xb, tb=tb: call(xb, tb), repeat=3)
             out[f"forward_ms_per_slice_batch{batch}"] = round(1000 * seconds / batch, 2)
     # How close the network runs to the machine's matmul rate (batch 32, the analysis batch size's order).
     peak = matmul_gflops(dev, size=4096 if dev.type == "cuda" else 1024,
@@ -143,7 +157,10 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
         out["train_s_per_step"] = round(seconds, 3)
 
     if volume:
-        ensemble = load_ensemble(model, device=device) if model else _random_ensemble(preset, dev, MEMBERS)
+        start = time.perf_counter()
+        ensemble = (load_ensemble(model, device=device, runtime=chosen_runtime) if model
+                    else _random_ensemble(preset, dev, MEMBERS, chosen_runtime))
+        out["model_load_seconds"] = round(time.perf_counter() - start, 2)  # with an ONNX export, unless cached
         out["members"] = ensemble.info.members
         vol = load_volume(scan) if scan else _synthetic_brats_volume()
         out["volume"] = str(scan) if scan else "synthetic 240x240x155 1 mm"

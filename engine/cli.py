@@ -199,7 +199,7 @@ def _load_model(args: argparse.Namespace) -> Any:
 
     _set_threads(args.threads)
     path = args.model or default_model_path()
-    return load_ensemble(path, device=args.device, folds=getattr(args, "members", None))
+    return load_ensemble(path, device=args.device, folds=getattr(args, "members", None), runtime=args.runtime)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -456,6 +456,12 @@ AVX-512 machine measures what an AVX2-only workstation runs."""
 def cmd_bench(args: argparse.Namespace) -> int:
     """Speed and memory of the engine on this machine."""
     if args.isa != "native":
+        # The switches restrict PyTorch's kernels only: ONNX Runtime picks its own from the CPU, so an AVX2 bench of
+        # it needs the CPU itself to look AVX2-only (tests/benchmarks/avx2-only.sh).
+        if args.runtime == "onnxruntime":
+            raise EngineError(f"--isa {args.isa} restricts PyTorch's kernels only; to time onnxruntime as on an "
+                              "AVX2-only CPU, run bench under tests/benchmarks/avx2-only.sh instead")
+        args.runtime = "torch"
         if "torch" in sys.modules:  # the kernels are chosen when torch loads
             raise EngineError(f"--isa {args.isa} must be chosen before torch loads; set "
                               + " ".join(f"{k}={v}" for k, v in ISA_ENVIRONMENT[args.isa].items())
@@ -465,7 +471,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     report = run_bench(preset=args.preset, model=args.model, scan=args.scan, device=args.device,
-                       train_steps=args.train_steps, volume=not args.no_volume)
+                       train_steps=args.train_steps, volume=not args.no_volume, runtime=args.runtime)
     if not show.emit_json(args.json, report):
         for key, value in report.items():
             print(f"{key:34s} {value}")
@@ -543,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--steps", type=opt.positive, help="sampler steps (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        opt.runtime_option(p)
         p.add_argument("--batch-size", type=opt.positive, default=64, help="slices per network call")
         p.add_argument("--mask-restoration", action=argparse.BooleanOptionalAction, default=None,
                        help="zero the restoration outside the brain before comparing (default: the model card's)")
@@ -626,11 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="also time a whole-volume analysis with this model folder")
     p.add_argument("--scan", type=Path, help="scan for the whole-volume timing (default: a BraTS-size synthetic)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    opt.runtime_option(p)
     p.add_argument("--train-steps", type=opt.positive, default=5)
     p.add_argument("--no-volume", action="store_true", help="skip the whole-volume timing")
     p.add_argument("--isa", choices=["native", *ISA_ENVIRONMENT], default="native",
-                   help="restrict the CPU kernels to this instruction set (avx2: what most workstations have), "
-                   "as ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY would")
+                   help="restrict PyTorch's CPU kernels to this instruction set (avx2: what most workstations "
+                   "have), as ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY would; times the torch runtime (ONNX "
+                   "Runtime ignores the switches: see tests/benchmarks/avx2-only.sh)")
     p.add_argument("--threads", type=opt.positive)
     opt.json_option(p)
     p.set_defaults(func=cmd_bench)

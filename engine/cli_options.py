@@ -117,3 +117,12 @@ def count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
+
+
+def runtime_option(p: argparse.ArgumentParser) -> None:
+    """``--runtime``: what runs the members' networks (the choices and their help come from the registry)."""
+    from engine.runtimes import RUNTIME_CHOICES, RUNTIMES  # noqa: PLC0415
+
+    p.add_argument("--runtime", choices=list(RUNTIME_CHOICES), default="auto",
+                   help="auto = onnxruntime on a CPU where it is installed, else torch; "
+                   + "; ".join(f"{name} = {what}" for name, what in RUNTIMES.items()))

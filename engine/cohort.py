@@ -319,6 +319,7 @@ def infer_scan(
         highest_slice_score=round(float(scores.max()) if scores.size else 0.0, 4))
     paths = write_outputs(volume, result, out_dir, threshold=threshold, units=units, stem=stem, extra={
         **recorded, "ThresholdSource": threshold_source, "Device": ensemble.info.device,
+        "Runtime": ensemble.info.runtime,
         "Seconds": round(time.monotonic() - start, 2), "InputWarnings": list(volume.warnings),
         "Summary": summary.row()})
     for kind, path in write_findings(findings, volume, out_dir, stem=stem, extra={

@@ -24,6 +24,7 @@ from engine.config import DiffusionConfig
 from engine.errors import ConfigError
 from engine.network import denoise
 from engine.progress import CancelToken, check_cancel
+from engine.runtimes import Denoiser
 from engine.samplers import SAMPLERS, SamplerName
 
 
@@ -106,7 +107,7 @@ def initial_noise(shape: Sequence[int], seeds: Sequence[int], device: torch.devi
 
 @torch.no_grad()
 def restore(
-    model: torch.nn.Module,
+    model: Denoiser,
     condition: torch.Tensor,
     scheduler: SchedulerMixin,
     noise: torch.Tensor,
@@ -122,7 +123,7 @@ def restore(
     A fresh scheduler must be passed per call (multistep solvers keep state).
 
     Args:
-        model: the conditioned UNet (in eval mode).
+        model: the conditioned UNet (in eval mode), in any runtime (:data:`engine.runtimes.Denoiser`).
         condition: the slices to restore, ``(B, C, H, W)`` in model units ([0, 1]).
         scheduler: a scheduler from :func:`make_sampler`.
         noise: the starting noise ``x_T``, same shape as ``condition``.

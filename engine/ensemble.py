@@ -30,11 +30,12 @@ from engine.card import ModelCard, read_card
 from engine.config import MapScoring
 from engine.devices import resolve_device
 from engine.diffusion import initial_noise, make_sampler, restore
-from engine.errors import ModelLoadError
+from engine.errors import ModelLoadError, exception_line
 from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, ModelInfo
+from engine.runtimes import Denoiser, RuntimeName, onnx_member, resolve_runtime
 from engine.samplers import steps_for
 from engine.seeding import Stream, derive_seed, slice_seed
 from engine.slice_fill import fill_between_slices
@@ -99,8 +100,8 @@ class Ensemble:
     networks stay inside.
     """
 
-    def __init__(self, path: Path, card: ModelCard, members: list[tuple[int, torch.nn.Module]],
-                 device: torch.device) -> None:
+    def __init__(self, path: Path, card: ModelCard, members: list[tuple[int, Denoiser]], device: torch.device,
+                 runtime: RuntimeName = "torch") -> None:
         self.path = path
         self.card = card
         self.preset = card.preset
@@ -120,6 +121,7 @@ class Ensemble:
             members=len(members),
             folds=tuple(f for f, _ in members),
             device=device.type,
+            runtime=runtime,
             expects_skull_stripped=card.expects_skull_stripped,
             ssim_convention=self.ssim_convention,
             calibration=card.calibration,
@@ -407,11 +409,18 @@ def skull_on_litres(volume: Volume, foreground: np.ndarray | None = None) -> flo
     return float(np.count_nonzero(foreground)) * voxel_ml / 1000.0
 
 
-def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int] | None = None) -> Ensemble:
-    """Load a model folder's members (all, or the given folds) onto a device.
+def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int] | None = None,
+                  runtime: str = "auto") -> Ensemble:
+    """Load a model folder's members (all, or the given folds) onto a device, to run in a runtime.
+
+    Args:
+        runtime: one of :data:`engine.runtimes.RUNTIME_CHOICES`; ``auto`` runs the members with ONNX Runtime on a CPU
+            where it is installed, else with torch (:func:`engine.runtimes.resolve_runtime`).
 
     Raises:
-        ModelLoadError: the folder is missing, has no members, or a member file is missing or altered.
+        ModelLoadError: the folder is missing, has no members, or a member file is missing or altered; or
+            ``onnxruntime`` was asked for and cannot run these members (``auto`` then runs them with torch).
+        ConfigError: a runtime that cannot run here.
     """
     path = Path(path)
     card = read_card(path)
@@ -430,11 +439,23 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
             raise ModelLoadError(f"{path}: member {fold} was trained on tasks {list(recorded)}, but fold {fold} is "
                                  f"tasks {expected}; the fold table changed since it was trained")
     torch_device = resolve_device(device)
-    members = []
+    chosen_runtime = resolve_runtime(runtime, torch_device)
+    networks = []
     for fold in chosen:
         model = build_unet(preset.unet, preset.preprocess.size)
         model.load_state_dict(checkpoints.load_member_state(path, fold, card))  # its keys and shapes are checked there
-        model.to(torch_device).eval()
-        members.append((fold, model))
-    logger.info("loaded %s (%d members) on %s", path, len(members), torch_device)
-    return Ensemble(path, card, members, torch_device)
+        networks.append((fold, model.to(torch_device).eval()))
+    members: list[tuple[int, Denoiser]] = list(networks)
+    if chosen_runtime == "onnxruntime":
+        try:
+            members = [(fold, onnx_member(net, weights_sha256=card.members[fold].sha256, unet_config=preset.unet,
+                                          size=preset.preprocess.size, threads=torch.get_num_threads()))
+                       for fold, net in networks]
+        except Exception as exc:
+            if runtime != "auto":
+                raise ModelLoadError(f"{path}: cannot run with onnxruntime ({exception_line(exc)})") from exc
+            # ``auto`` never costs an analysis: every member stays in torch, which runs everything ONNX Runtime does.
+            logger.warning("%s: onnxruntime unavailable here (%s); running with torch", path, exception_line(exc))
+            chosen_runtime = "torch"
+    logger.info("loaded %s (%d members) on %s with %s", path, len(members), torch_device, chosen_runtime)
+    return Ensemble(path, card, members, torch_device, chosen_runtime)

@@ -10,6 +10,7 @@ import torch
 from diffusers import UNet2DModel
 
 from engine.config import UNetConfig
+from engine.runtimes import Denoiser
 
 
 def build_unet(config: UNetConfig, sample_size: int) -> UNet2DModel:
@@ -36,11 +37,12 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def denoise(model: UNet2DModel, x_t: torch.Tensor, condition: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def denoise(model: UNet2DModel | Denoiser, x_t: torch.Tensor, condition: torch.Tensor,
+            timesteps: torch.Tensor) -> torch.Tensor:
     """One network call: the prediction for noisy images ``x_t`` given their ``condition``.
 
     Args:
-        model: the UNet.
+        model: the UNet, or a member in another runtime (:class:`engine.runtimes.OnnxMember`).
         x_t: noisy images, shape ``(B, C, H, W)``.
         condition: conditioning images, same shape.
         timesteps: integer timesteps, shape ``(B,)`` (or a scalar).

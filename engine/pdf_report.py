@@ -170,7 +170,7 @@ def _identity(axes: Any, volume: Volume, result: AnomalyResult, findings: Findin
     if model is not None:
         calibration = model.calibration
         model_line = (f"{model.model_id} ({model.preset} preset, {model.members} members, {model.modality.upper()}, "
-                      f"run on {model.device})")
+                      f"run on {model.runs_on})")
         calibrated = (f"calibrated {calibration.threshold:.4g} ({calibration.healthy_fpr:.1%} of healthy brain)"
                       if calibration is not None else "uncalibrated model")
     else:

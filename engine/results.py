@@ -127,6 +127,7 @@ class ModelInfo:
         members: number of ensemble members (one per task fold).
         folds: fold index of each member.
         device: the torch device the members run on (``"cpu"`` or ``"cuda"``).
+        runtime: what runs the members' networks there (a key of :data:`engine.runtimes.RUNTIMES`).
         expects_skull_stripped: True if the model was trained on brain-extracted scans.
         ssim_convention: ``"paper"`` or ``"standard"`` constants of the anomaly map.
         calibration: healthy-scan calibration, or None for an uncalibrated model.
@@ -151,6 +152,12 @@ class ModelInfo:
     default_steps: int
     path: str
     slice_score: str = "canvas"
+    runtime: str = "torch"
+
+    @property
+    def runs_on(self) -> str:
+        """Where the members run, as a user reads it: ``"cpu (onnxruntime)"``, ``"cuda"``."""
+        return self.device if self.runtime == "torch" else f"{self.device} ({self.runtime})"
 
 
 @dataclass(frozen=True, eq=False)

@@ -78,13 +78,16 @@ if [[ $SMOKE -eq 1 ]]; then
     "$BUNDLE/condiff-engine" info --preset paper --json >/dev/null
     "$BUNDLE/condiff-engine" info --model "$BUNDLE/_internal/resources/models/condiff-t1-small" --json >/dev/null
     echo "build.sh: frozen condiff-engine info (preset and bundled model): ok"
-    # Every output path of infer on the frozen program: maps, mask, findings and the PDF report.
+    # Every output path of infer on the frozen program: maps, mask, findings and the PDF report; with the members
+    # exported to ONNX and run by ONNX Runtime, asked for by name so that a failure is not hidden by the fallback.
     OUTS="$ROOT/build/frozen-infer"
-    rm -rf "$OUTS"
-    "$BUNDLE/condiff-engine" infer "$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz" --out "$OUTS" \
-        --steps 1 --report >/dev/null
+    rm -rf "$OUTS" "$ROOT/build/frozen-cache"
+    CONDIFF_CACHE_DIR="$ROOT/build/frozen-cache" "$BUNDLE/condiff-engine" infer \
+        "$BUNDLE/_internal/resources/samples/patient07_T1.nii.gz" --out "$OUTS" --steps 1 --report \
+        --runtime onnxruntime >/dev/null
     ls "$OUTS"/*_report.pdf "$OUTS"/*_desc-anomaly_mask.nii.gz "$OUTS"/*_findings.tsv >/dev/null
-    echo "build.sh: frozen condiff-engine infer with findings and --report: ok"
+    grep -Eq '"Runtime": *"onnxruntime"' "$OUTS"/*_desc-anomaly_mask.json
+    echo "build.sh: frozen condiff-engine infer with findings, --report and onnxruntime: ok"
     # DICOM in, DICOM SEG out: a part of the MS sample written as a DICOM series by the tests' factory.
     SERIES="$ROOT/build/frozen-dicom/series"
     rm -rf "$ROOT/build/frozen-dicom" "$OUTS-dicom"

@@ -15,8 +15,11 @@ compute their own.
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Members exported for ONNX Runtime are cached per test session, never in the user's cache folder.
+os.environ.setdefault("CONDIFF_CACHE_DIR", tempfile.mkdtemp(prefix="condiff-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 

@@ -57,7 +57,8 @@ def test_spec_excludes_unused_heavy_modules() -> None:
     # the modules the viewer and engine import must never be excluded
     for needed in ("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtOpenGL", "torch", "diffusers",
                    "scipy", "nibabel", "SimpleITK", "skimage", "pyqtgraph", "safetensors", "sympy",
-                   "matplotlib", "highdicom", "pydicom"):  # the report and the DICOM SEG export
+                   "matplotlib", "highdicom", "pydicom",  # the report and the DICOM SEG export
+                   "onnxruntime", "onnx"):  # the CPU runtime and its exporter
         assert needed not in excludes, needed
 
 

@@ -61,6 +61,17 @@ def test_bench_can_measure_what_an_avx2_machine_runs(tmp_path: Path) -> None:
     restricted = run("avx2")
     assert restricted["cpu_capability"] == "AVX2"
     assert restricted["onednn_max_cpu_isa"] == "AVX2"
+    assert restricted["runtime"] == "torch"  # the one runtime the switches restrict
     native = run("native")
     assert native["onednn_max_cpu_isa"] == "native"
     assert native["cpu_capability"] in ("AVX2", "AVX512", "DEFAULT", "ZVECTOR", "VSX", "NEON", "SVE256")
+
+
+def test_bench_refuses_to_time_onnxruntime_under_switches_that_do_not_restrict_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    assert main(["bench", "--preset", "tiny", "--no-volume", "--isa", "avx2", "--runtime", "onnxruntime"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("condiff-engine: error: --isa avx2 restricts PyTorch's kernels only; to time onnxruntime as on an "
+                   "AVX2-only CPU, run bench under tests/benchmarks/avx2-only.sh instead")
