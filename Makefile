@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 	# The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# Export the bundled model's members for ONNX Runtime now (about 10 s, cached), not at the viewer's first launch.
+	$(BIN)/python -c "import engine; engine.load_ensemble(engine.default_model_path(), device='cpu')"
 	touch $@
 
 setup: $(BIN)/.installed
