@@ -7,7 +7,9 @@ reason, which argparse shows as ``condiff-engine COMMAND: error: argument --x: <
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
+from typing import Any
 
 JSON_STDOUT = "-"
 
@@ -78,12 +80,16 @@ def shift_list(text: str) -> list[str]:
     return names
 
 
-def finite(text: str) -> float:
+def _parsed(text: str, kind: type[float] | type[int], what: str) -> Any:
     try:
-        value = float(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def finite(text: str) -> float:
+    value = _parsed(text, float, "a number")
+    if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
@@ -110,10 +116,7 @@ def finite_positive(text: str) -> float:
 
 
 def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _parsed(text, int, "a whole number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
