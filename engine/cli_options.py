@@ -128,4 +128,4 @@ def runtime_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--runtime", choices=list(RUNTIME_CHOICES), default="auto",
                    help="auto = onnxruntime on a CPU where it is installed, else torch; "
-                   + "; ".join(f"{name} = {what}" for name, what in RUNTIMES.items()))
+                   + "; ".join(f"{name} = {spec.description}" for name, spec in RUNTIMES.items()))

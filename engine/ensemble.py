@@ -35,7 +35,7 @@ from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, ModelInfo
-from engine.runtimes import Denoiser, RuntimeName, onnx_member, resolve_runtime
+from engine.runtimes import RUNTIMES, Denoiser, RuntimeName, onnx_member, resolve_runtime
 from engine.samplers import steps_for
 from engine.seeding import Stream, derive_seed, slice_seed
 from engine.slice_fill import fill_between_slices
@@ -174,15 +174,17 @@ class Ensemble:
         brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
         done = 0
         width = self.network_batch(settings)
+        # A slice's result must not depend on the slices it is analysed with (a whole-volume run, the viewer's
+        # chunks). Torch's kernels pick their blocking by batch size, so there every call sees exactly ``width``
+        # slices, the last batch padded with empty ones whose results are dropped; a batch-invariant runtime
+        # needs no padding, and a lone slice (the viewer's first map) costs one slice.
+        padded_to = 0 if RUNTIMES[self.info.runtime].batch_invariant else width
         for member, (fold, model) in enumerate(self._members):
             for start in range(0, n, width):
                 stop = min(n, start + width)
-                # Every call sees exactly ``width`` slices (the last batch padded with empty ones, whose results are
-                # dropped): kernels pick their blocking by batch size, so this keeps a slice's result the same
-                # whichever slices it was analysed with, in a whole-volume run or in the viewer's chunks.
-                condition = _padded(condition_all[start:stop], width).to(self._device)
+                condition = _padded(condition_all[start:stop], padded_to).to(self._device)
                 seeds = [slice_seed(settings.seed, fold, int(k)) for k in native_index[start:stop]]
-                seeds += [0] * (width - len(seeds))
+                seeds += [0] * (padded_to - len(seeds))
                 noise = initial_noise(condition.shape[1:], seeds, self._device)
                 scheduler, _ = make_sampler(settings.sampler, self.preset.diffusion, steps)
                 # One generator per slice (CPU, like the starting noise): a stochastic sampler's draws for a slice

@@ -23,7 +23,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -35,9 +35,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RuntimeName = Literal["torch", "onnxruntime"]
-RUNTIMES: Final[dict[str, str]] = {
-    "torch": "PyTorch eager: every device; the fallback",
-    "onnxruntime": "ONNX Runtime on the CPU: about 1.3x faster a volume than eager (members exported once, cached)",
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """One runtime.
+
+    Attributes:
+        name: its key in :data:`RUNTIMES`.
+        description: what it is for, as the CLI's help shows it.
+        batch_invariant: a slice's network output is bit for bit the same whatever else is in its batch and however
+            many threads run it. Then a call needs no padding to a fixed width: one slice costs one slice. When
+            False, every call is padded to the same width so a slice's result does not depend on its batch.
+            Measured for ONNX Runtime (batches of 1 to 8, 1 and 2 threads, AVX-512 and AVX2;
+            ``tests/engine/test_runtimes.py``); PyTorch's kernels change their blocking with the batch size.
+    """
+
+    name: str
+    description: str
+    batch_invariant: bool
+
+
+RUNTIMES: Final[dict[str, RuntimeSpec]] = {
+    spec.name: spec for spec in (
+        RuntimeSpec("torch", "PyTorch eager: every device; the fallback", batch_invariant=False),
+        RuntimeSpec("onnxruntime", "ONNX Runtime on the CPU: 1.3-1.9x faster a volume than eager (members exported "
+                    "once, cached)", batch_invariant=True),
+    )
 }
 """Each runtime and what it is for; ``auto`` picks among them (see :func:`resolve_runtime`)."""
 RUNTIME_CHOICES: Final[tuple[str, ...]] = ("auto", *RUNTIMES)
@@ -163,9 +187,8 @@ def onnx_member(unet: torch.nn.Module, *, weights_sha256: str | None, unet_confi
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: ONNX Runtime's own notes would otherwise reach the terminal
-    # No memory arena per session: with ten sessions it held 235 MB more at the same speed (12 slices of bench's
-    # volume: peak 1,236 against 999 MB, 6.4-8.5 against 6.3-6.6 s; torch eager 844 MB).
-    options.enable_cpu_mem_arena = False
+    # Each session keeps its memory arena: without it ten sessions peak 235 MB lower, but a call is 1.3-1.5x slower
+    # (README, "The CPU runtime").
     channels = int(getattr(unet.config, "in_channels", 2))
     if weights_sha256 is None:
         return OnnxMember(ort.InferenceSession(_export(unet, channels, size), options,

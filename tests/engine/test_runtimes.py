@@ -14,6 +14,7 @@ from engine.config import get_preset
 from engine.ensemble import default_model_path, load_ensemble
 from engine.errors import ConfigError, ModelLoadError
 from engine.network import build_unet
+from engine.preprocess import axial_axis
 from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings
 from engine.runtimes import MAP_TOLERANCE, onnx_member, resolve_runtime
@@ -119,3 +120,50 @@ def test_auto_falls_back_to_torch_when_the_export_fails_and_a_request_for_onnxru
     with pytest.raises(ModelLoadError) as info:
         load_ensemble(default_model_path(), device="cpu", folds=[0], runtime="onnxruntime")
     assert str(info.value).endswith("cannot run with onnxruntime (RuntimeError: exporter failed at some frame)")
+
+
+def test_onnxruntime_is_batch_invariant_as_its_registry_entry_says() -> None:
+    """The ensemble skips padding for a batch-invariant runtime, so this property must hold bit for bit."""
+    assert runtimes.RUNTIMES["onnxruntime"].batch_invariant
+    assert not runtimes.RUNTIMES["torch"].batch_invariant
+    ensemble = load_ensemble(default_model_path(), device="cpu", folds=[0], runtime="onnxruntime")
+    member = ensemble._members[0][1]  # noqa: SLF001 - the property is about the network calls themselves
+    size = ensemble.preset.preprocess.size
+    x = torch.rand(5, 2, size, size, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([799, 799, 599, 399, 0])
+    together = member(x, t).sample
+    for lo, hi in ((0, 1), (1, 3), (3, 5), (2, 3)):
+        assert torch.equal(member(x[lo:hi], t[lo:hi]).sample, together[lo:hi])
+
+
+def test_a_slice_alone_gets_the_map_it_gets_in_a_chunk() -> None:
+    volume = load_volume(SAMPLE_IXI)
+    mask = load_mask(SAMPLE_IXI_MASK, volume)
+    ensemble = load_ensemble(default_model_path(), device="cpu", folds=[1], runtime="onnxruntime")
+    plan = ensemble.plan_slices(volume, brain_mask=mask)
+    chunk = list(plan[len(plan) // 2: len(plan) // 2 + 3])
+    alone = ensemble.analyse(volume, slices=chunk[:1], brain_mask=mask)
+    within = ensemble.analyse(volume, slices=chunk, brain_mask=mask)
+    index: list[object] = [slice(None)] * 3
+    index[axial_axis(volume.affine)] = chunk[0]
+    assert alone.anomaly_map[tuple(index)].max() > 0.05
+    assert np.array_equal(alone.anomaly_map[tuple(index)], within.anomaly_map[tuple(index)])
+
+
+@pytest.mark.parametrize(("runtime", "expected"), [("onnxruntime", {1}), ("torch", {4})])
+def test_a_lone_slice_costs_one_slice_only_where_the_runtime_is_batch_invariant(runtime: str,
+                                                                                 expected: set[int]) -> None:
+    volume = load_volume(SAMPLE_IXI)
+    mask = load_mask(SAMPLE_IXI_MASK, volume)
+    ensemble = load_ensemble(default_model_path(), device="cpu", folds=[2], runtime=runtime)
+    fold, network = ensemble._members[0]  # noqa: SLF001 - counting the network's batch sizes
+    widths: set[int] = set()
+
+    def counted(x: torch.Tensor, t: torch.Tensor) -> object:
+        widths.add(int(x.shape[0]))
+        return network(x, t)
+
+    ensemble._members = [(fold, counted)]  # noqa: SLF001
+    plan = ensemble.plan_slices(volume, brain_mask=mask)
+    ensemble.analyse(volume, slices=[plan[len(plan) // 2]], brain_mask=mask)
+    assert widths == expected
