@@ -243,9 +243,10 @@ class Ensemble:
 
     # ------------------------------------------------------------------------------------------- volumes
     def to_model_space(self, volume: Volume, brain_mask: np.ndarray | None = None,
-                       slices: Sequence[int] | None = None) -> ModelSpace:
-        """The model-space view of ``volume`` this model analyses."""
-        return to_model_space(volume, self.preset.preprocess, brain_mask, slices=slices)
+                       slices: Sequence[int] | None = None, *, foreground: np.ndarray | None = None) -> ModelSpace:
+        """The model-space view of ``volume`` this model analyses (``foreground``: see
+        :func:`engine.preprocess.to_model_space`)."""
+        return to_model_space(volume, self.preset.preprocess, brain_mask, slices=slices, foreground=foreground)
 
     def input_warnings(self, volume: Volume, brain_mask: np.ndarray | None,
                        foreground: np.ndarray | None = None) -> tuple[str, ...]:
@@ -320,7 +321,8 @@ class Ensemble:
         """
         settings = settings or AnalysisSettings(sampler=self.preset.default_sampler)  # type: ignore[arg-type]
         check_cancel(cancel)
-        ms = self.to_model_space(volume, brain_mask, slices)
+        brain = analysis_brain(volume, brain_mask)  # once: model space and the native result both need it
+        ms = self.to_model_space(volume, brain_mask, slices, foreground=brain if brain_mask is None else None)
         chosen = np.arange(len(ms)) if slices is not None else self.stride_choice(volume, ms, settings)
         steps = self.steps_for(settings)
         total = len(chosen) * steps * len(self._members)
@@ -334,14 +336,16 @@ class Ensemble:
         partial = self.analyse_model_space(ms.slices[chosen], ms.brain[chosen], ms.native_index[chosen], settings,
                                            on_step=on_step, cancel=cancel)
         throttle.report(total, f"{len(chosen)}/{len(chosen)} slices", force=True)
-        return self.native_result(volume, ms, partial, chosen, settings, brain_mask)
+        return self.native_result(volume, ms, partial, chosen, settings, brain_mask, brain=brain)
 
     def native_result(self, volume: Volume, ms: ModelSpace, partial: ModelSpaceResult, chosen: np.ndarray,
-                      settings: AnalysisSettings, brain_mask: np.ndarray | None = None) -> AnomalyResult:
+                      settings: AnalysisSettings, brain_mask: np.ndarray | None = None, *,
+                      brain: np.ndarray | None = None) -> AnomalyResult:
         """The result on the scan's own grid of model slices ``chosen`` (positions in ``ms``) analysed as
         ``partial``: the analysed slices mapped back, then, when slices were skipped, the slices in between filled
         on the native grid by :func:`engine.fill_between_slices`, exactly as the viewer fills its chunks. This is
-        what :meth:`analyse` returns; evaluation and calibration use it to score the map a user gets."""
+        what :meth:`analyse` returns; evaluation and calibration use it to score the map a user gets. ``brain``:
+        :func:`engine.analysis_brain` of the volume and mask, when the caller has it already."""
         steps = self.steps_for(settings)
         chosen = np.asarray(chosen, dtype=np.int64)
         n_model, size = len(ms), self.preset.preprocess.size
@@ -361,7 +365,7 @@ class Ensemble:
         analysed[ms.native_index[chosen]] = True
         shape = [1, 1, 1]
         shape[ms.slice_axis] = n_native
-        brain = analysis_brain(volume, brain_mask)
+        brain = analysis_brain(volume, brain_mask) if brain is None else brain
         inside = analysed.reshape(shape) & brain
         restored = np.where(inside & np.isfinite(restored_model), restored_model, data).astype(np.float32)
         amap = np.where(inside, amap, 0.0).astype(np.float32)

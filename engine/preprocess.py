@@ -296,7 +296,8 @@ def _model_slice_selection(slices: Sequence[int] | None, n_native: int, flipped:
 
 
 def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray | None = None, *,
-                   slices: Sequence[int] | None = None, keep_empty: bool = False) -> ModelSpace:
+                   slices: Sequence[int] | None = None, keep_empty: bool = False,
+                   foreground: np.ndarray | None = None) -> ModelSpace:
     """Turn a native volume into normalised model-space axial slices (see the module docstring for the steps).
 
     Args:
@@ -306,6 +307,8 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
         slices: native indices along :attr:`ModelSpace.slice_axis` to convert, in the order wanted; these are
             kept whatever their brain fraction. None converts every slice with enough brain.
         keep_empty: keep slices below ``spec.min_brain_fraction`` too (ignored when ``slices`` is given).
+        foreground: :func:`foreground_mask` of the volume when the caller has it already (used only without
+            ``brain_mask``), so a large volume's foreground is not computed twice.
 
     Returns:
         The model-space slices and the geometry to invert them with :func:`from_model_space`.
@@ -316,7 +319,7 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
     """
     data = np.asarray(volume.data, dtype=np.float32)
     if brain_mask is None:
-        brain = foreground_mask(data)
+        brain = foreground_mask(data) if foreground is None else np.asarray(foreground, dtype=bool)
         what = "foreground"
     else:
         brain = np.asarray(brain_mask, dtype=bool)
