@@ -2,8 +2,9 @@
 
 * ``torch``: each member as a PyTorch module (eager). The only runtime on CUDA, and the fallback everywhere.
 * ``onnxruntime``: each member exported once to ONNX and run by its own ONNX Runtime session, on the CPU. On the
-  README's 2-core EPYC it analyses a whole volume about 1.3x faster than eager, natively (AVX-512) and with the CPU
-  made to look AVX2-only, and its maps agree with eager's within :data:`MAP_TOLERANCE`.
+  README's 2-core EPYC it analyses a whole volume 1.3-1.9x faster than eager, natively (AVX-512) and with the CPU
+  made to look AVX2-only, and its maps agree with eager's within :data:`MAP_TOLERANCE`. Its outputs do not depend
+  on the batch, so the ensemble runs it unpadded (:attr:`RuntimeSpec.batch_invariant`).
 * ``auto`` (the default): ``onnxruntime`` on a CPU when it is installed, else ``torch``.
 
 Exporting a member takes about a second, so exports are cached, keyed by everything that shapes the graph (the
