@@ -28,7 +28,7 @@ from engine.ensemble import Ensemble, load_ensemble
 from engine.network import build_unet, count_parameters
 from engine.readers import load_volume
 from engine.results import AnalysisSettings
-from engine.runtimes import Denoiser, RuntimeName, onnx_member, resolve_runtime
+from engine.runtimes import RuntimeName, in_runtime, resolve_runtime
 from engine.samplers import PAPER_STEPS
 from engine.volumes import Volume
 
@@ -64,16 +64,8 @@ def _random_ensemble(preset_name: str, device: torch.device, members: int, runti
     for fold in range(members):
         torch.manual_seed(fold)
         net = build_unet(preset.unet, preset.preprocess.size).to(device).eval()
-        models.append((fold, _in_runtime(net, preset, runtime)))
+        models.append((fold, in_runtime(net, runtime, preset)))  # random weights: exported in memory, not cached
     return Ensemble(Path(tempfile.gettempdir()), meta, models, device, runtime)
-
-
-def _in_runtime(net: torch.nn.Module, preset: Any, runtime: RuntimeName) -> Denoiser:
-    """``net`` as ``runtime`` runs it (an in-memory export for ONNX Runtime: random weights are not cached)."""
-    if runtime == "torch":
-        return net
-    return onnx_member(net, weights_sha256=None, unet_config=preset.unet, size=preset.preprocess.size,
-                       threads=torch.get_num_threads())
 
 
 def _time(fn: Any, repeat: int) -> float:
@@ -119,7 +111,7 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
     gflop = counter.get_total_flops() / 1e9
     out["gflop_per_call"] = round(gflop, 3)
     net.eval()
-    call = _in_runtime(net, spec, chosen_runtime)
+    call = in_runtime(net, chosen_runtime, spec)
     # Inference runs under bf16 autocast on CUDA (as the ensemble does) and in fp32 on the CPU.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with torch.no_grad(), autocast:

@@ -35,7 +35,7 @@ from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
 from engine.progress import CancelToken, Progress, ProgressThrottle, check_cancel
 from engine.results import AnalysisSettings, AnomalyResult, ModelInfo
-from engine.runtimes import RUNTIMES, Denoiser, RuntimeName, onnx_member, resolve_runtime
+from engine.runtimes import RUNTIMES, Denoiser, RuntimeName, in_runtime, resolve_runtime
 from engine.samplers import steps_for
 from engine.seeding import Stream, derive_seed, slice_seed
 from engine.slice_fill import fill_between_slices
@@ -454,8 +454,7 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     members: list[tuple[int, Denoiser]] = list(networks)
     if chosen_runtime == "onnxruntime":
         try:
-            members = [(fold, onnx_member(net, weights_sha256=card.members[fold].sha256, unet_config=preset.unet,
-                                          size=preset.preprocess.size, threads=torch.get_num_threads()))
+            members = [(fold, in_runtime(net, chosen_runtime, preset, weights_sha256=card.members[fold].sha256))
                        for fold, net in networks]
         except Exception as exc:
             if runtime != "auto":

@@ -211,3 +211,15 @@ def onnx_member(unet: torch.nn.Module, *, weights_sha256: str | None, unet_confi
 Denoiser = Callable[..., Any]
 """A member's network in any runtime: called with ``(cat([x_t, condition]), timesteps)`` tensors, it returns an object
 whose ``.sample`` is the prediction (the diffusers UNet, :class:`OnnxMember`)."""
+
+
+def in_runtime(net: torch.nn.Module, runtime: RuntimeName, preset: Any, *,
+               weights_sha256: str | None = None) -> Denoiser:
+    """A loaded member's network as ``runtime`` runs it: itself for torch, else an :func:`onnx_member` of the
+    ``preset``'s network at the caller's torch thread count (cached under ``weights_sha256`` when given)."""
+    if runtime == "torch":
+        return net
+    import torch  # noqa: PLC0415
+
+    return onnx_member(net, weights_sha256=weights_sha256, unet_config=preset.unet, size=preset.preprocess.size,
+                       threads=torch.get_num_threads())

@@ -106,12 +106,10 @@ def test_a_cache_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
 
 def test_auto_falls_back_to_torch_when_the_export_fails_and_a_request_for_onnxruntime_says_why(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import engine.ensemble  # noqa: PLC0415
-
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("exporter failed\n  at some frame")
 
-    monkeypatch.setattr(engine.ensemble, "onnx_member", broken)
+    monkeypatch.setattr(runtimes, "onnx_member", broken)
     ensemble = load_ensemble(default_model_path(), device="cpu", folds=[0], runtime="auto")
     assert ensemble.info.runtime == "torch"
     assert ensemble.info.runs_on == "cpu"
