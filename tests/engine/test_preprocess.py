@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from engine.config import PreprocessSpec
 from engine.errors import VolumeError
@@ -14,6 +15,7 @@ from engine.preprocess import (
     ModelSpace,
     axial_axis,
     brain_slice_fraction,
+    fill_holes,
     foreground_mask,
     from_model_space,
     to_model_space,
@@ -378,6 +380,37 @@ def test_without_mask_uses_foreground(require_data: Path) -> None:
     fg = foreground_mask(vol.data)
     assert ms.scale == pytest.approx(float(vol.data[fg].max()))
     assert 0.05 < fg.mean() < 0.9
+
+
+def test_fill_holes_equals_scipy_on_real_foregrounds(require_data: Path) -> None:
+    holes = 0
+    for name in sorted(REAL_SCANS):
+        vol, _ = _load(require_data, name)
+        data = np.asarray(vol.data, dtype=np.float32)
+        raw = data > 0.05 * float(np.percentile(data[data > 0], 99.5))
+        filled = fill_holes(raw)
+        np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(raw), err_msg=name)
+        holes += int(filled.sum() - raw.sum())
+    assert holes > 1000  # some of these foregrounds enclose dark tissue, so there is something to fill
+
+
+def test_fill_holes_equals_scipy_on_edge_cases() -> None:
+    rng = np.random.default_rng(3)
+    cases = [rng.random((17, 23, 11)) > p for p in (0.3, 0.5, 0.7)]  # many small holes, regions touching the border
+    cases += [rng.random((40, 31)) > 0.45, np.zeros((5, 6, 7), bool), np.ones((5, 6, 7), bool)]
+    ring = np.zeros((9, 9, 9), bool)
+    ring[2:7, 2:7, 2:7] = True
+    ring[3:6, 3:6, 3:6] = False  # one enclosed cavity
+    shell_at_border = np.ones((6, 6, 6), bool)
+    shell_at_border[1:5, 1:5, 1:5] = False  # the mask fills the whole box: no margin to add
+    for mask in [*cases, ring, shell_at_border]:
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    assert not ring[4, 4, 4]
+    assert fill_holes(ring)[4, 4, 4]
+    assert not fill_holes(ring)[0, 0, 0]
+    original = ring.copy()
+    fill_holes(ring)
+    np.testing.assert_array_equal(ring, original)  # the input is left alone
 
 
 def test_empty_brain_errors(tiny_volume: Path) -> None:
