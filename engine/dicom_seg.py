@@ -23,11 +23,10 @@ import numpy as np
 from engine.errors import OutputError
 from engine.findings import Findings
 from engine.outputs import output_paths
-from engine.volumes import Volume
+from engine.volumes import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 INDEX_TOLERANCE = 0.05
 """How far (in voxels) a source image's pixel may sit from a voxel centre of the scan and still be that voxel."""
 POSITION_TOLERANCE_MM = 1e-3
@@ -150,7 +149,7 @@ def verify_dicom_seg(path: str | Path, volume: Volume, labels: np.ndarray) -> No
     shared = seg.SharedFunctionalGroupsSequence[0]
     orientation = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=np.float64)
     spacing = np.asarray(shared.PixelMeasuresSequence[0].PixelSpacing, dtype=np.float64)
-    to_voxel = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64)) @ _LPS_TO_RAS
+    to_voxel = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64)) @ LPS_TO_RAS
     labels = np.asarray(labels)
     counts: dict[int, int] = {}
     for frame, groups in zip(masks, seg.PerFrameFunctionalGroupsSequence, strict=True):
@@ -197,7 +196,7 @@ def _source_frames(volume: Volume) -> list[_Frame]:
             continue
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds and "PixelSpacing" in ds:
             series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
-    to_voxel = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64)) @ _LPS_TO_RAS
+    to_voxel = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64)) @ LPS_TO_RAS
     problems = []
     for uid, datasets in sorted(series.items(), key=lambda item: -len(item[1])):
         try:

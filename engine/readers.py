@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from engine.errors import VolumeError, exception_line, one_line
-from engine.volumes import GRID_TOLERANCE_MM, ITK_SUFFIXES, Volume, _corners, _is_nifti, same_grid
+from engine.volumes import GRID_TOLERANCE_MM, ITK_SUFFIXES, LPS_TO_RAS, Volume, _corners, _is_nifti, same_grid
 
 __all__ = ["load_mask", "load_volume"]
 
@@ -55,8 +55,6 @@ SLICE_SPACING_TOLERANCE = 0.05
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI_INTENT_LABEL = 1002
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def _is_itk(path: Path) -> bool:
@@ -384,8 +382,8 @@ def _itk_affine(image: Any) -> np.ndarray:
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
     origin = np.asarray(image.GetOrigin(), dtype=np.float64)
     affine = np.eye(4)
-    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
-    affine[:3, 3] = _LPS_TO_RAS @ origin
+    affine[:3, :3] = LPS_TO_RAS[:3, :3] @ direction @ np.diag(spacing)
+    affine[:3, 3] = LPS_TO_RAS[:3, :3] @ origin
     return affine
 
 

@@ -24,6 +24,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 SCAN_SUFFIXES = tuple(sorted(NIFTI_SUFFIXES + ITK_SUFFIXES, key=len, reverse=True))
 """Every single-file scan suffix, longest first (so ``.nii.gz`` is taken off before ``.nii``)."""
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""DICOM/ITK patient coordinates (LPS) to NIfTI's (RAS), homogeneous; ``[:3, :3]`` turns directions."""
 GRID_TOLERANCE_MM = 1e-3
 """Two grids are the same when the world positions of their corner voxels differ by at most this much."""
 
