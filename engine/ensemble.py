@@ -15,7 +15,9 @@ Analysis of a volume (:meth:`Ensemble.analyse`):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -172,14 +174,17 @@ class Ensemble:
         scoring = settings.scoring or self.scoring
         condition_all = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
         brain_all = torch.from_numpy(np.ascontiguousarray(brain, dtype=bool))[:, None]
-        done = 0
         width = self.network_batch(settings)
         # A slice's result must not depend on the slices it is analysed with (a whole-volume run, the viewer's
         # chunks). Torch's kernels pick their blocking by batch size, so there every call sees exactly ``width``
         # slices, the last batch padded with empty ones whose results are dropped; a batch-invariant runtime
         # needs no padding, and a lone slice (the viewer's first map) costs one slice.
         padded_to = 0 if RUNTIMES[self.info.runtime].batch_invariant else width
-        for member, (fold, model) in enumerate(self._members):
+        counter = _StepCounter(on_step)
+
+        def member_pass(fold: int, model: Denoiser) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+            """One member over every slice: ``(start, maps, restored)`` per network batch."""
+            batches = []
             for start in range(0, n, width):
                 stop = min(n, start + width)
                 condition = _padded(condition_all[start:stop], padded_to).to(self._device)
@@ -190,24 +195,37 @@ class Ensemble:
                 # One generator per slice (CPU, like the starting noise): a stochastic sampler's draws for a slice
                 # depend on (seed, fold, slice) only, never on the batch the slice is in or on the device.
                 generator = [torch.Generator().manual_seed(derive_seed(s, Stream.SAMPLER_STEPS)) for s in seeds]
-                base = done
-
-                def step_done(i: int, base: int = base, width: int = stop - start) -> None:
-                    if on_step is not None:
-                        on_step(base + i * width)
-
-                restored = restore(model, condition, scheduler, noise, generator=generator, on_step=step_done,
-                                   cancel=cancel, autocast_dtype=autocast).clamp(0.0, 1.0)[: stop - start]
-                condition = condition[: stop - start]
-                done += steps * (stop - start)
-                maps = anomaly_map(restored, condition, convention=self.ssim_convention,
+                restored = restore(model, condition, scheduler, noise, generator=generator,
+                                   on_step=counter.batch(stop - start), cancel=cancel,
+                                   autocast_dtype=autocast).clamp(0.0, 1.0)[: stop - start]
+                maps = anomaly_map(restored, condition[: stop - start], convention=self.ssim_convention,
                                    foreground=brain_all[start:stop].to(self._device), scoring=scoring)
+                batches.append((start, maps, restored.cpu()))
+            return batches
+
+        # The members' passes are summed in member order whether they ran one after another or side by side, so
+        # the result is the same bit for bit either way.
+        for member, batches in enumerate(self._member_passes(member_pass)):
+            for start, maps, restored in batches:
                 moments.add(maps, start)
-                sum_restored[start:stop] += restored.cpu()
+                sum_restored[start: start + restored.shape[0]] += restored
                 if kept is not None:
-                    kept[member, start:stop] = restored[:, 0].float().cpu().numpy()
+                    kept[member, start: start + restored.shape[0]] = restored[:, 0].float().numpy()
             moments.member_done()
         return self._result(moments, sum_restored / len(self._members), brain_all, kept)
+
+    def _member_passes(self, member_pass: Callable[[int, Denoiser], _Batches]) -> Iterator[_Batches]:
+        """Each member's pass, in member order: one member at a time, or, for a runtime that runs members side by
+        side (:attr:`~engine.runtimes.RuntimeSpec.parallel_members`), as many at once as torch has threads."""
+        workers = min(len(self._members), torch.get_num_threads())
+        if not RUNTIMES[self.info.runtime].parallel_members or workers < 2:
+            yield from (member_pass(fold, model) for fold, model in self._members)
+            return
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="condiff-member")
+        try:
+            yield from pool.map(lambda member: member_pass(*member), self._members)
+        finally:  # an error or a cancel in one pass: the passes not started yet are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def network_batch(self, settings: AnalysisSettings) -> int:
         """Slices per network call: :data:`NETWORK_BATCH` for this device, or fewer if ``settings.batch_size`` (the
@@ -399,6 +417,34 @@ class Ensemble:
         return fill_between_slices(result, brain) if len(chosen) < n_model else result
 
 
+_Batches = list[tuple[int, torch.Tensor, torch.Tensor]]
+"""One member's pass over the slices: ``(first slice, maps, restorations)`` per network batch."""
+
+
+class _StepCounter:
+    """Slice-steps done across every member's pass, reported to ``on_step`` as one rising count even when members
+    run side by side on several threads."""
+
+    def __init__(self, on_step: Callable[[int], None] | None) -> None:
+        self._on_step = on_step
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def batch(self, width: int) -> Callable[[int], None]:
+        """The ``on_step`` for one batch of ``width`` slices: called with the number of its steps done so far."""
+        seen = 0
+
+        def step_done(i: int) -> None:
+            nonlocal seen
+            with self._lock:
+                self._done += (i - seen) * width
+                seen = i
+                if self._on_step is not None:
+                    self._on_step(self._done)
+
+        return step_done
+
+
 def _padded(batch: torch.Tensor, width: int) -> torch.Tensor:
     """``batch`` with empty slices appended up to ``width``."""
     if batch.shape[0] >= width:
@@ -454,8 +500,9 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     members: list[tuple[int, Denoiser]] = list(networks)
     if chosen_runtime == "onnxruntime":
         try:
-            members = [(fold, in_runtime(net, chosen_runtime, preset, weights_sha256=card.members[fold].sha256))
-                       for fold, net in networks]
+            one_each = 1 if RUNTIMES[chosen_runtime].parallel_members else None
+            members = [(fold, in_runtime(net, chosen_runtime, preset, weights_sha256=card.members[fold].sha256,
+                                         threads=one_each)) for fold, net in networks]
         except Exception as exc:
             if runtime != "auto":
                 raise ModelLoadError(f"{path}: cannot run with onnxruntime ({exception_line(exc)})") from exc

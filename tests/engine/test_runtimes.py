@@ -3,6 +3,7 @@ falls back to torch where it cannot run, and exported members are cached safely.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from engine.ensemble import default_model_path, load_ensemble
 from engine.errors import ConfigError, ModelLoadError
 from engine.network import build_unet
 from engine.preprocess import axial_axis
+from engine.progress import Progress
 from engine.readers import load_mask, load_volume
 from engine.results import AnalysisSettings
 from engine.runtimes import MAP_TOLERANCE, onnx_member, resolve_runtime
@@ -165,3 +167,44 @@ def test_a_lone_slice_costs_one_slice_only_where_the_runtime_is_batch_invariant(
     plan = ensemble.plan_slices(volume, brain_mask=mask)
     ensemble.analyse(volume, slices=[plan[len(plan) // 2]], brain_mask=mask)
     assert widths == expected
+
+
+def test_members_side_by_side_give_the_same_result_bit_for_bit_and_do_run_side_by_side() -> None:
+    """ONNX Runtime's members run one thread each, as many at once as torch has threads: the result must not change,
+    the calls must come from more than one thread, and progress must still rise to its total."""
+    assert runtimes.RUNTIMES["onnxruntime"].parallel_members
+    assert not runtimes.RUNTIMES["torch"].parallel_members
+    volume = load_volume(SAMPLE_IXI)
+    mask = load_mask(SAMPLE_IXI_MASK, volume)
+    ensemble = load_ensemble(default_model_path(), device="cpu", folds=[0, 1, 2, 3], runtime="onnxruntime")
+    threads: set[int] = set()
+
+    def watched(network: object) -> object:
+        def call(x: torch.Tensor, t: torch.Tensor) -> object:
+            threads.add(threading.get_ident())
+            return network(x, t)  # type: ignore[operator]
+
+        return call
+
+    ensemble._members = [(fold, watched(net)) for fold, net in ensemble._members]  # noqa: SLF001
+    plan = ensemble.plan_slices(volume, brain_mask=mask)
+    chosen = list(plan[len(plan) // 2 - 2: len(plan) // 2 + 3])
+    before = torch.get_num_threads()
+    results = {}
+    reports: list[Progress] = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            threads.clear()
+            reports.clear()
+            results[n_threads] = ensemble.analyse(volume, slices=chosen, brain_mask=mask, on_progress=reports.append)
+            assert len(threads) == n_threads
+    finally:
+        torch.set_num_threads(before)
+    one, two = results[1], results[2]
+    assert one.anomaly_map.max() > 0.05
+    for name in ("anomaly_map", "member_spread", "restored", "slice_scores"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    dones = [report.done for report in reports]  # those of the side-by-side run
+    assert dones == sorted(dones)
+    assert dones[-1] == reports[-1].total == len(chosen) * 4 * ensemble.steps_for(AnalysisSettings())
