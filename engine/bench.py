@@ -111,7 +111,7 @@ def run_bench(*, preset: str = "small", model: Path | None = None, scan: Path | 
     gflop = counter.get_total_flops() / 1e9
     out["gflop_per_call"] = round(gflop, 3)
     net.eval()
-    call = in_runtime(net, chosen_runtime, spec)
+    call = in_runtime(net, chosen_runtime, spec, threads=torch.get_num_threads())  # one call, on every thread
     # Inference runs under bf16 autocast on CUDA (as the ensemble does) and in fp32 on the CPU.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with torch.no_grad(), autocast:

@@ -182,7 +182,7 @@ class Ensemble:
         padded_to = 0 if RUNTIMES[self.info.runtime].batch_invariant else width
         counter = _StepCounter(on_step)
 
-        def member_pass(fold: int, model: Denoiser) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        def member_pass(fold: int, model: Denoiser) -> _Batches:
             """One member over every slice: ``(start, maps, restored)`` per network batch."""
             batches = []
             for start in range(0, n, width):
@@ -500,9 +500,8 @@ def load_ensemble(path: str | Path, *, device: str = "auto", folds: Sequence[int
     members: list[tuple[int, Denoiser]] = list(networks)
     if chosen_runtime == "onnxruntime":
         try:
-            one_each = 1 if RUNTIMES[chosen_runtime].parallel_members else None
-            members = [(fold, in_runtime(net, chosen_runtime, preset, weights_sha256=card.members[fold].sha256,
-                                         threads=one_each)) for fold, net in networks]
+            members = [(fold, in_runtime(net, chosen_runtime, preset, weights_sha256=card.members[fold].sha256))
+                       for fold, net in networks]
         except Exception as exc:
             if runtime != "auto":
                 raise ModelLoadError(f"{path}: cannot run with onnxruntime ({exception_line(exc)})") from exc

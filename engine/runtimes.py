@@ -222,11 +222,14 @@ whose ``.sample`` is the prediction (the diffusers UNet, :class:`OnnxMember`).""
 def in_runtime(net: torch.nn.Module, runtime: RuntimeName, preset: Any, *,
                weights_sha256: str | None = None, threads: int | None = None) -> Denoiser:
     """A loaded member's network as ``runtime`` runs it: itself for torch, else an :func:`onnx_member` of the
-    ``preset``'s network (cached under ``weights_sha256`` when given) on ``threads`` threads, by default the caller's
-    torch thread count (an ensemble of a :attr:`RuntimeSpec.parallel_members` runtime asks for one)."""
+    ``preset``'s network (cached under ``weights_sha256`` when given) on ``threads`` threads. By default, the threads
+    a member gets inside an ensemble: one for a :attr:`RuntimeSpec.parallel_members` runtime (the ensemble runs
+    members side by side), else the caller's torch thread count."""
     if runtime == "torch":
         return net
     import torch  # noqa: PLC0415
 
+    if threads is None:
+        threads = 1 if RUNTIMES[runtime].parallel_members else torch.get_num_threads()
     return onnx_member(net, weights_sha256=weights_sha256, unet_config=preset.unet, size=preset.preprocess.size,
-                       threads=torch.get_num_threads() if threads is None else threads)
+                       threads=threads)
