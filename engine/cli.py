@@ -108,7 +108,8 @@ def _training_preset(args: argparse.Namespace) -> Any:
         preset = replace(preset, diffusion=replace(preset.diffusion, train_timesteps=args.train_timesteps))
         if args.train_timesteps > 0 and preset.default_sampler == "ddim":
             # Members trained only on the timesteps the n-step sampler visits are checked, selected and later run
-            # with that sampler: any other step count would query timesteps they never learned.
+            # with that sampler. Fewer DDIM steps stay on those timesteps (engine.diffusion.grid_timesteps); more
+            # would query timesteps they never learned, and the analysis says so.
             preset = replace(preset, default_steps=args.train_timesteps)
     if args.slice_spacing is not None:
         preset = replace(preset, preprocess=replace(preset.preprocess, slice_spacing_mm=args.slice_spacing))

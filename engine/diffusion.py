@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from engine.config import DiffusionConfig
@@ -51,6 +52,73 @@ def _ddim(common: dict[str, object]) -> SchedulerMixin:
                          set_alpha_to_one=True)
 
 
+class GridDDIMScheduler(DDIMScheduler):
+    """Deterministic DDIM (eta = 0) that steps between the timesteps it is given, however they are spaced.
+
+    diffusers' DDIM always steps from t to t - T // n, so n steps can only visit evenly spaced timesteps. Members
+    trained on an N-timestep grid (:attr:`DiffusionConfig.train_timesteps`) would then run a step count that does not
+    divide N on timesteps they never learned (2 steps of a 5-timestep grid: 999 and 499). With this scheduler they run
+    it on their own timesteps (999 and 399; see :func:`grid_timesteps`). The update is DDIM's (Song et al. 2021,
+    eq. 12 with eta = 0, x0-hat clipped like :func:`_ddim`), so on evenly spaced timesteps it matches diffusers' DDIM
+    (tested).
+    """
+
+    def set_grid_timesteps(self, timesteps: Sequence[int]) -> None:
+        """Run exactly these timesteps, in decreasing order; the last step lands on x0."""
+        ordered = [int(t) for t in timesteps]
+        if not ordered or any(a <= b for a, b in zip(ordered, ordered[1:], strict=False)) or ordered[-1] < 0 \
+                or ordered[0] >= self.config.num_train_timesteps:
+            raise ConfigError(f"grid timesteps must decrease within 0..{self.config.num_train_timesteps - 1}, "
+                              f"got {ordered}")
+        self.timesteps = torch.as_tensor(ordered, dtype=torch.long)
+        self.num_inference_steps = len(ordered)
+
+    def step(self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor,
+             eta: float = 0.0, use_clipped_model_output: bool = False, generator: object = None,
+             variance_noise: torch.Tensor | None = None, return_dict: bool = True) -> DDIMSchedulerOutput:
+        """One DDIM step from ``timestep`` to the next timestep of the grid (x0 after the last)."""
+        if eta:
+            raise ConfigError("the grid DDIM sampler is deterministic (eta = 0)")
+        order = self.timesteps.tolist()
+        here = order.index(int(timestep))
+        alpha_t = self.alphas_cumprod[order[here]]
+        alpha_prev = self.alphas_cumprod[order[here + 1]] if here + 1 < len(order) else self.final_alpha_cumprod
+        x0, eps = predicted_x0_and_noise(model_output, sample, alpha_t, self.config.prediction_type)
+        x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+        prev = alpha_prev ** 0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
+        return DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+
+def predicted_x0_and_noise(prediction: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor,
+                           prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean image and the noise that a network's ``prediction`` at cumulative alpha ``alpha_bar`` implies."""
+    a, b = alpha_bar ** 0.5, (1 - alpha_bar) ** 0.5
+    if prediction_type == "epsilon":
+        return (sample - b * prediction) / a, prediction
+    if prediction_type == "v_prediction":
+        return a * sample - b * prediction, a * prediction + b * sample
+    if prediction_type == "sample":
+        return prediction, (sample - a * prediction) / b
+    raise ConfigError(f"unknown prediction type {prediction_type!r}")
+
+
+def grid_timesteps(config: DiffusionConfig, steps: int) -> list[int] | None:
+    """The timesteps a ``steps``-step DDIM visits on members trained on a grid, or None to space them evenly.
+
+    None when the members learned every timestep (``train_timesteps`` 0), when the evenly spaced timesteps already lie
+    on the grid (``steps`` divides its size), or when more steps than the grid holds are asked for. Otherwise
+    ``steps`` of the grid's own timesteps, spread over it from its noisiest one: step i visits the grid's timestep
+    round(i * N / steps), halves rounded up, toward the cleaner one. Two of a five-timestep grid are then 999 and
+    399, chosen over 999 and 599 on the selection role of the healthy data (bundled members: synthetic AP_p 0.392
+    both, healthy 1 - SSIM 0.072 against 0.077).
+    """
+    size = config.train_timesteps
+    if not size or steps >= size or size % steps == 0:
+        return None
+    grid = _trailing_timesteps(config, size)
+    return [grid[(2 * i * size + steps) // (2 * steps)] for i in range(steps)]
+
+
 def _dpm(common: dict[str, object]) -> SchedulerMixin:
     return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                        timestep_spacing="trailing", thresholding=False, lower_order_final=True)
@@ -82,12 +150,40 @@ def make_sampler(name: SamplerName, config: DiffusionConfig, steps: int | None =
         "beta_schedule": "linear",
         "prediction_type": config.prediction_type,
     }
-    scheduler = SCHEDULER_BUILDERS[name](common)
     steps = SAMPLERS[name].fixed_steps or steps
     if steps is None or steps < 1:
         raise ConfigError(f"the {name} sampler needs a positive number of steps, got {steps}")
+    on_grid = grid_timesteps(config, steps) if name == "ddim" else None
+    if on_grid is not None:
+        grid_scheduler = GridDDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True)
+        grid_scheduler.set_grid_timesteps(on_grid)
+        return grid_scheduler, steps
+    scheduler = SCHEDULER_BUILDERS[name](common)
     scheduler.set_timesteps(steps)
     return scheduler, len(scheduler.timesteps)
+
+
+def _trailing_timesteps(config: DiffusionConfig, steps: int) -> list[int]:
+    """The timesteps diffusers' ``steps``-step DDIM visits (trailing spacing: 999 first)."""
+    scheduler = _ddim({"num_train_timesteps": config.num_train_timesteps, "beta_start": config.beta_start,
+                       "beta_end": config.beta_end, "beta_schedule": "linear",
+                       "prediction_type": config.prediction_type})
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def unlearned_timesteps(config: DiffusionConfig, name: SamplerName, steps: int | None) -> list[int]:
+    """The timesteps sampler ``name`` visits that members trained on a timestep grid never learned.
+
+    Empty for members that learned every timestep (``train_timesteps`` 0), and for DDIM with at most as many steps as
+    the grid holds (:func:`grid_timesteps`); e.g. the paper's 50 steps on a five-timestep grid visit 50 unlearned ones.
+    """
+    grid = training_timestep_grid(config)
+    if grid is None:
+        return []
+    learned = set(grid.tolist())
+    scheduler, _ = make_sampler(name, config, steps)
+    return [int(t) for t in scheduler.timesteps if int(t) not in learned]
 
 
 def initial_noise(shape: Sequence[int], seeds: Sequence[int], device: torch.device | str) -> torch.Tensor:
@@ -174,8 +270,7 @@ def training_timestep_grid(config: DiffusionConfig) -> torch.Tensor | None:
     ``config.train_timesteps``-step DDIM sampler (the same trailing spacing :func:`make_sampler` uses)."""
     if not config.train_timesteps:
         return None
-    scheduler, _ = make_sampler("ddim", config, config.train_timesteps)
-    return torch.as_tensor(scheduler.timesteps, dtype=torch.long).clone()
+    return torch.as_tensor(_trailing_timesteps(config, config.train_timesteps), dtype=torch.long)
 
 
 def draw_timesteps_and_noise(

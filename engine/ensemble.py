@@ -31,7 +31,7 @@ from engine.brain import analysis_brain
 from engine.card import ModelCard, read_card
 from engine.config import MapScoring
 from engine.devices import resolve_device
-from engine.diffusion import initial_noise, make_sampler, restore
+from engine.diffusion import initial_noise, make_sampler, restore, unlearned_timesteps
 from engine.errors import ModelLoadError, exception_line
 from engine.network import build_unet
 from engine.preprocess import ModelSpace, foreground_mask, from_model_space, to_model_space
@@ -396,6 +396,11 @@ class Ensemble:
         warnings = tuple(volume.warnings) + self.input_warnings(volume, brain_mask, brain)
         if mismatches:
             warnings += (f"the threshold is uncalibrated for these settings: {', '.join(mismatches)}",)
+        unlearned = unlearned_timesteps(self.preset.diffusion, settings.sampler, steps)
+        if unlearned:
+            warnings += (f"the members learned {self.preset.diffusion.train_timesteps} timesteps only; "
+                         f"{settings.sampler} with {steps} steps also visits {len(unlearned)} others, so the "
+                         f"restorations are less trustworthy",)
         if ms.cropped:
             warnings += (f"{volume.name}: the brain is larger than the model's canvas and was cropped",)
         result = AnomalyResult(

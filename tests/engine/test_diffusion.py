@@ -8,13 +8,16 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from engine.config import DiffusionConfig, get_preset
 from engine.diffusion import (
+    GridDDIMScheduler,
     draw_timesteps_and_noise,
+    grid_timesteps,
     initial_noise,
     make_sampler,
     make_train_scheduler,
     restore,
     snr_weights,
     training_loss,
+    training_timestep_grid,
 )
 from engine.errors import Cancelled
 from engine.network import build_unet
@@ -65,6 +68,70 @@ def test_restore_returns_what_an_oracle_network_means(prediction: str, sampler: 
     out = restore(Oracle(config), condition, scheduler, noise, generator=torch.Generator().manual_seed(0))
     assert out.shape == condition.shape
     assert torch.allclose(out, condition, atol=2e-3)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("steps", [2, 3, 4])
+def test_grid_sampler_restores_what_an_oracle_network_means(prediction: str, steps: int) -> None:
+    config = DiffusionConfig(prediction_type=prediction, train_timesteps=5)
+    scheduler, count = make_sampler("ddim", config, steps)
+    assert isinstance(scheduler, GridDDIMScheduler)
+    assert count == steps
+    condition = torch.rand(3, 1, 16, 16) * 0.9 + 0.05
+    out = restore(Oracle(config), condition, scheduler, initial_noise((1, 16, 16), [1, 2, 3], "cpu"))
+    assert torch.allclose(out, condition, atol=2e-3)
+
+
+@pytest.mark.parametrize("size", [5, 10])
+def test_ddim_on_members_trained_on_a_grid_visits_only_the_grid(size: int) -> None:
+    config = DiffusionConfig(prediction_type="v_prediction", train_timesteps=size)
+    grid = training_timestep_grid(config).tolist()
+    assert grid[0] == 999
+    assert len(grid) == size
+    for steps in range(1, size + 1):
+        scheduler, count = make_sampler("ddim", config, steps)
+        visited = scheduler.timesteps.tolist()
+        assert count == len(visited) == steps
+        assert visited[0] == 999  # every sampler starts from pure noise
+        assert set(visited) <= set(grid), (steps, visited)
+        assert visited == sorted(visited, reverse=True)
+    # Steps that divide the grid keep diffusers' own even spacing; more steps than the grid holds fall back to it.
+    assert grid_timesteps(config, 1) is None
+    assert grid_timesteps(config, size) is None
+    assert make_sampler("ddim", config, size + 1)[0].timesteps.tolist() == \
+        make_sampler("ddim", DiffusionConfig(prediction_type="v_prediction"), size + 1)[0].timesteps.tolist()
+
+
+def test_two_steps_of_a_five_timestep_grid_are_999_and_399() -> None:
+    config = get_preset("small").diffusion
+    assert training_timestep_grid(config).tolist() == [999, 799, 599, 399, 199]
+    assert make_sampler("ddim", config, 2)[0].timesteps.tolist() == [999, 399]
+    # Members that learned every timestep keep diffusers' even spacing.
+    assert make_sampler("ddim", DiffusionConfig(), 2)[0].timesteps.tolist() == [999, 499]
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_grid_sampler_on_evenly_spaced_timesteps_is_diffusers_ddim_bit_for_bit(prediction: str) -> None:
+    config = DiffusionConfig(prediction_type=prediction)
+    ddim, _ = make_sampler("ddim", config, 5)
+    grid = GridDDIMScheduler.from_config(ddim.config)
+    grid.set_grid_timesteps(ddim.timesteps.tolist())
+    gen = torch.Generator().manual_seed(3)
+    a = b = torch.randn(2, 1, 8, 8, generator=gen) * 1.5
+    for t in ddim.timesteps:
+        prediction_out = torch.randn(2, 1, 8, 8, generator=gen) * 1.5  # large enough that x0-hat gets clipped
+        a = ddim.step(prediction_out, t, a).prev_sample
+        b = grid.step(prediction_out, t, b).prev_sample
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("timesteps", [[], [399, 999], [999, 999], [1000, 5], [5, -1]])
+def test_grid_sampler_refuses_timesteps_that_do_not_decrease_within_the_schedule(timesteps: list[int]) -> None:
+    from engine.errors import ConfigError
+
+    scheduler = GridDDIMScheduler()
+    with pytest.raises(ConfigError, match="grid timesteps"):
+        scheduler.set_grid_timesteps(timesteps)
 
 
 def test_restore_is_deterministic_for_a_seed_and_depends_on_it() -> None:

@@ -221,6 +221,22 @@ def test_cancel_stops_within_one_sampler_step(oracle: Ensemble) -> None:
     assert member.calls - calls_before == 3
 
 
+def test_a_sampler_that_asks_the_members_about_timesteps_they_never_learned_says_so(oracle: Ensemble) -> None:
+    volume, _ = _load("MS LAS")  # the oracle's members carry the small preset: trained on 5 timesteps
+
+    def said(**settings: object) -> list[str]:
+        result = oracle.analyse(volume, settings=engine.AnalysisSettings(**settings), slices=[90])
+        return [w for w in result.warnings if "timesteps" in w]
+
+    assert said() == []
+    assert said(steps=2) == []  # two of its own timesteps (999, 399)
+    (six,) = said(steps=6)
+    assert "learned 5 timesteps only" in six
+    assert "ddim with 6 steps also visits 5 others" in six
+    (paper,) = said(sampler="paper")
+    assert "paper with 50 steps also visits 50 others" in paper
+
+
 def test_progress_reports_at_most_ten_a_second(oracle: Ensemble) -> None:
     volume, _ = _load("MS LAS")
     reports: list[engine.Progress] = []
