@@ -385,9 +385,9 @@ class Ensemble:
         shape[ms.slice_axis] = n_native
         brain = analysis_brain(volume, brain_mask) if brain is None else brain
         inside = analysed.reshape(shape) & brain
-        restored = np.where(inside & np.isfinite(restored_model), restored_model, data).astype(np.float32)
-        amap = np.where(inside, amap, 0.0).astype(np.float32)
-        spread = np.where(inside, spread, 0.0).astype(np.float32)
+        restored = np.where(inside & np.isfinite(restored_model), restored_model, data).astype(np.float32, copy=False)
+        amap = np.where(inside, amap, np.float32(0)).astype(np.float32, copy=False)
+        spread = np.where(inside, spread, np.float32(0)).astype(np.float32, copy=False)
         scores = np.full(n_native, np.nan, dtype=np.float32)
         scores[ms.native_index[chosen]] = partial.scores
         calibration = self.info.calibration
@@ -419,7 +419,7 @@ class Ensemble:
             warnings=warnings,
             uncalibrated_for=mismatches,
         )
-        return fill_between_slices(result, brain) if len(chosen) < n_model else result
+        return fill_between_slices(result, brain, copy=False) if len(chosen) < n_model else result
 
 
 _Batches = list[tuple[int, torch.Tensor, torch.Tensor]]

@@ -360,10 +360,11 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
     values = data[brain]
     if float(values.max()) <= 0:
         raise VolumeError(f"{volume.name}: the {what} holds no positive intensity")
-    scale = _scale_of(values, spec)
     points = _landmark_points(values, spec) if spec.normalisation == "landmarks" else None
-    if points is not None:
+    if points is not None:  # the landmarks set the scale; the percentile pass of _scale_of is not needed
         scale = float(piecewise_linear(np.array([1.0]), points[1], points[0])[0])
+    else:
+        scale = _scale_of(values, spec)
     stripped = np.where(brain, data, np.float32(0.0))
 
     native_ornt = nib.io_orientation(np.asarray(volume.affine, dtype=np.float64))

@@ -185,7 +185,14 @@ def test_planned_slices_in_chunks_then_filled_match_a_whole_volume_run(require_d
             analysed=merged.analysed | part.analysed, covered=merged.covered | part.covered)
     assert merged is not None
     assert np.array_equal(merged.analysed, whole.analysed)
+    before = {name: getattr(merged, name).copy() for name in ("anomaly_map", "member_spread", "restored")}
     filled = engine.fill_between_slices(merged, foreground_mask(volume.data))
+    for name, values in before.items():  # the caller's result is left as it was
+        assert np.array_equal(getattr(merged, name), values, equal_nan=True), name
+    in_place = engine.fill_between_slices(merged, foreground_mask(volume.data), copy=False)
+    assert in_place.anomaly_map is merged.anomaly_map
+    assert np.array_equal(in_place.anomaly_map, filled.anomaly_map)
+    assert np.array_equal(in_place.restored, filled.restored)
     between = whole.covered & ~whole.analysed
     assert between.sum() > 50
     # One analysis: chunks of any grouping, merged and filled on the native grid, are the whole-volume result, bit
