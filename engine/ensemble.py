@@ -384,10 +384,14 @@ class Ensemble:
         shape = [1, 1, 1]
         shape[ms.slice_axis] = n_native
         brain = analysis_brain(volume, brain_mask) if brain is None else brain
-        inside = analysed.reshape(shape) & brain
-        restored = np.where(inside & np.isfinite(restored_model), restored_model, data).astype(np.float32, copy=False)
-        amap = np.where(inside, amap, np.float32(0)).astype(np.float32, copy=False)
-        spread = np.where(inside, spread, np.float32(0)).astype(np.float32, copy=False)
+        outside = ~(analysed.reshape(shape) & brain)
+        # In place: the three arrays are fresh from from_model_space (whole-volume temporaries cost page faults).
+        restored = restored_model.astype(np.float32, copy=False)
+        np.copyto(restored, data, where=outside | ~np.isfinite(restored))
+        amap = amap.astype(np.float32, copy=False)
+        np.copyto(amap, np.float32(0), where=outside)
+        spread = spread.astype(np.float32, copy=False)
+        np.copyto(spread, np.float32(0), where=outside)
         scores = np.full(n_native, np.nan, dtype=np.float32)
         scores[ms.native_index[chosen]] = partial.scores
         calibration = self.info.calibration

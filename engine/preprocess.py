@@ -111,10 +111,9 @@ class ModelSpace:
     native_shape: tuple[int, int, int]
     spacing_mm: float
     cropped: bool = False
-    # Private geometry: the native orientation (nibabel io_orientation), the native -> model orientation
-    # transform, native pixels per model pixel along (row, col), whole-pixel canvas offsets along (row, col), and
-    # the index along the model array's slice axis of each model slice.
-    _native_ornt: np.ndarray = field(default_factory=lambda: np.zeros((3, 2)), repr=False)
+    # Private geometry: the native -> model orientation transform, native pixels per model pixel along (row, col),
+    # whole-pixel canvas offsets along (row, col), and the index along the model array's slice axis of each model
+    # slice.
     _ornt: np.ndarray = field(default_factory=lambda: np.zeros((3, 2)), repr=False)
     _factors: tuple[float, float] = field(default=(1.0, 1.0), repr=False)
     _offsets: tuple[int, int] = field(default=(0, 0), repr=False)
@@ -430,7 +429,6 @@ def to_model_space(volume: Volume, spec: PreprocessSpec, brain_mask: np.ndarray 
         native_shape=volume.shape,
         spacing_mm=float(spec.spacing_mm),
         cropped=bool(cropped),
-        _native_ornt=native_ornt,
         _ornt=ornt,
         _factors=(float(factors[0]), float(factors[1])),
         _offsets=offsets,
@@ -460,14 +458,15 @@ def from_model_space(maps: np.ndarray, ms: ModelSpace, *, fill: float = 0.0, ord
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order}")
     dtype = np.float64 if maps.dtype == np.float64 else np.float32
-    inverse = orientations.ornt_transform(_MODEL_ORNT, ms._native_ornt)
-    model_shape = tuple(int(ms.native_shape[i]) for i in np.argsort(ms._ornt[:, 0]))
-    out = np.full(model_shape, fill, dtype=dtype)
+    native = np.full(tuple(int(n) for n in ms.native_shape), fill, dtype=dtype)
+    # The native array seen in model orientation: a view (transposes and flips), so writing it fills ``native``
+    # without a reorienting copy of the whole volume.
+    out = orientations.apply_orientation(native, ms._ornt)
     # A slice that is all ``fill`` maps back to ``fill``: skipping it makes a single analysed slice cost one slice.
     present = ~_all_fill(maps, fill)
     if present.any():
-        row_w, row_on = _from_canvas_matrix(model_shape[0], ms._factors[0], ms._offsets[0], ms.size, order)
-        col_w, col_on = _from_canvas_matrix(model_shape[1], ms._factors[1], ms._offsets[1], ms.size, order)
+        row_w, row_on = _from_canvas_matrix(out.shape[0], ms._factors[0], ms._offsets[0], ms.size, order)
+        col_w, col_on = _from_canvas_matrix(out.shape[1], ms._factors[1], ms._offsets[1], ms.size, order)
         values = maps[present].astype(dtype, copy=False)
         bad = ~np.isfinite(values)
         if bad.any():  # keep NaN local: a matrix product would spread it along whole rows and columns
@@ -478,7 +477,7 @@ def from_model_space(maps: np.ndarray, ms: ModelSpace, *, fill: float = 0.0, ord
             back[touched] = np.nan
         back[:, ~(row_on[:, None] & col_on[None, :])] = fill
         out[:, :, ms._model_k[present]] = np.moveaxis(back, 0, -1)
-    return np.ascontiguousarray(orientations.apply_orientation(out, inverse))
+    return native
 
 
 def _all_fill(maps: np.ndarray, fill: float) -> np.ndarray:
