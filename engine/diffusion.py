@@ -8,7 +8,8 @@ slice as the condition at every step (50 DDPM steps, leading spacing: t = 980, 9
 Samplers:
     ``paper``: exactly that 50-step DDPM protocol.
     ``ddim``: deterministic DDIM (eta = 0) with trailing spacing, so the first step starts at t = 999 from pure noise;
-        one step is a direct x0 prediction.
+        one step is a direct x0 prediction. On members trained on a grid of N timesteps, fewer than N steps visit
+        only the grid's own timesteps (:class:`GridDDIMScheduler`, :func:`grid_timesteps`).
     ``dpm``: DPM-Solver++ (2nd order multistep) with trailing spacing.
 """
 
@@ -31,15 +32,7 @@ from engine.samplers import SAMPLERS, SamplerName
 
 def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
     """The forward process used for training (diffusers' DDPM with the config's betas and prediction target)."""
-    return DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        beta_schedule="linear",
-        prediction_type=config.prediction_type,
-        clip_sample=True,
-        clip_sample_range=1.0,
-    )
+    return DDPMScheduler(**_schedule(config), clip_sample=True, clip_sample_range=1.0)
 
 
 def _paper(common: dict[str, object]) -> SchedulerMixin:
@@ -47,9 +40,12 @@ def _paper(common: dict[str, object]) -> SchedulerMixin:
                          variance_type="fixed_small")
 
 
+_DDIM_OPTIONS: dict[str, object] = {"clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True}
+"""DDIM's settings, evenly spaced or on a grid: x0-hat clipped to +-1, the last step lands on x0."""
+
+
 def _ddim(common: dict[str, object]) -> SchedulerMixin:
-    return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, timestep_spacing="trailing",
-                         set_alpha_to_one=True)
+    return DDIMScheduler(**common, **_DDIM_OPTIONS, timestep_spacing="trailing")
 
 
 class GridDDIMScheduler(DDIMScheduler):
@@ -59,7 +55,7 @@ class GridDDIMScheduler(DDIMScheduler):
     trained on an N-timestep grid (:attr:`DiffusionConfig.train_timesteps`) would then run a step count that does not
     divide N on timesteps they never learned (2 steps of a 5-timestep grid: 999 and 499). With this scheduler they run
     it on their own timesteps (999 and 399; see :func:`grid_timesteps`). The update is DDIM's (Song et al. 2021,
-    eq. 12 with eta = 0, x0-hat clipped like :func:`_ddim`), so on evenly spaced timesteps it matches diffusers' DDIM
+    eq. 12 with eta = 0, the same :data:`_DDIM_OPTIONS`), so on evenly spaced timesteps it matches diffusers' DDIM
     (tested).
     """
 
@@ -143,19 +139,13 @@ def make_sampler(name: SamplerName, config: DiffusionConfig, steps: int | None =
     """
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    common: dict[str, object] = {
-        "num_train_timesteps": config.num_train_timesteps,
-        "beta_start": config.beta_start,
-        "beta_end": config.beta_end,
-        "beta_schedule": "linear",
-        "prediction_type": config.prediction_type,
-    }
+    common = _schedule(config)
     steps = SAMPLERS[name].fixed_steps or steps
     if steps is None or steps < 1:
         raise ConfigError(f"the {name} sampler needs a positive number of steps, got {steps}")
     on_grid = grid_timesteps(config, steps) if name == "ddim" else None
     if on_grid is not None:
-        grid_scheduler = GridDDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True)
+        grid_scheduler = GridDDIMScheduler(**common, **_DDIM_OPTIONS)
         grid_scheduler.set_grid_timesteps(on_grid)
         return grid_scheduler, steps
     scheduler = SCHEDULER_BUILDERS[name](common)
@@ -163,11 +153,20 @@ def make_sampler(name: SamplerName, config: DiffusionConfig, steps: int | None =
     return scheduler, len(scheduler.timesteps)
 
 
+def _schedule(config: DiffusionConfig) -> dict[str, object]:
+    """The scheduler arguments every sampler shares with training: T, the betas and the prediction target."""
+    return {
+        "num_train_timesteps": config.num_train_timesteps,
+        "beta_start": config.beta_start,
+        "beta_end": config.beta_end,
+        "beta_schedule": "linear",
+        "prediction_type": config.prediction_type,
+    }
+
+
 def _trailing_timesteps(config: DiffusionConfig, steps: int) -> list[int]:
     """The timesteps diffusers' ``steps``-step DDIM visits (trailing spacing: 999 first)."""
-    scheduler = _ddim({"num_train_timesteps": config.num_train_timesteps, "beta_start": config.beta_start,
-                       "beta_end": config.beta_end, "beta_schedule": "linear",
-                       "prediction_type": config.prediction_type})
+    scheduler = _ddim(_schedule(config))
     scheduler.set_timesteps(steps)
     return [int(t) for t in scheduler.timesteps]
 
