@@ -47,15 +47,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Describe a preset or a model folder."""
     if args.model:
         from engine.card import card_to_json, read_card  # noqa: PLC0415
+        from engine.diffusion import make_sampler, training_timestep_grid  # noqa: PLC0415
 
         card = read_card(args.model)
         stored = card_to_json(card)  # the calibration and preprocessing as the file holds them
+        diffusion = card.preset.diffusion
+        scheduler, steps = make_sampler(card.preset.default_sampler, diffusion, card.preset.default_steps)
+        grid = training_timestep_grid(diffusion)
         summary = {
             "name": card.name,
             "version": card.version,
             "modality": card.modality,
             "preset": card.preset.name,
             "members": sorted(card.members),
+            # What an analysis runs by default, and on which of the timesteps the members learned.
+            "sampler": {"name": card.preset.default_sampler, "steps": steps,
+                        "timesteps": [int(t) for t in scheduler.timesteps],
+                        "trained_timesteps": grid.tolist() if grid is not None else "all"},
             "calibration": stored["calibration"],
             "preprocess": stored["preset"]["preprocess"],
             "software": stored.get("software"),

@@ -19,7 +19,7 @@ import pytest
 
 from engine.cli import main
 from engine.errors import EngineError
-from tests.conftest import DATA_DIR, SAMPLE_IXI, SAMPLE_IXI_MASK, SAMPLE_MS, real_scan
+from tests.conftest import DATA_DIR, REPO_ROOT, SAMPLE_IXI, SAMPLE_IXI_MASK, SAMPLE_MS, real_scan
 
 IXI_VAL = DATA_DIR / "ixi-t1" / "val"  # tests that use it take the require_data fixture
 BRATS = DATA_DIR / "brats2018-dev"
@@ -71,6 +71,15 @@ def test_info_describes_a_model_folder(capsys: pytest.CaptureFixture[str], tiny_
     info = json.loads(capsys.readouterr().out)
     assert info["members"] == [0, 1]
     assert info["preset"] == "tiny"
+    assert info["sampler"] == {"name": "ddim", "steps": 2, "timesteps": [999, 499], "trained_timesteps": "all"}
+
+
+def test_info_names_the_timesteps_the_bundled_model_runs_on(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--model", str(REPO_ROOT / "resources" / "models" / "condiff-t1-small"), "--json"]) == 0
+    sampler = json.loads(capsys.readouterr().out)["sampler"]
+    assert sampler["name"] == "ddim"
+    assert set(sampler["timesteps"]) <= set(sampler["trained_timesteps"])  # only timesteps its members learned
+    assert sampler["timesteps"][0] == 999
 
 
 def test_train_the_done_when_command(tmp_path: Path, require_data: Path) -> None:
